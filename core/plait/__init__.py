@@ -1,0 +1,86 @@
+"""plait: plain Python functions as orchestrated flows and tasks.
+
+    from plait import flow, task
+
+    @task(retries=2)
+    def extract() -> list[int]: ...
+
+    @flow
+    def etl() -> None:
+        load(transform(extract()))
+"""
+
+from plait import runtime
+from plait._logging import get_run_logger
+from plait._options import FlowOptions, TaskOptions
+from plait.cache_policies import FLOW_PARAMETERS, INPUTS, NO_CACHE, TASK_SOURCE
+from plait.exceptions import (
+    CancelledRun,
+    CrashedRun,
+    InvalidOptions,
+    ParameterBindError,
+    PlaitError,
+    SerializationError,
+    UpstreamFailed,
+)
+from plait.flows import Flow, flow
+from plait.futures import PlaitFuture, PlaitFutureList, wait
+from plait.states import (
+    Cached,
+    Cancelled,
+    Completed,
+    Crashed,
+    Failed,
+    Paused,
+    Pending,
+    Retrying,
+    Running,
+    Scheduled,
+    State,
+    StateType,
+)
+from plait.task_runners import InProcessTaskRunner, TaskRunner, ThreadPoolTaskRunner
+from plait.tasks import Task, task, unmapped
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Cached",
+    "Cancelled",
+    "CancelledRun",
+    "Completed",
+    "Crashed",
+    "CrashedRun",
+    "FLOW_PARAMETERS",
+    "Failed",
+    "Flow",
+    "FlowOptions",
+    "INPUTS",
+    "InProcessTaskRunner",
+    "InvalidOptions",
+    "NO_CACHE",
+    "ParameterBindError",
+    "Paused",
+    "Pending",
+    "PlaitError",
+    "PlaitFuture",
+    "PlaitFutureList",
+    "Retrying",
+    "Running",
+    "Scheduled",
+    "SerializationError",
+    "State",
+    "StateType",
+    "TASK_SOURCE",
+    "Task",
+    "TaskOptions",
+    "TaskRunner",
+    "ThreadPoolTaskRunner",
+    "UpstreamFailed",
+    "flow",
+    "get_run_logger",
+    "runtime",
+    "task",
+    "unmapped",
+    "wait",
+]

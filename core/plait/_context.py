@@ -1,0 +1,72 @@
+"""The run contexts: which flow run and task run the current code belongs to."""
+
+from __future__ import annotations
+
+import threading
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from plait._runs import FlowRun, Recorder, TaskRun
+
+# Values of these types are not tracked by identity: equal values share one object, so an
+# identity match would invent dependency edges.
+UNTRACKED_TYPES = (type(None), bool, int, float, complex, str, bytes)
+
+
+@dataclass(slots=True, eq=False)
+class FlowRunContext:
+    """Everything the engine needs while a flow run's body executes."""
+
+    flow: Any
+    flow_run: FlowRun
+    parameters: dict[str, Any]
+    task_runner: Any
+    recorder: Recorder
+    log_prints: bool
+    persist_results: bool = False
+    loop: Any = None  # the event loop of an async flow's body
+    results: dict[int, tuple[Any, str]] = field(default_factory=dict)
+    futures: list[Any] = field(default_factory=list)
+    task_counts: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def next_dynamic_key(self, task_key: str) -> int:
+        with self.lock:
+            n = self.task_counts.get(task_key, 0)
+            self.task_counts[task_key] = n + 1
+            return n
+
+    def track_result(self, value: Any, task_run_id: str) -> None:
+        """Remember which task run produced ``value`` so passing it on records an edge."""
+        if not isinstance(value, UNTRACKED_TYPES):
+            self.results[id(value)] = (value, task_run_id)
+
+    def producer_of(self, value: Any) -> str | None:
+        if isinstance(value, UNTRACKED_TYPES):
+            return None
+        hit = self.results.get(id(value))
+        return hit[1] if hit is not None and hit[0] is value else None
+
+
+@dataclass(slots=True, eq=False)
+class TaskRunContext:
+    """The task run whose body is executing, with its resolved arguments."""
+
+    task: Any
+    task_run: TaskRun
+    parameters: dict[str, Any]
+    flow_context: FlowRunContext | None
+    log_prints: bool
+
+    @property
+    def flow_run(self) -> FlowRun | None:
+        return self.flow_context.flow_run if self.flow_context else None
+
+    @property
+    def flow_parameters(self) -> dict[str, Any] | None:
+        return self.flow_context.parameters if self.flow_context else None
+
+
+flow_run_var: ContextVar[FlowRunContext | None] = ContextVar("plait_flow_run", default=None)
+task_run_var: ContextVar[TaskRunContext | None] = ContextVar("plait_task_run", default=None)

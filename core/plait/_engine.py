@@ -1,0 +1,397 @@
+"""The engine: one state machine for flows and tasks, two thin drivers.
+
+``task_steps`` and ``flow_steps`` are generators holding all orchestration decisions
+(transitions, retries, caching, timeouts, failure handling). They do no I/O themselves:
+they yield *actions* — call the user's function, sleep, wait for upstream futures, touch
+result storage — and receive the outcome. ``drive_sync`` and ``drive_async`` perform those
+actions, the only place where sync and async differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any, Generator
+
+from plait._context import FlowRunContext, TaskRunContext, flow_run_var, task_run_var
+from plait._runs import FlowRun, TaskRun
+from plait.exceptions import CrashedRun, SerializationError, UpstreamFailed
+from plait.futures import resolve_futures
+from plait.states import State, StateType, check_transition
+
+logger = logging.getLogger("plait.engine")
+
+Steps = Generator[Any, Any, State]
+
+
+class Outcome:
+    """What calling user code produced: a value or an exception."""
+
+    __slots__ = ("value", "error")
+
+    def __init__(self, value: Any = None, error: BaseException | None = None) -> None:
+        self.value = value
+        self.error = error
+
+
+# -- actions -------------------------------------------------------------------------------
+class Call:
+    """Run the user's function inside its run context, with an optional timeout."""
+
+    __slots__ = ("fn", "args", "kwargs", "timeout", "what", "flow_ctx", "task_ctx")
+
+    def __init__(self, fn, args, kwargs, timeout, what, flow_ctx=None, task_ctx=None) -> None:
+        self.fn, self.args, self.kwargs, self.timeout = fn, args, kwargs, timeout
+        self.what, self.flow_ctx, self.task_ctx = what, flow_ctx, task_ctx
+
+    def _enter(self) -> tuple[Any, Any]:
+        flow_token = flow_run_var.set(self.flow_ctx) if self.flow_ctx is not None else None
+        task_token = task_run_var.set(self.task_ctx)
+        return flow_token, task_token
+
+    def _exit(self, tokens: tuple[Any, Any]) -> None:
+        task_run_var.reset(tokens[1])
+        if tokens[0] is not None:
+            flow_run_var.reset(tokens[0])
+
+    def run_sync(self) -> Outcome:
+        tokens = self._enter()
+        try:
+            if self.timeout is None:
+                return Outcome(self.fn(*self.args, **self.kwargs))
+            return Outcome(_call_with_timeout(self.fn, self.args, self.kwargs, self.timeout, self.what))
+        except Exception as exc:
+            return Outcome(error=exc)
+        finally:
+            self._exit(tokens)
+
+    async def run_async(self) -> Outcome:
+        tokens = self._enter()
+        try:
+            if self.flow_ctx is not None and self.flow_ctx.loop is None:
+                self.flow_ctx.loop = asyncio.get_running_loop()
+            coro = self.fn(*self.args, **self.kwargs)
+            if self.timeout is None:
+                return Outcome(await coro)
+            try:
+                return Outcome(await asyncio.wait_for(coro, self.timeout))
+            except asyncio.TimeoutError:
+                return Outcome(error=TimeoutError(f"{self.what} exceeded its timeout of {self.timeout:g}s"))
+        except Exception as exc:
+            return Outcome(error=exc)
+        finally:
+            self._exit(tokens)
+
+
+def _call_with_timeout(fn, args, kwargs, timeout: float, what: str) -> Any:
+    """Run a sync function in a helper thread and give up waiting after ``timeout``.
+
+    Python cannot kill a thread: a timed-out body keeps running in the background, but the
+    run is failed at once and the flow moves on.
+    """
+    import contextvars
+
+    done = threading.Event()
+    box: list[Any] = []
+    context = contextvars.copy_context()
+
+    def target() -> None:
+        try:
+            box.append(Outcome(context.run(fn, *args, **kwargs)))
+        except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+            box.append(Outcome(error=exc))
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name=f"plait-timeout-{what}", daemon=True).start()
+    if not done.wait(timeout):
+        raise TimeoutError(f"{what} exceeded its timeout of {timeout:g}s")
+    if box[0].error is not None:
+        raise box[0].error
+    return box[0].value
+
+
+class Sleep:
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def run_sync(self) -> None:
+        time.sleep(self.seconds)
+
+    async def run_async(self) -> None:
+        await asyncio.sleep(self.seconds)
+
+
+class Resolve:
+    """Wait for the futures among a task's arguments and ``wait_for``; return final states."""
+
+    __slots__ = ("futures",)
+
+    def __init__(self, futures: list[Any]) -> None:
+        self.futures = futures
+
+    def run_sync(self) -> list[State]:
+        return [f._final_state() for f in self.futures]
+
+    async def run_async(self) -> list[State]:
+        return [await f._final_state_async() for f in self.futures]
+
+
+class Do:
+    """Blocking local work the state machine needs (result storage, flushing)."""
+
+    __slots__ = ("fn", "args")
+
+    def __init__(self, fn, *args) -> None:
+        self.fn, self.args = fn, args
+
+    def run_sync(self) -> Outcome:
+        try:
+            return Outcome(self.fn(*self.args))
+        except Exception as exc:
+            return Outcome(error=exc)
+
+    async def run_async(self) -> Outcome:
+        return self.run_sync()
+
+
+class WaitAll:
+    """Wait until every task submitted in a flow run has finished."""
+
+    __slots__ = ("ctx",)
+
+    def __init__(self, ctx: FlowRunContext) -> None:
+        self.ctx = ctx
+
+    def run_sync(self) -> None:
+        for future in list(self.ctx.futures):
+            future._final_state()
+
+    async def run_async(self) -> None:
+        while True:
+            pending = [f for f in list(self.ctx.futures) if not f.done()]
+            if not pending:
+                return
+            for future in pending:
+                await future._final_state_async()
+
+
+# -- drivers -------------------------------------------------------------------------------
+def drive_sync(steps: Steps) -> State:
+    """Run a state machine, performing its actions synchronously."""
+    action = next(steps)
+    while True:
+        try:
+            result = action.run_sync()
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit: let the machine crash cleanly
+            action = steps.throw(exc)
+            continue
+        try:
+            action = steps.send(result)
+        except StopIteration as stop:
+            return stop.value
+
+
+async def drive_async(steps: Steps) -> State:
+    """Run a state machine, awaiting its actions."""
+    action = next(steps)
+    while True:
+        try:
+            result = await action.run_async()
+        except BaseException as exc:  # includes CancelledError
+            action = steps.throw(exc)
+            continue
+        try:
+            action = steps.send(result)
+        except StopIteration as stop:
+            return stop.value
+
+
+# -- shared helpers ------------------------------------------------------------------------
+def set_state(run: FlowRun | TaskRun, state: State, recorder: Any) -> State:
+    check_transition(run.state, state)
+    if state.type is StateType.RUNNING and run.start_time is None:
+        run.start_time = state.timestamp
+    elif state.type.is_final:
+        run.end_time = state.timestamp
+    run.state = state
+    recorder.add_state(run, state)
+    return state
+
+
+def describe_error(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def retry_delay(options: Any, retry_number: int) -> float:
+    delay = options.retry_delay(retry_number)
+    if options.retry_jitter_factor and delay:
+        delay = max(0.0, delay * (1 + random.uniform(-1, 1) * options.retry_jitter_factor))
+    return delay
+
+
+def wants_retry(options: Any, owner: Any, run: Any, exc: BaseException) -> bool:
+    if run.run_count > options.retries:
+        return False
+    if options.retry_condition is None:
+        return True
+    candidate = State(StateType.FAILED, describe_error(exc), data=exc)
+    try:
+        return bool(options.retry_condition(owner, run, candidate))
+    except Exception as cond_exc:  # a broken condition must not hide the real failure
+        logger.error("retry_condition of %r raised %s; not retrying", owner.name, describe_error(cond_exc))
+        return False
+
+
+# -- task runs -----------------------------------------------------------------------------
+def task_steps(
+    task: Any,
+    run: TaskRun,
+    parameters: dict[str, Any],
+    upstream: list[tuple[Any, str, str | None]],
+    flow_ctx: FlowRunContext | None,
+    recorder: Any,
+) -> Steps:
+    """The life of one task run. ``upstream``: (future, kind, parameter) to wait for."""
+    options = task.options
+    try:
+        if upstream:
+            states = yield Resolve([f for f, _, _ in upstream])
+            for state, (future, _kind, _name) in zip(states, upstream):
+                if not state.is_completed():
+                    cause = f"upstream task run {future.task_run.name!r} is {state.type.title}"
+                    error = UpstreamFailed(cause)
+                    error.__cause__ = state.result(raise_on_failure=False)
+                    return set_state(run, State(StateType.CANCELLED, cause, name="Skipped", data=error), recorder)
+            if any(kind == "data" for _, kind, _ in upstream):
+                parameters = {name: resolve_futures(value) for name, value in parameters.items()}
+
+        task_ctx = TaskRunContext(task, run, parameters, flow_ctx, task.log_prints_for(flow_ctx))
+        storage = None
+        cache_key = None
+        if options.caches:
+            cache_key = task.cache_key(task_ctx, parameters)
+            run.cache_key = cache_key
+        if cache_key is not None or task.persists_for(flow_ctx):
+            try:
+                storage = task.storage(flow_ctx)
+            except Exception as exc:  # e.g. an unknown storage scheme: the run fails, clearly
+                return _fail_task(run, exc, recorder)
+        if cache_key is not None and not options.refresh_cache:
+            outcome = yield Do(task.load_cached, storage, cache_key)
+            if outcome.error is None and outcome.value is not None:
+                value, ref = outcome.value
+                run.result_ref = ref
+                if flow_ctx is not None:
+                    flow_ctx.track_result(value, run.id)
+                return set_state(run, State(
+                    StateType.CACHED, "result read from cache", data=value, result_ref=ref
+                ), recorder)
+
+        args, kwargs = task.call_arguments(parameters)
+        while True:
+            run.run_count += 1
+            set_state(run, State(StateType.RUNNING), recorder)
+            outcome = yield Call(task.fn, args, kwargs, options.timeout_seconds,
+                                 f"task run {run.name!r}", task_ctx=task_ctx)
+            if outcome.error is None:
+                ref = None
+                if storage is not None:
+                    saved = yield Do(task.save_result, storage, cache_key or run.id, outcome.value, run, flow_ctx, recorder)
+                    if saved.error is not None:
+                        return _fail_task(run, saved.error, recorder)
+                    ref = saved.value
+                    run.result_ref = ref
+                if flow_ctx is not None:
+                    flow_ctx.track_result(outcome.value, run.id)
+                return set_state(run, State(StateType.COMPLETED, data=outcome.value, result_ref=ref), recorder)
+            exc = outcome.error
+            if not wants_retry(options, task, run, exc):
+                return _fail_task(run, exc, recorder)
+            delay = retry_delay(options, run.run_count)
+            set_state(run, State(
+                StateType.RETRYING, f"attempt {run.run_count} failed: {describe_error(exc)}; "
+                f"retrying in {delay:g}s", data=exc,
+            ), recorder)
+            task.run_logger(run).warning("attempt %d failed with %s; retrying in %gs",
+                                         run.run_count, describe_error(exc), delay)
+            if delay:
+                yield Sleep(delay)
+    except BaseException as exc:  # interrupted (Ctrl-C, SystemExit, cancellation)
+        if not run.state.is_final():
+            set_state(run, State(StateType.CRASHED, f"interrupted: {describe_error(exc)}",
+                                 data=CrashedRun(describe_error(exc))), recorder)
+        raise
+
+
+def _fail_task(run: TaskRun, exc: BaseException, recorder: Any) -> State:
+    message = describe_error(exc)
+    if not isinstance(exc, SerializationError):
+        message = f"{message} (after {run.run_count} attempt{'s' if run.run_count != 1 else ''})"
+    state = set_state(run, State(StateType.FAILED, message, data=exc), recorder)
+    _task_logger(run).error("failed: %s", describe_error(exc), exc_info=(type(exc), exc, exc.__traceback__))
+    return state
+
+
+def _task_logger(run: TaskRun) -> Any:
+    from plait._logging import run_logger_for
+
+    return run_logger_for(run.flow_run_id, run.id, f"Task run {run.name!r}")
+
+
+# -- flow runs -----------------------------------------------------------------------------
+def flow_steps(flow: Any, run: FlowRun, ctx: FlowRunContext, args: tuple, kwargs: dict, is_top: bool) -> Steps:
+    """The life of one flow run: attempts of the body, waiting on its tasks, the verdict."""
+    options = flow.options
+    recorder = ctx.recorder
+    log = flow.run_logger(run)
+    try:
+        log.info("Beginning flow run %r for flow %r", run.name, flow.name)
+        while True:
+            run.run_count += 1
+            set_state(run, State(StateType.RUNNING), recorder)
+            ctx.results.clear()
+            ctx.futures.clear()
+            with ctx.task_runner.started():
+                outcome = yield Call(flow.fn, args, kwargs, options.timeout_seconds,
+                                     f"flow run {run.name!r}", flow_ctx=ctx, task_ctx=None)
+                yield WaitAll(ctx)
+            exc = outcome.error
+            if exc is None:
+                value, exc = flow.settle_return(outcome.value, ctx)
+            if exc is None:
+                state = set_state(run, State(StateType.COMPLETED, data=value), recorder)
+                break
+            if wants_retry(options, flow, run, exc):
+                delay = retry_delay(options, run.run_count)
+                set_state(run, State(StateType.RETRYING, f"attempt {run.run_count} failed: "
+                                     f"{describe_error(exc)}; retrying in {delay:g}s", data=exc), recorder)
+                log.warning("attempt %d failed with %s; retrying in %gs", run.run_count, describe_error(exc), delay)
+                if delay:
+                    yield Sleep(delay)
+                continue
+            state = set_state(run, State(StateType.FAILED, describe_error(exc), data=exc), recorder)
+            log.error("failed: %s", describe_error(exc))
+            break
+        log.info("Finished in state %r", state)
+        return state
+    except BaseException as exc:
+        if not run.state.is_final():
+            set_state(run, State(StateType.CRASHED, f"interrupted: {describe_error(exc)}",
+                                 data=CrashedRun(describe_error(exc))), recorder)
+            log.error("crashed: %s", describe_error(exc))
+        raise
+    finally:
+        if is_top:
+            recorder.flush()
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)

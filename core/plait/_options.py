@@ -1,0 +1,191 @@
+"""Options of flows and tasks: one typed, validated object each.
+
+``@task(retries=2)`` builds a ``TaskOptions``; ``.with_options(...)`` replaces fields and
+validates again. Every check runs at decoration time so a typo fails where it was written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable
+
+from plait.exceptions import InvalidOptions
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """Options shared by flows and tasks.
+
+    Attributes:
+        name: Display name; defaults to the function's name.
+        description: Defaults to the function's docstring.
+        retries: How many times a failed run is tried again (>= 0).
+        retry_delay_seconds: Seconds before each retry; a list gives one delay per retry
+            (the last one repeats), e.g. ``[1, 10, 60]`` for backoff.
+        retry_jitter_factor: Randomise each delay by up to this fraction (>= 0).
+        retry_condition: ``fn(task_or_flow, run, state) -> bool``; return False to stop retrying.
+        timeout_seconds: Fail the attempt when it runs longer than this.
+        tags: Labels stored with every run.
+        log_prints: Store ``print()`` output as run logs.
+        persist_result: Write the result to result storage (default: on when caching is on).
+        result_storage: Path, URL (``file://``, ``s3://`` once a collection provides it) or
+            an object with ``read_path``/``write_path``.
+        result_serializer: ``"json"`` or ``"pickle"``.
+    """
+
+    name: str | None = None
+    description: str | None = None
+    retries: int = 0
+    retry_delay_seconds: float | tuple[float, ...] = 0.0
+    retry_jitter_factor: float | None = None
+    retry_condition: Callable[..., bool] | None = None
+    timeout_seconds: float | None = None
+    tags: tuple[str, ...] = ()
+    log_prints: bool | None = None
+    persist_result: bool | None = None
+    result_storage: Any = None
+    result_serializer: str | None = None
+
+    def __post_init__(self) -> None:
+        kind = type(self).__name__.replace("Options", "").lower()
+        set_ = object.__setattr__
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise InvalidOptions(f"{kind} retries must be a whole number >= 0, got {self.retries!r}")
+        delay = self.retry_delay_seconds
+        delays = tuple(delay) if isinstance(delay, (list, tuple)) else (delay,)
+        if not delays or any(isinstance(d, bool) or not isinstance(d, (int, float)) or d < 0 for d in delays):
+            raise InvalidOptions(
+                f"{kind} retry_delay_seconds must be a number >= 0 or a non-empty list of them, got {delay!r}"
+            )
+        set_(self, "retry_delay_seconds", tuple(float(d) for d in delays) if isinstance(delay, (list, tuple)) else float(delay))
+        if self.retry_jitter_factor is not None and (
+            not isinstance(self.retry_jitter_factor, (int, float)) or self.retry_jitter_factor < 0
+        ):
+            raise InvalidOptions(f"{kind} retry_jitter_factor must be >= 0, got {self.retry_jitter_factor!r}")
+        if self.retry_condition is not None and not callable(self.retry_condition):
+            raise InvalidOptions(
+                f"{kind} retry_condition must be a callable (task, run, state) -> bool, got {self.retry_condition!r}"
+            )
+        if self.timeout_seconds is not None and (
+            isinstance(self.timeout_seconds, bool)
+            or not isinstance(self.timeout_seconds, (int, float))
+            or self.timeout_seconds <= 0
+        ):
+            raise InvalidOptions(f"{kind} timeout_seconds must be a number > 0, got {self.timeout_seconds!r}")
+        tags = (self.tags,) if isinstance(self.tags, str) else tuple(self.tags or ())
+        if not all(isinstance(t, str) for t in tags):
+            raise InvalidOptions(f"{kind} tags must be strings, got {self.tags!r}")
+        set_(self, "tags", tags)
+        if self.result_serializer is not None:
+            from plait.results import SERIALIZERS
+
+            if self.result_serializer not in SERIALIZERS:
+                raise InvalidOptions(
+                    f"unknown result_serializer {self.result_serializer!r}; use one of: "
+                    + ", ".join(sorted(SERIALIZERS))
+                )
+        storage = self.result_storage
+        if storage is not None and not isinstance(storage, (str, Path)) and not (
+            hasattr(storage, "read_path") and hasattr(storage, "write_path")
+        ):
+            raise InvalidOptions(
+                f"{kind} result_storage must be a path, a URL or an object with read_path/write_path, "
+                f"got {type(storage).__name__}"
+            )
+
+    def retry_delay(self, retry_number: int) -> float:
+        """Delay before retry ``retry_number`` (1-based), before jitter."""
+        delay = self.retry_delay_seconds
+        if isinstance(delay, tuple):
+            return delay[min(retry_number, len(delay)) - 1]
+        return delay
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOptions(RunOptions):
+    """Task options; see ``RunOptions`` plus caching.
+
+    Attributes:
+        cache_policy: A ``CachePolicy`` (``INPUTS``, ``TASK_SOURCE``, ``FLOW_PARAMETERS``,
+            ``NO_CACHE``, or a sum of them like ``INPUTS + TASK_SOURCE``) or its name.
+        cache_key_fn: ``fn(context, parameters) -> str | None``; replaces the policy.
+        cache_expiration: How long a cached result stays valid (timedelta or seconds).
+        refresh_cache: Run anyway and overwrite the cached result.
+    """
+
+    cache_policy: Any = None
+    cache_key_fn: Callable[..., str | None] | None = None
+    cache_expiration: timedelta | None = None
+    refresh_cache: bool = False
+
+    def __post_init__(self) -> None:
+        RunOptions.__post_init__(self)
+        from plait.cache_policies import coerce_cache_policy
+
+        policy = coerce_cache_policy(self.cache_policy)  # raises InvalidOptions on a bad one
+        object.__setattr__(self, "cache_policy", policy)
+        if self.cache_key_fn is not None and not callable(self.cache_key_fn):
+            raise InvalidOptions(f"cache_key_fn must be a callable (context, parameters) -> str, got {self.cache_key_fn!r}")
+        expiration = self.cache_expiration
+        if isinstance(expiration, (int, float)) and not isinstance(expiration, bool):
+            expiration = timedelta(seconds=expiration)
+        if expiration is not None and (not isinstance(expiration, timedelta) or expiration.total_seconds() <= 0):
+            raise InvalidOptions(f"cache_expiration must be a positive timedelta or seconds, got {self.cache_expiration!r}")
+        object.__setattr__(self, "cache_expiration", expiration)
+        if self.persist_result is False and self.caches:
+            raise InvalidOptions(
+                "caching needs persisted results: remove persist_result=False or drop the cache_policy/cache_key_fn"
+            )
+
+    @property
+    def caches(self) -> bool:
+        return self.cache_key_fn is not None or (self.cache_policy is not None and not self.cache_policy.is_none)
+
+
+@dataclass(frozen=True, slots=True)
+class FlowOptions(RunOptions):
+    """Flow options; see ``RunOptions`` plus the task runner.
+
+    Attributes:
+        task_runner: Runs submitted tasks: ``InProcessTaskRunner()`` (default) or
+            ``ThreadPoolTaskRunner(max_workers=...)``.
+        validate_parameters: Refuse calls whose arguments do not bind to the signature.
+    """
+
+    task_runner: Any = None
+    validate_parameters: bool = True
+
+    def __post_init__(self) -> None:
+        RunOptions.__post_init__(self)
+        runner = self.task_runner
+        if runner is not None:
+            from plait.task_runners import TaskRunner
+
+            if isinstance(runner, type) and issubclass(runner, TaskRunner):
+                object.__setattr__(self, "task_runner", runner())
+            elif not isinstance(runner, TaskRunner):
+                raise InvalidOptions(
+                    f"task_runner must be a TaskRunner such as ThreadPoolTaskRunner(max_workers=4), got {runner!r}"
+                )
+
+
+def build_options(cls: type[RunOptions], base: RunOptions | None, changes: dict[str, Any]) -> Any:
+    """Make ``cls`` options from ``changes`` (over ``base``), naming unknown options."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in changes:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known options: {', '.join(sorted(known))}"
+            raise InvalidOptions(f"unknown {cls.__name__.replace('Options', '').lower()} option {key!r}{hint}")
+    if "tags" in changes and changes["tags"] is not None and not isinstance(changes["tags"], str):
+        changes = {**changes, "tags": tuple(changes["tags"])}
+    if base is None:
+        return cls(**changes)
+    return dataclasses.replace(base, **changes)
+
+
+__all__ = ["RunOptions", "TaskOptions", "FlowOptions", "build_options"]

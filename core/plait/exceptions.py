@@ -1,0 +1,51 @@
+"""Exceptions plait raises. Each message names the thing at fault and what to do."""
+
+from __future__ import annotations
+
+__all__ = [
+    "PlaitError",
+    "InvalidOptions",
+    "ParameterBindError",
+    "SerializationError",
+    "DatabaseError",
+    "RunFailed",
+    "CrashedRun",
+    "CancelledRun",
+    "UpstreamFailed",
+]
+
+
+class PlaitError(Exception):
+    """Base class of plait's own errors."""
+
+
+class InvalidOptions(PlaitError, ValueError):
+    """A flow or task was given an option it cannot use (raised at decoration time)."""
+
+
+class ParameterBindError(PlaitError, TypeError):
+    """Call arguments do not fit the flow's or task's signature."""
+
+
+class SerializationError(PlaitError):
+    """A result could not be written with the chosen serializer."""
+
+
+class DatabaseError(PlaitError):
+    """The run-history database cannot be opened or written (URL shown with password masked)."""
+
+
+class RunFailed(PlaitError):
+    """A run failed and its original exception is not available (e.g. loaded from history)."""
+
+
+class CrashedRun(PlaitError):
+    """The run crashed: its process died or was interrupted before reaching a final state."""
+
+
+class CancelledRun(PlaitError):
+    """The run was cancelled before it finished."""
+
+
+class UpstreamFailed(PlaitError):
+    """A task did not run because a task it depends on did not complete."""

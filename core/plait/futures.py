@@ -1,0 +1,180 @@
+"""Futures of submitted task runs, and helpers for values that may contain them."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from typing import Any, Iterator
+
+from plait._runs import TaskRun
+from plait.states import State
+
+__all__ = ["PlaitFuture", "PlaitFutureList", "wait", "resolve_futures"]
+
+
+class PlaitFuture:
+    """The promise of a task run's final state.
+
+    Backed by a ``concurrent.futures.Future`` (sync tasks, or async tasks on plait's loop
+    thread) or an ``asyncio`` task (async tasks submitted from an async flow); either way it
+    can be waited on with ``.result()``/``.wait()`` or awaited.
+    """
+
+    __slots__ = ("task_run", "_handle", "_observed", "__weakref__")
+
+    def __init__(self, task_run: TaskRun, handle: Any) -> None:
+        self.task_run = task_run
+        self._handle = handle
+        self._observed = False  # did user code look at the outcome? (unhandled failures fail the flow)
+
+    @property
+    def task_run_id(self) -> str:
+        return self.task_run.id
+
+    @property
+    def state(self) -> State:
+        """The current state (final once ``done()``)."""
+        self._observed = True
+        return self.task_run.state
+
+    def done(self) -> bool:
+        return self._handle.done()
+
+    def wait(self, timeout: float | None = None) -> State:
+        """Block until the run is final (or ``timeout`` seconds pass); return its state."""
+        try:
+            return self._final_state(timeout)
+        except TimeoutError:
+            return self.task_run.state
+
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> Any:
+        """The task's return value; raise its exception if it failed.
+
+        Raises TimeoutError when the run is not final within ``timeout`` seconds.
+        """
+        state = self._final_state(timeout)
+        self._observed = True
+        return state.result(raise_on_failure=raise_on_failure)
+
+    def _final_state(self, timeout: float | None = None) -> State:
+        handle = self._handle
+        if isinstance(handle, concurrent.futures.Future):
+            try:
+                return handle.result(timeout)
+            except concurrent.futures.TimeoutError:
+                raise TimeoutError(
+                    f"task run {self.task_run.name!r} did not finish within {timeout}s"
+                ) from None
+        # an asyncio task on a loop
+        if handle.done():
+            return handle.result()
+        loop = handle.get_loop()
+        if _running_loop() is loop:
+            raise RuntimeError(
+                f"task run {self.task_run.name!r} runs on this event loop; use `await future` "
+                "(or `await future.result_async()`) inside an async flow instead of .result()"
+            )
+        waiter = asyncio.run_coroutine_threadsafe(_await(handle), loop)
+        try:
+            return waiter.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"task run {self.task_run.name!r} did not finish within {timeout}s") from None
+
+    async def _final_state_async(self) -> State:
+        handle = self._handle
+        if isinstance(handle, concurrent.futures.Future):
+            return await asyncio.wrap_future(handle)
+        if handle.get_loop() is asyncio.get_running_loop():
+            return await handle
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_await(handle), handle.get_loop()))
+
+    async def result_async(self, raise_on_failure: bool = True) -> Any:
+        state = await self._final_state_async()
+        self._observed = True
+        return state.result(raise_on_failure=raise_on_failure)
+
+    def __await__(self):
+        return self.result_async().__await__()
+
+    def __repr__(self) -> str:
+        return f"PlaitFuture({self.task_run.name!r}, {self.task_run.state!r})"
+
+
+async def _await(handle: Any) -> State:
+    return await handle
+
+
+def _running_loop() -> Any:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class PlaitFutureList(list):
+    """The futures ``.map()`` returns: a list with ``result()`` and ``wait()`` for all."""
+
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> list[Any]:
+        return [f.result(timeout=timeout, raise_on_failure=raise_on_failure) for f in self]
+
+    def wait(self, timeout: float | None = None) -> list[State]:
+        return [f.wait(timeout) for f in self]
+
+    @property
+    def states(self) -> list[State]:
+        return [f.state for f in self]
+
+
+def wait(futures: list[PlaitFuture], timeout: float | None = None) -> list[State]:
+    """Wait for several futures; return their states."""
+    return [f.wait(timeout) for f in futures]
+
+
+# -- values containing futures -------------------------------------------------------------
+_MAX_DEPTH = 3
+
+
+def iter_futures(value: Any, depth: int = 0) -> Iterator[PlaitFuture]:
+    """Futures in ``value`` itself or nested in lists, tuples, sets and dict values."""
+    if isinstance(value, PlaitFuture):
+        yield value
+    elif depth < _MAX_DEPTH and isinstance(value, (list, tuple, set, frozenset)):
+        for item in value:
+            yield from iter_futures(item, depth + 1)
+    elif depth < _MAX_DEPTH and isinstance(value, dict):
+        for item in value.values():
+            yield from iter_futures(item, depth + 1)
+
+
+def resolve_futures(value: Any, depth: int = 0) -> Any:
+    """``value`` with every (finished) future replaced by its result."""
+    if isinstance(value, PlaitFuture):
+        return value.result()
+    if depth >= _MAX_DEPTH:
+        return value
+    if isinstance(value, (list, tuple, set, frozenset)):
+        if not any(True for _ in iter_futures(value, depth)):
+            return value
+        items = [resolve_futures(v, depth + 1) for v in value]
+        if isinstance(value, tuple) and hasattr(value, "_fields"):  # namedtuple
+            return type(value)(*items)
+        return type(value)(items)
+    if isinstance(value, dict):
+        if not any(True for _ in iter_futures(value, depth)):
+            return value
+        return type(value)((k, resolve_futures(v, depth + 1)) for k, v in value.items())
+    return value
+
+
+def iter_values(value: Any, depth: int = 0) -> Iterator[Any]:
+    """``value`` and values nested in containers (for result-identity dependency edges)."""
+    yield value
+    if depth < _MAX_DEPTH and isinstance(value, (list, tuple, set, frozenset)) and len(value) <= 1000:
+        for item in value:
+            yield from iter_values(item, depth + 1)
+    elif depth < _MAX_DEPTH and isinstance(value, dict) and len(value) <= 1000:
+        for item in value.values():
+            yield from iter_values(item, depth + 1)
+
+

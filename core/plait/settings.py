@@ -1,0 +1,174 @@
+"""Settings: one pydantic-settings class, environment prefix ``PLAIT_``.
+
+Values come from (highest first) environment variables, ``$PLAIT_HOME/config.toml`` and
+the defaults below. ``describe_settings()`` reports each effective value with its source,
+secrets masked, for ``plait config show``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+__all__ = ["PlaitSettings", "get_settings", "describe_settings", "mask_url"]
+
+ENV_PREFIX = "PLAIT_"
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("PLAIT_HOME") or Path.home() / ".plait").expanduser()
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """Reads ``$PLAIT_HOME/config.toml`` (a flat table of setting names)."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        self.path = _default_home() / "config.toml"
+        self.values: dict[str, Any] = {}
+        if self.path.is_file():
+            try:
+                self.values = tomllib.loads(self.path.read_text())
+            except tomllib.TOMLDecodeError as exc:
+                raise ValueError(f"{self.path} is not valid TOML: {exc}; fix or remove it") from exc
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self.values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.values.items() if k in self.settings_cls.model_fields}
+
+
+class PlaitSettings(BaseSettings):
+    """Every knob plait reads. Set any of them as ``PLAIT_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    home: Path = Field(default_factory=_default_home, description="Directory for plait's own files.")
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the run-history database; default sqlite:///$PLAIT_HOME/plait.db.",
+    )
+    result_storage: str | None = Field(
+        default=None,
+        description="Where persisted results go: a path or URL; default $PLAIT_HOME/storage.",
+    )
+    result_serializer: str = Field(default="pickle", description="Default result serializer: json or pickle.")
+    persist_results: bool = Field(default=False, description="Persist every task result by default.")
+    record_history: bool = Field(default=True, description="Record runs, states and logs in the database.")
+    recorder_flush_interval: float = Field(
+        default=1.0, gt=0, description="Seconds between background writes of buffered run records."
+    )
+    recorder_batch_size: int = Field(
+        default=5000, gt=0, description="Buffered records that trigger an early background write."
+    )
+    heartbeat_interval: float = Field(default=5.0, gt=0, description="Seconds between flow-run heartbeats.")
+    crash_after: float = Field(
+        default=90.0, gt=0, description="A Running flow run silent for this many seconds is Crashed."
+    )
+    logging_level: str = Field(default="INFO", description="Level of run logs shown on the console and stored.")
+    log_to_console: bool = Field(default=True, description="Echo run logs to stderr.")
+
+    @field_validator("result_serializer")
+    @classmethod
+    def _known_serializer(cls, value: str) -> str:
+        from plait.results import SERIALIZERS
+
+        if value not in SERIALIZERS:
+            raise ValueError(f"unknown serializer {value!r}; use one of {sorted(SERIALIZERS)}")
+        return value
+
+    @field_validator("logging_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError(f"unknown logging level {value!r}; use DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _ConfigFileSource(settings_cls))
+
+    # -- derived values -----------------------------------------------------------------
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{self.home / 'plait.db'}"
+
+    @property
+    def effective_result_storage(self) -> str:
+        return self.result_storage or str(self.home / "storage")
+
+
+def _env_fingerprint() -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(ENV_PREFIX)))
+
+
+@lru_cache(maxsize=8)
+def _load(fingerprint: tuple[tuple[str, str], ...], config_mtime: float) -> PlaitSettings:
+    return PlaitSettings()
+
+
+def get_settings() -> PlaitSettings:
+    """The effective settings; re-read when PLAIT_* variables or the config file change."""
+    config = _default_home() / "config.toml"
+    try:
+        mtime = config.stat().st_mtime
+    except OSError:
+        mtime = 0.0
+    return _load(_env_fingerprint(), mtime)
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***``."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return url if "@" not in url else "<unparseable URL, hidden>"
+    if parsed.password:
+        return parsed.render_as_string(hide_password=True)
+    return url
+
+
+def describe_settings(show_secrets: bool = False) -> list[dict[str, Any]]:
+    """Effective settings as rows ``{name, value, source, env}``; secrets masked."""
+    settings = get_settings()
+    file_source = _ConfigFileSource(PlaitSettings)
+    rows = []
+    for name, info in PlaitSettings.model_fields.items():
+        env = ENV_PREFIX + name.upper()
+        if env in os.environ:
+            source = "env"
+        elif name in file_source.values:
+            source = f"file {file_source.path}"
+        else:
+            source = "default"
+        value = getattr(settings, name)
+        if name == "database_url":
+            url = settings.effective_database_url
+            value = url if show_secrets else mask_url(url)
+        elif name == "result_storage":
+            value = settings.effective_result_storage
+        elif isinstance(value, SecretStr):
+            value = value.get_secret_value() if show_secrets else "***"
+        elif isinstance(value, Path):
+            value = str(value)
+        rows.append({"name": name, "value": value, "source": source, "env": env, "description": info.description})
+    return rows

@@ -1,0 +1,122 @@
+"""Task runners: where submitted tasks execute.
+
+A runner takes a zero-argument callable that drives one task run to its final state and
+returns a ``concurrent.futures.Future`` of that state. That is the whole seam a Dask (or any
+other) runner needs to implement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import contextvars
+import threading
+from typing import Any, Callable, Iterator
+
+__all__ = ["TaskRunner", "InProcessTaskRunner", "ThreadPoolTaskRunner", "background_loop"]
+
+
+class TaskRunner:
+    """Base class. Subclasses implement ``submit`` and, if they hold resources, start/shutdown."""
+
+    def duplicate(self) -> TaskRunner:
+        """A fresh, unstarted runner with the same configuration (one per flow run)."""
+        return type(self)()
+
+    def start(self) -> None:
+        """Acquire resources (called when the flow run starts)."""
+
+    def shutdown(self) -> None:
+        """Release resources; called after every submitted task has finished."""
+
+    @contextlib.contextmanager
+    def started(self) -> Iterator[TaskRunner]:
+        self.start()
+        try:
+            yield self
+        finally:
+            self.shutdown()
+
+    def submit(self, call: Callable[[], Any]) -> concurrent.futures.Future:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class InProcessTaskRunner(TaskRunner):
+    """Runs each submitted task at once, in the submitting thread (the default)."""
+
+    def submit(self, call: Callable[[], Any]) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        try:
+            future.set_result(call())
+        except BaseException as exc:  # the engine turns task errors into states; this is a crash
+            future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        return future
+
+
+class ThreadPoolTaskRunner(TaskRunner):
+    """Runs submitted tasks concurrently on a pool of ``max_workers`` threads."""
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
+            from plait.exceptions import InvalidOptions
+
+            raise InvalidOptions(f"ThreadPoolTaskRunner max_workers must be an integer >= 1, got {max_workers!r}")
+        self.max_workers = max_workers
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def duplicate(self) -> ThreadPoolTaskRunner:
+        return ThreadPoolTaskRunner(self.max_workers)
+
+    def start(self) -> None:
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(self.max_workers, thread_name_prefix="plait-task")
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def submit(self, call: Callable[[], Any]) -> concurrent.futures.Future:
+        if self._pool is None:
+            self.start()
+        # each task sees the submitting flow's context (run ids, loggers)
+        return self._pool.submit(contextvars.copy_context().run, call)
+
+    def __repr__(self) -> str:
+        return f"ThreadPoolTaskRunner(max_workers={self.max_workers})"
+
+
+class _LoopThread:
+    """One event loop in a daemon thread, for async tasks submitted from sync code."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def run() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+
+                threading.Thread(target=run, name="plait-event-loop", daemon=True).start()
+                ready.wait()
+                self._loop = loop
+            return self._loop
+
+    def submit(self, coro: Any) -> concurrent.futures.Future:
+        return asyncio.run_coroutine_threadsafe(coro, self.get())
+
+
+background_loop = _LoopThread()

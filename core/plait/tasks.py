@@ -1,0 +1,304 @@
+"""``@task``: a plain function, orchestrated.
+
+Calling a task runs it (inside a flow or not) and returns its value; ``.submit()`` hands it
+to the flow's task runner and returns a future; ``.map()`` fans out over iterables.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Generic, Iterable, ParamSpec, TypeVar, overload
+
+from plait._callables import Signature, jsonable, new_id
+from plait._context import FlowRunContext, flow_run_var, task_run_var
+from plait._engine import drive_async, drive_sync, task_steps
+from plait._options import TaskOptions, build_options
+from plait._runs import TaskRun
+from plait.exceptions import ParameterBindError
+from plait.futures import PlaitFuture, PlaitFutureList, iter_futures, iter_values
+from plait.states import State, StateType
+
+__all__ = ["Task", "task", "unmapped"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+logger = logging.getLogger("plait.tasks")
+
+
+class unmapped:  # noqa: N801 - reads like a function at the call site
+    """Wrap an argument of ``.map()`` that every mapped run gets whole."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class Task(Generic[P, R]):
+    """A function whose calls become recorded task runs. Build with ``@task``."""
+
+    def __init__(self, fn: Callable[P, R], options: TaskOptions) -> None:
+        if not callable(fn):
+            raise TypeError(f"@task decorates a function, got {fn!r}")
+        self.fn = fn
+        self.options = options
+        self.name = options.name or fn.__name__
+        self.description = options.description or inspect.getdoc(fn)
+        self.task_key = f"{fn.__module__}.{fn.__qualname__}"
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.signature = Signature(fn)
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def with_options(self, **changes: Any) -> Task[P, R]:
+        """A copy of this task with some options replaced (validated like the decorator)."""
+        return Task(self.fn, build_options(TaskOptions, self.options, changes))
+
+    def __repr__(self) -> str:
+        return f"Task({self.name!r})"
+
+    # -- calling ---------------------------------------------------------------------------
+    def __call__(self, *args: Any, return_state: bool = False, wait_for: Iterable[Any] | None = None, **kwargs: Any) -> Any:
+        """Run now and return the value (or the final State with ``return_state=True``).
+
+        An async task returns an awaitable.
+        """
+        run, steps, flow_ctx = self._prepare(args, kwargs, wait_for)
+        if self.is_async:
+            return self._call_async(run, steps, flow_ctx, return_state)
+        state = drive_sync(steps)
+        return self._finish_direct(state, flow_ctx, return_state)
+
+    async def _call_async(self, run: TaskRun, steps: Any, flow_ctx: Any, return_state: bool) -> Any:
+        state = await drive_async(steps)
+        return self._finish_direct(state, flow_ctx, return_state)
+
+    def _finish_direct(self, state: State, flow_ctx: FlowRunContext | None, return_state: bool) -> Any:
+        if flow_ctx is None:
+            flow_ctx_recorder_flush()
+        if return_state:
+            return state
+        return state.result()
+
+    def submit(self, *args: Any, wait_for: Iterable[Any] | None = None, **kwargs: Any) -> PlaitFuture:
+        """Start a run on the flow's task runner; return its future at once."""
+        run, steps, flow_ctx = self._prepare(args, kwargs, wait_for)
+        return self._launch(run, steps, flow_ctx)
+
+    def map(self, *args: Any, wait_for: Iterable[Any] | None = None, **kwargs: Any) -> PlaitFutureList:
+        """Submit one run per item of the iterable arguments; ``unmapped(x)`` stays whole."""
+        columns: dict[Any, list[Any]] = {}
+        constants: dict[Any, Any] = {}
+        for key, value in [*enumerate(args), *kwargs.items()]:
+            if isinstance(value, unmapped):
+                constants[key] = value.value
+            elif isinstance(value, PlaitFuture):  # map over an upstream's result
+                constants[key] = None
+                columns[key] = list(value.result())
+            elif isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+                raise ParameterBindError(
+                    f"task {self.name!r}.map() needs iterables; argument "
+                    f"{key if isinstance(key, str) else f'#{key + 1}'} is a {type(value).__name__}. "
+                    "Wrap constants in unmapped(...)"
+                )
+            else:
+                columns[key] = value if isinstance(value, (list, tuple)) else list(value)
+        if not columns:
+            raise ParameterBindError(f"task {self.name!r}.map() needs at least one iterable argument")
+        lengths = {len(col) for col in columns.values()}
+        if len(lengths) > 1:
+            sizes = ", ".join(f"{k if isinstance(k, str) else f'#{k + 1}'}={len(c)}" for k, c in columns.items())
+            raise ParameterBindError(f"task {self.name!r}.map() got iterables of different lengths ({sizes})")
+        wait_list = list(wait_for) if wait_for is not None else None
+        futures = PlaitFutureList()
+        positional = sorted(k for k in (*columns, *constants) if isinstance(k, int))
+        named = [k for k in (*columns, *constants) if isinstance(k, str)]
+        for i in range(lengths.pop()):
+            call_args = tuple(columns[k][i] if k in columns else constants[k] for k in positional)
+            call_kwargs = {k: columns[k][i] if k in columns else constants[k] for k in named}
+            run, steps, flow_ctx = self._prepare(call_args, call_kwargs, wait_list)
+            futures.append(self._launch(run, steps, flow_ctx))
+        return futures
+
+    def _launch(self, run: TaskRun, steps: Any, flow_ctx: FlowRunContext | None) -> PlaitFuture:
+        if self.is_async:
+            loop = flow_ctx.loop if flow_ctx is not None else None
+            if loop is not None and _running_loop() is loop:
+                handle: Any = loop.create_task(drive_async(steps))
+            else:
+                from plait.task_runners import background_loop
+
+                handle = background_loop.submit(drive_async(steps))
+        elif flow_ctx is not None:
+            handle = flow_ctx.task_runner.submit(lambda: drive_sync(steps))
+        else:
+            from plait.task_runners import InProcessTaskRunner
+
+            handle = InProcessTaskRunner().submit(lambda: _standalone(steps))
+        future = PlaitFuture(run, handle)
+        if flow_ctx is not None:
+            flow_ctx.futures.append(future)
+        return future
+
+    # -- one run ---------------------------------------------------------------------------
+    def _prepare(self, args: tuple, kwargs: dict, wait_for: Iterable[Any] | None) -> tuple[TaskRun, Any, Any]:
+        from plait._recording import current_recorder
+
+        flow_ctx = flow_run_var.get()
+        parameters = self.signature.bind(f"task {self.name!r}", args, kwargs)
+        if flow_ctx is not None:
+            recorder = flow_ctx.recorder
+            dynamic_key = flow_ctx.next_dynamic_key(self.task_key)
+            flow_run_id = flow_ctx.flow_run.id
+        else:
+            recorder = current_recorder()
+            dynamic_key = 0
+            parent_task = task_run_var.get()
+            flow_run_id = parent_task.task_run.flow_run_id if parent_task else None
+        run = TaskRun(
+            id=new_id(),
+            flow_run_id=flow_run_id,
+            task_name=self.name,
+            task_key=self.task_key,
+            name=f"{self.name}-{dynamic_key}",
+            parameters={k: jsonable(v) for k, v in parameters.items()},
+            state=State(StateType.PENDING),
+            dynamic_key=dynamic_key,
+            tags=list(self.options.tags),
+        )
+        recorder.add_task_run(run)
+        recorder.add_state(run, run.state)
+        upstream = self._upstream(run, parameters, wait_for, flow_ctx, recorder)
+        return run, task_steps(self, run, parameters, upstream, flow_ctx, recorder), flow_ctx
+
+    def _upstream(self, run: TaskRun, parameters: dict, wait_for: Any, flow_ctx: Any, recorder: Any) -> list:
+        """Futures to wait for, and dependency edges (futures and results passed in)."""
+        upstream: list[tuple[PlaitFuture, str, str | None]] = []
+        seen: set[tuple[str, str | None]] = set()
+        items = list(parameters.items()) + [(None, w) for w in (wait_for or ())]
+        for name, value in items:
+            kind = "data" if name is not None else "wait_for"
+            for future in iter_futures(value):
+                upstream.append((future, kind, name))
+                if (future.task_run.id, name) not in seen:
+                    seen.add((future.task_run.id, name))
+                    recorder.add_edge(future.task_run.id, run.id, kind, name)
+            if flow_ctx is not None and flow_ctx.results:
+                for item in iter_values(value):
+                    producer = flow_ctx.producer_of(item)
+                    if producer is not None and (producer, name) not in seen:
+                        seen.add((producer, name))
+                        recorder.add_edge(producer, run.id, kind, name)
+        return upstream
+
+    # -- used by the engine ----------------------------------------------------------------
+    def call_arguments(self, parameters: dict[str, Any]) -> tuple[tuple, dict]:
+        return self.signature.call_arguments(parameters)
+
+    def log_prints_for(self, flow_ctx: FlowRunContext | None) -> bool:
+        if self.options.log_prints is not None:
+            return self.options.log_prints
+        return flow_ctx.log_prints if flow_ctx is not None else False
+
+    def persists_for(self, flow_ctx: FlowRunContext | None) -> bool:
+        options = self.options
+        if options.persist_result is not None:
+            return options.persist_result
+        if options.caches:
+            return True
+        if flow_ctx is not None:
+            return flow_ctx.persist_results
+        from plait.settings import get_settings
+
+        return get_settings().persist_results
+
+    def storage(self, flow_ctx: FlowRunContext | None) -> Any:
+        from plait.results import resolve_storage
+
+        spec = self.options.result_storage
+        if spec is None and flow_ctx is not None:
+            spec = flow_ctx.flow.options.result_storage
+        return resolve_storage(spec)
+
+    def serializer(self, flow_ctx: FlowRunContext | None) -> str:
+        if self.options.result_serializer:
+            return self.options.result_serializer
+        if flow_ctx is not None and flow_ctx.flow.options.result_serializer:
+            return flow_ctx.flow.options.result_serializer
+        from plait.settings import get_settings
+
+        return get_settings().result_serializer
+
+    def cache_key(self, task_ctx: Any, parameters: dict[str, Any]) -> str | None:
+        from plait.cache_policies import Unhashable, compute_cache_key
+
+        try:
+            return compute_cache_key(self.options, task_ctx, self.task_key, parameters)
+        except Unhashable as exc:
+            self.run_logger(task_ctx.task_run).warning("not cached this time: %s", exc)
+        except Exception as exc:
+            self.run_logger(task_ctx.task_run).warning("cache key could not be computed (%s: %s); running without cache", type(exc).__name__, exc)
+        return None
+
+    def load_cached(self, storage: Any, key: str) -> tuple[Any, str] | None:
+        from plait.results import ResultMissing, read_result, storage_uri
+
+        try:
+            return read_result(storage, key), f"{storage_uri(storage)}/{key}"
+        except ResultMissing:
+            return None
+        except Exception as exc:  # an unreadable entry is a miss, not a failure
+            logger.warning("cached result %s of task %r could not be read (%s); running the task", key, self.name, exc)
+            return None
+
+    def save_result(self, storage: Any, key: str, value: Any, run: TaskRun, flow_ctx: Any, recorder: Any) -> str:
+        from plait.results import storage_uri, write_result
+
+        expiration = self.options.cache_expiration
+        expires_at = datetime.now(timezone.utc) + expiration if expiration and run.cache_key else None
+        serializer = self.serializer(flow_ctx)
+        ref = write_result(storage, key, value, serializer, expires_at=expires_at, owner=f"task {self.name!r}")
+        recorder.add_result(run.id, storage_uri(storage), key, serializer, run.cache_key, expires_at)
+        return ref
+
+    def run_logger(self, run: TaskRun) -> Any:
+        from plait._logging import run_logger_for
+
+        return run_logger_for(run.flow_run_id, run.id, f"Task run {run.name!r}")
+
+
+def _standalone(steps: Any) -> State:
+    state = drive_sync(steps)
+    flow_ctx_recorder_flush()
+    return state
+
+
+def flow_ctx_recorder_flush() -> None:
+    """A task run outside any flow is written at once (there is no flow end to wait for)."""
+    if task_run_var.get() is None:
+        from plait._recording import current_recorder
+
+        current_recorder().flush()
+
+
+def _running_loop() -> Any:
+    import asyncio
+
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+@overload
+def task(fn: Callable[P, R], /) -> Task[P, R]: ...
+@overload
+def task(*, name: str | None = ..., **options: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """Make a function a task. Options: see ``plait.TaskOptions`` (retries, cache_policy, ...)."""
+    task_options = build_options(TaskOptions, None, options)
+    if fn is not None:
+        return Task(fn, task_options)
+    return lambda f: Task(f, task_options)

@@ -1,0 +1,99 @@
+"""Helpers for testing flows: a throwaway PLAIT_HOME and database per test.
+
+    from plait.testing import plait_test_harness
+
+    def test_my_flow():
+        with plait_test_harness() as harness:
+            assert my_flow() == 42
+            assert harness.flow_runs()[0]["state_type"] == "COMPLETED"
+
+With pytest, the ``plait_harness`` fixture (registered automatically when plait is
+installed) does the same for one test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+__all__ = ["plait_test_harness", "PlaitTestHarness", "reset_state"]
+
+_VARS = ("PLAIT_HOME", "PLAIT_DATABASE_URL", "PLAIT_RESULT_STORAGE")
+
+
+@dataclass
+class PlaitTestHarness:
+    """What a test gets: the temporary home and database URL, and history queries."""
+
+    home: Path
+    database_url: str
+
+    def database(self) -> Any:
+        from plait._store.database import get_database
+
+        return get_database()
+
+    def flush(self) -> None:
+        from plait._recording import current_recorder
+
+        current_recorder().flush()
+
+    def flow_runs(self, **filters: Any) -> list[dict[str, Any]]:
+        """Recorded flow runs, newest first (see ``plait flow-run ls``)."""
+        from plait._store import queries
+
+        self.flush()
+        return queries.list_flow_runs(self.database(), **filters)
+
+    def flow_run(self, flow_run_id: str) -> dict[str, Any]:
+        """One flow run with its task runs, states and edges (see ``plait flow-run inspect``)."""
+        from plait._store import queries
+
+        self.flush()
+        return queries.get_flow_run(self.database(), flow_run_id)
+
+    def logs(self, flow_run_id: str) -> list[dict[str, Any]]:
+        from plait._store import queries
+
+        self.flush()
+        return queries.get_logs(self.database(), flow_run_id)
+
+
+def reset_state() -> None:
+    """Close the process-wide recorder and database handles (the settings may have changed)."""
+    with contextlib.suppress(ImportError):
+        from plait._store.recorder import reset_recorder
+
+        reset_recorder()
+    with contextlib.suppress(ImportError):
+        from plait._store.database import Database
+
+        Database.dispose_all()
+
+
+@contextlib.contextmanager
+def plait_test_harness(database_url: str | None = None, keep: bool = False) -> Iterator[PlaitTestHarness]:
+    """Point plait at a fresh temporary home (and SQLite database unless one is given)."""
+    saved = {name: os.environ.get(name) for name in _VARS}
+    home = Path(tempfile.mkdtemp(prefix="plait-test-"))
+    url = database_url or f"sqlite:///{home / 'plait.db'}"
+    reset_state()
+    os.environ["PLAIT_HOME"] = str(home)
+    os.environ["PLAIT_DATABASE_URL"] = url
+    os.environ.pop("PLAIT_RESULT_STORAGE", None)
+    try:
+        yield PlaitTestHarness(home=home, database_url=url)
+    finally:
+        reset_state()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        if not keep:
+            shutil.rmtree(home, ignore_errors=True)
