@@ -185,32 +185,32 @@ class WaitAll:
 # -- drivers -------------------------------------------------------------------------------
 def drive_sync(steps: Steps) -> State:
     """Run a state machine, performing its actions synchronously."""
-    action = next(steps)
-    while True:
-        try:
-            result = action.run_sync()
-        except BaseException as exc:  # KeyboardInterrupt, SystemExit: let the machine crash cleanly
-            action = steps.throw(exc)
-            continue
-        try:
-            action = steps.send(result)
-        except StopIteration as stop:
-            return stop.value
+    try:
+        action = steps.send(None)
+        while True:
+            try:
+                result = action.run_sync()
+            except BaseException as exc:  # KeyboardInterrupt, SystemExit: let the machine crash cleanly
+                action = steps.throw(exc)
+            else:
+                action = steps.send(result)
+    except StopIteration as stop:
+        return stop.value
 
 
 async def drive_async(steps: Steps) -> State:
     """Run a state machine, awaiting its actions."""
-    action = next(steps)
-    while True:
-        try:
-            result = await action.run_async()
-        except BaseException as exc:  # includes CancelledError
-            action = steps.throw(exc)
-            continue
-        try:
-            action = steps.send(result)
-        except StopIteration as stop:
-            return stop.value
+    try:
+        action = steps.send(None)
+        while True:
+            try:
+                result = await action.run_async()
+            except BaseException as exc:  # includes CancelledError
+                action = steps.throw(exc)
+            else:
+                action = steps.send(result)
+    except StopIteration as stop:
+        return stop.value
 
 
 # -- shared helpers ------------------------------------------------------------------------
@@ -333,7 +333,7 @@ def task_steps(
 
 def _fail_task(run: TaskRun, exc: BaseException, recorder: Any) -> State:
     message = describe_error(exc)
-    if not isinstance(exc, SerializationError):
+    if run.run_count and not isinstance(exc, SerializationError):
         message = f"{message} (after {run.run_count} attempt{'s' if run.run_count != 1 else ''})"
     state = set_state(run, State(StateType.FAILED, message, data=exc), recorder)
     _task_logger(run).error("failed: %s", describe_error(exc), exc_info=(type(exc), exc, exc.__traceback__))

@@ -51,6 +51,10 @@ class Task(Generic[P, R]):
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = Signature(fn)
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        if options.log_prints:
+            from plait._logging import install_print_capture
+
+            install_print_capture()
 
     def with_options(self, **changes: Any) -> Task[P, R]:
         """A copy of this task with some options replaced (validated like the decorator)."""
