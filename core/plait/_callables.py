@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import random
 import uuid
 from typing import Any, Callable
@@ -58,8 +59,26 @@ class Signature:
         return tuple(args), kwargs
 
 
-def new_id() -> str:
-    return str(uuid.uuid4())
+class _IdSource:
+    """Random (version 4) UUIDs without a system call per id: ``uuid.uuid4()`` reads
+    os.urandom every time, which costs tens of µs on some VMs. Seeded from os.urandom per
+    process (and again after fork), so ids stay unique across processes."""
+
+    def __init__(self) -> None:
+        self.reseed()
+        os.register_at_fork(after_in_child=self.reseed)
+
+    def reseed(self) -> None:
+        self.random = random.Random(os.urandom(32))
+
+    def __call__(self) -> str:
+        bits = self.random.getrandbits(128)
+        bits = (bits & ~(0xF000 << 64)) | (0x4000 << 64)  # version 4
+        bits = (bits & ~(0xC000 << 48)) | (0x8000 << 48)  # RFC 4122 variant
+        return str(uuid.UUID(int=bits))
+
+
+new_id = _IdSource()
 
 
 _PLAIN = (str, int, float, bool, type(None))

@@ -21,7 +21,7 @@ from plait._context import FlowRunContext, TaskRunContext, flow_run_var, task_ru
 from plait._runs import FlowRun, TaskRun
 from plait.exceptions import CrashedRun, SerializationError, UpstreamFailed
 from plait.futures import resolve_futures
-from plait.states import State, StateType, check_transition
+from plait.states import FINAL_TYPES, State, StateType, check_transition
 
 logger = logging.getLogger("plait.engine")
 
@@ -218,7 +218,7 @@ def set_state(run: FlowRun | TaskRun, state: State, recorder: Any) -> State:
     check_transition(run.state, state)
     if state.type is StateType.RUNNING and run.start_time is None:
         run.start_time = state.timestamp
-    elif state.type.is_final:
+    elif state.type in FINAL_TYPES:
         run.end_time = state.timestamp
     run.state = state
     recorder.add_state(run, state)
@@ -318,9 +318,9 @@ def task_steps(
             delay = retry_delay(options, run.run_count)
             set_state(run, State(
                 StateType.RETRYING, f"attempt {run.run_count} failed: {describe_error(exc)}; "
-                f"retrying in {delay:g}s", data=exc,
+                f"retrying in {delay:.3g}s", data=exc,
             ), recorder)
-            task.run_logger(run).warning("attempt %d failed with %s; retrying in %gs",
+            task.run_logger(run).warning("attempt %d failed with %s; retrying in %.3gs",
                                          run.run_count, describe_error(exc), delay)
             if delay:
                 yield Sleep(delay)
@@ -372,8 +372,8 @@ def flow_steps(flow: Any, run: FlowRun, ctx: FlowRunContext, args: tuple, kwargs
             if wants_retry(options, flow, run, exc):
                 delay = retry_delay(options, run.run_count)
                 set_state(run, State(StateType.RETRYING, f"attempt {run.run_count} failed: "
-                                     f"{describe_error(exc)}; retrying in {delay:g}s", data=exc), recorder)
-                log.warning("attempt %d failed with %s; retrying in %gs", run.run_count, describe_error(exc), delay)
+                                     f"{describe_error(exc)}; retrying in {delay:.3g}s", data=exc), recorder)
+                log.warning("attempt %d failed with %s; retrying in %.3gs", run.run_count, describe_error(exc), delay)
                 if delay:
                     yield Sleep(delay)
                 continue

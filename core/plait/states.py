@@ -44,16 +44,17 @@ class StateType(str, enum.Enum):
 
     @property
     def title(self) -> str:
-        return self.value.title()
+        return _TITLES[self]
 
     @property
     def is_final(self) -> bool:
-        return self in _FINAL
+        return self in FINAL_TYPES
 
 
-_FINAL = frozenset(
+FINAL_TYPES = frozenset(
     {StateType.COMPLETED, StateType.CACHED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
 )
+_TITLES = {t: t.value.title() for t in StateType}
 
 _S = StateType
 # The one table of legal transitions. A final state may only be left by a new attempt
@@ -98,6 +99,7 @@ def check_transition(current: State | None, proposed: State) -> None:
 
 
 _UNSET: Any = object()
+_set = object.__setattr__
 
 
 class State:
@@ -115,13 +117,14 @@ class State:
         data: Any = _UNSET,
         result_ref: str | None = None,
     ) -> None:
-        set_ = object.__setattr__
-        set_(self, "type", StateType(type))
-        set_(self, "name", name or self.type.title)
-        set_(self, "message", message)
-        set_(self, "timestamp", timestamp or datetime.now(timezone.utc))
-        set_(self, "_data", data)
-        set_(self, "result_ref", result_ref)
+        if type.__class__ is not StateType:
+            type = StateType(type)
+        _set(self, "type", type)
+        _set(self, "name", name or _TITLES[type])
+        _set(self, "message", message)
+        _set(self, "timestamp", timestamp or datetime.now(timezone.utc))
+        _set(self, "_data", data)
+        _set(self, "result_ref", result_ref)
 
     def __setattr__(self, key: str, value: Any) -> None:
         raise AttributeError("State is immutable; create a new State instead")
@@ -162,7 +165,7 @@ class State:
         return self.type is StateType.PAUSED
 
     def is_final(self) -> bool:
-        return self.type.is_final
+        return self.type in FINAL_TYPES
 
     # -- data -------------------------------------------------------------------------
     @property
