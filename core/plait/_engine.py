@@ -14,7 +14,6 @@ import logging
 import random
 import threading
 import time
-from datetime import datetime, timezone
 from typing import Any, Generator
 
 from plait._context import FlowRunContext, TaskRunContext, flow_run_var, task_run_var
@@ -366,6 +365,8 @@ def flow_steps(flow: Any, run: FlowRun, ctx: FlowRunContext, args: tuple, kwargs
             exc = outcome.error
             if exc is None:
                 value, exc = flow.settle_return(outcome.value, ctx)
+            else:
+                exc = root_cause(exc)
             if exc is None:
                 state = set_state(run, State(StateType.COMPLETED, data=value), recorder)
                 break
@@ -393,5 +394,8 @@ def flow_steps(flow: Any, run: FlowRun, ctx: FlowRunContext, args: tuple, kwargs
             recorder.flush()
 
 
-def now() -> datetime:
-    return datetime.now(timezone.utc)
+def root_cause(exc: BaseException) -> BaseException:
+    """A skipped task's error points at the upstream failure; report that original one."""
+    while isinstance(exc, UpstreamFailed) and isinstance(exc.__cause__, BaseException):
+        exc = exc.__cause__
+    return exc

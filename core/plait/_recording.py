@@ -1,18 +1,64 @@
-"""Which recorder the engine reports to: the database one, or none when history is off."""
+"""Which recorder the engine reports to, and the plugins that observe what it reports.
+
+The recorder is the one place every state transition passes through, so lifecycle and
+notification hooks are fired by wrapping it — only when some plugin implements them, so the
+hot path pays nothing otherwise.
+"""
 
 from __future__ import annotations
 
-from plait._runs import NullRecorder, Recorder
+from typing import Any
+
+from plait._runs import FlowRun, NullRecorder, Recorder
+from plait.states import State
 
 _NULL = NullRecorder()
 
 
 def current_recorder() -> Recorder:
     """The process-wide recorder for the effective settings (started on first use)."""
+    from plait.plugins import lifecycle_observers
     from plait.settings import get_settings
 
-    if not get_settings().record_history:
-        return _NULL
-    from plait._store.recorder import get_recorder
+    if get_settings().record_history:
+        from plait._store.recorder import get_recorder
 
-    return get_recorder()
+        recorder: Recorder = get_recorder()
+    else:
+        recorder = _NULL
+    observe_flows, observe_tasks = lifecycle_observers()
+    if observe_flows or observe_tasks:
+        return ObservedRecorder(recorder, observe_tasks)
+    return recorder
+
+
+class ObservedRecorder:
+    """Passes everything to the real recorder, then tells the observing plugins."""
+
+    def __init__(self, inner: Recorder, observe_tasks: bool) -> None:
+        self.inner = inner
+        self.observe_tasks = observe_tasks
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def add_state(self, run: Any, state: State) -> None:
+        self.inner.add_state(run, state)
+        from plait.plugins import StateChangeEvent, call_each
+
+        if isinstance(run, FlowRun):
+            call_each("plait_flow_run_state_changed", flow_run=run, state=state)
+            event = StateChangeEvent(
+                flow_run_id=run.id,
+                flow_run_name=run.name,
+                flow_name=run.flow_name,
+                tags=tuple(run.tags),
+                state_type=state.type.value,
+                state_name=state.name,
+                state_message=state.message,
+                timestamp=state.timestamp.isoformat(),
+                parameters=dict(run.parameters),
+            )
+            call_each("plait_notify", event=event)
+        elif self.observe_tasks:
+            call_each("plait_task_run_state_changed", task_run=run, state=state)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from typing import Any, Callable, Generic, ParamSpec, TypeVar, overload
 
 from plait._callables import Signature, jsonable, new_id, run_name
 from plait._context import FlowRunContext, flow_run_var, task_run_var
-from plait._engine import drive_async, drive_sync, flow_steps
+from plait._engine import drive_async, drive_sync, flow_steps, root_cause
 from plait._options import FlowOptions, build_options
 from plait._runs import FlowRun
-from plait.exceptions import UpstreamFailed
 from plait.futures import iter_futures, resolve_futures
 from plait.states import State, StateType
 
@@ -76,8 +76,11 @@ class Flow(Generic[P, R]):
         parent_task = task_run_var.get()
         if parent is not None and self.options.log_prints is None:
             log_prints = parent.log_prints
+        is_top = parent is None and parent_task is None
+        # infrastructure (e.g. the Process block) picks the id of the run it launches
+        preset_id = os.environ.pop("PLAIT_FLOW_RUN_ID", None) if is_top else None
         run = FlowRun(
-            id=new_id(),
+            id=preset_id or new_id(),
             flow_name=self.name,
             name=run_name(),
             parameters={k: jsonable(v) for k, v in parameters.items()},
@@ -98,7 +101,7 @@ class Flow(Generic[P, R]):
             persist_results=settings.persist_results if self.options.persist_result is None else self.options.persist_result,
         )
         call_args, call_kwargs = self.signature.call_arguments(parameters) if self.options.validate_parameters else (args, kwargs)
-        return flow_steps(self, run, ctx, call_args, call_kwargs, is_top=parent is None and parent_task is None)
+        return flow_steps(self, run, ctx, call_args, call_kwargs, is_top=is_top)
 
     # -- used by the engine ----------------------------------------------------------------
     def settle_return(self, value: Any, ctx: FlowRunContext) -> tuple[Any, BaseException | None]:
@@ -125,13 +128,6 @@ class Flow(Generic[P, R]):
         from plait._logging import run_logger_for
 
         return run_logger_for(run.id, None, f"Flow run {run.name!r}")
-
-
-def root_cause(exc: BaseException) -> BaseException:
-    """A skipped task's error points at the upstream failure; report that original one."""
-    while isinstance(exc, UpstreamFailed) and isinstance(exc.__cause__, BaseException):
-        exc = exc.__cause__
-    return exc
 
 
 def _finish(state: State, return_state: bool) -> Any:

@@ -43,6 +43,7 @@ class PlaitFuture:
 
     def wait(self, timeout: float | None = None) -> State:
         """Block until the run is final (or ``timeout`` seconds pass); return its state."""
+        self._observed = True  # the caller now holds the state: a failure is theirs to handle
         try:
             return self._final_state(timeout)
         except TimeoutError:

@@ -125,25 +125,24 @@ def resolve_storage(spec: Any) -> Any:
     text = str(spec)
     scheme, sep, rest = text.partition("://")
     if not sep or len(scheme) < 2:  # a plain path (or a Windows drive letter)
-        return LocalStorage(text)
-    if scheme == "file" and scheme not in _SCHEME_FACTORIES:
-        return LocalStorage(unquote(rest))
-    _load_scheme_plugins()
+        scheme, rest = "file", text
+    elif scheme == "file":
+        rest = unquote(rest)
     factory = _SCHEME_FACTORIES.get(scheme)
     if factory is None:
-        known = ", ".join(sorted({"file", *_SCHEME_FACTORIES})) or "file"
-        raise PlaitError(
-            f"no storage is registered for {scheme}:// (in {text!r}); known schemes: {known}. "
-            f"Install a collection that provides {scheme}:// storage, or use a local path."
-        )
-    return factory(text)
+        from plait.plugins import get_plugin_manager
 
-
-def _load_scheme_plugins() -> None:
-    """Give plugins a chance to register storage schemes (no-op until plugins are loaded)."""
-    loader = globals().get("_plugin_scheme_loader")
-    if loader is not None:
-        loader()
+        get_plugin_manager()  # plugins register their schemes while loading
+        factory = _SCHEME_FACTORIES.get(scheme)
+    if factory is not None:
+        return factory(Path(rest).expanduser().resolve().as_uri() if scheme == "file" else text)
+    if scheme == "file":  # the core's own fallback when no plugin provides file://
+        return LocalStorage(rest)
+    known = ", ".join(sorted({"file", *_SCHEME_FACTORIES}))
+    raise PlaitError(
+        f"no storage is registered for {scheme}:// (in {text!r}); known schemes: {known}. "
+        f"Install a collection that provides {scheme}:// storage, or use a local path."
+    )
 
 
 def storage_uri(storage: Any) -> str:

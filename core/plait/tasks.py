@@ -95,12 +95,13 @@ class Task(Generic[P, R]):
         """Submit one run per item of the iterable arguments; ``unmapped(x)`` stays whole."""
         columns: dict[Any, list[Any]] = {}
         constants: dict[Any, Any] = {}
+        sources: list[tuple[str, str | None]] = []  # upstream runs whose result is mapped over
         for key, value in [*enumerate(args), *kwargs.items()]:
             if isinstance(value, unmapped):
                 constants[key] = value.value
             elif isinstance(value, PlaitFuture):  # map over an upstream's result
-                constants[key] = None
                 columns[key] = list(value.result())
+                sources.append((value.task_run.id, key if isinstance(key, str) else self._param_name(key)))
             elif isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
                 raise ParameterBindError(
                     f"task {self.name!r}.map() needs iterables; argument "
@@ -122,9 +123,13 @@ class Task(Generic[P, R]):
         for i in range(lengths.pop()):
             call_args = tuple(columns[k][i] if k in columns else constants[k] for k in positional)
             call_kwargs = {k: columns[k][i] if k in columns else constants[k] for k in named}
-            run, steps, flow_ctx = self._prepare(call_args, call_kwargs, wait_list)
+            run, steps, flow_ctx = self._prepare(call_args, call_kwargs, wait_list, sources)
             futures.append(self._launch(run, steps, flow_ctx))
         return futures
+
+    def _param_name(self, position: int) -> str | None:
+        names = self.signature.names
+        return names[position] if position < len(names) else None
 
     def _launch(self, run: TaskRun, steps: Any, flow_ctx: FlowRunContext | None) -> PlaitFuture:
         if self.is_async:
@@ -147,7 +152,9 @@ class Task(Generic[P, R]):
         return future
 
     # -- one run ---------------------------------------------------------------------------
-    def _prepare(self, args: tuple, kwargs: dict, wait_for: Iterable[Any] | None) -> tuple[TaskRun, Any, Any]:
+    def _prepare(
+        self, args: tuple, kwargs: dict, wait_for: Iterable[Any] | None, sources: list | None = None
+    ) -> tuple[TaskRun, Any, Any]:
         from plait._recording import current_recorder
 
         flow_ctx = flow_run_var.get()
@@ -175,6 +182,8 @@ class Task(Generic[P, R]):
         recorder.add_task_run(run)
         recorder.add_state(run, run.state)
         upstream = self._upstream(run, parameters, wait_for, flow_ctx, recorder)
+        for upstream_id, name in sources or ():
+            recorder.add_edge(upstream_id, run.id, "data", name)
         return run, task_steps(self, run, parameters, upstream, flow_ctx, recorder), flow_ctx
 
     def _upstream(self, run: TaskRun, parameters: dict, wait_for: Any, flow_ctx: Any, recorder: Any) -> list:
