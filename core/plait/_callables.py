@@ -8,6 +8,7 @@ import random
 import uuid
 from typing import Any, Callable
 
+from plait._logging import scrub
 from plait.exceptions import ParameterBindError
 
 _P = inspect.Parameter
@@ -87,8 +88,10 @@ _PLAIN = (str, int, float, bool, type(None))
 def jsonable(value: Any, depth: int = 0) -> Any:
     """A JSON-safe, size-capped rendering of a value for run history (not for results)."""
     if isinstance(value, _PLAIN):
-        if isinstance(value, str) and len(value) > 500:
-            return value[:500] + "…"
+        if isinstance(value, str):
+            value = scrub(value)  # a secret passed as an argument is not stored in history
+            if len(value) > 500:
+                return value[:500] + "…"
         return value
     if depth < 3 and isinstance(value, (list, tuple)):
         items = [jsonable(v, depth + 1) for v in value[:20]]
@@ -100,7 +103,7 @@ def jsonable(value: Any, depth: int = 0) -> Any:
         if len(value) > 20:
             out["…"] = f"{len(value) - 20} more"
         return out
-    text = repr(value)
+    text = scrub(repr(value))
     return text if len(text) <= 200 else text[:200] + "…"
 
 

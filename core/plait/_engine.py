@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any, Generator
 
+from plait._logging import scrub
 from plait._context import FlowRunContext, TaskRunContext, flow_run_var, task_run_var
 from plait._runs import FlowRun, TaskRun
 from plait.exceptions import CrashedRun, SerializationError, UpstreamFailed
@@ -225,7 +226,8 @@ def set_state(run: FlowRun | TaskRun, state: State, recorder: Any) -> State:
 
 
 def describe_error(exc: BaseException) -> str:
-    text = str(exc)
+    """``Type: message`` for state messages and logs, with known secret values masked."""
+    text = scrub(str(exc))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

@@ -67,14 +67,23 @@ class RecorderHandler(logging.Handler):
             message = record.getMessage()
             if record.exc_info and record.levelno >= logging.ERROR:
                 message = message + "\n" + _format_exception(record.exc_info)
-            from plait._recording import current_recorder
-
-            current_recorder().add_log(
+            current_run_recorder().add_log(
                 flow_run_id, task_run_id, record.levelno, record.name, scrub(message),
                 datetime.fromtimestamp(record.created, timezone.utc),
             )
         except Exception:  # logging must never break a run
             self.handleError(record)
+
+
+def current_run_recorder() -> Any:
+    """The recorder of the run this thread is in (cheap), else the process-wide one."""
+    task_ctx = task_run_var.get()
+    ctx = task_ctx.flow_context if task_ctx is not None else flow_run_var.get()
+    if ctx is not None:
+        return ctx.recorder
+    from plait._recording import current_recorder
+
+    return current_recorder()
 
 
 def _format_exception(exc_info: Any) -> str:

@@ -1,0 +1,303 @@
+"""The run-history schema as SQLAlchemy 2 tables.
+
+These classes describe the *current* schema for queries and the recorder. They never
+create tables: every schema change goes through an Alembic migration in
+``plait/_store/migrations/versions`` (a test checks that the two agree).
+
+The recorder writes through SQLAlchemy Core (``Model.__table__``) rather than ORM objects,
+because it inserts tens of thousands of rows per flush; the declarative classes exist so the
+schema reads well and the read side can use them in ``select()``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "Base",
+    "UTCDateTime",
+    "FlowRunModel",
+    "TaskRunModel",
+    "StateModel",
+    "TaskRunEdgeModel",
+    "LogModel",
+    "ResultModel",
+    "BlockTypeModel",
+    "BlockSchemaModel",
+    "BlockDocumentModel",
+    "BlockDocumentReferenceModel",
+    "NAMING_CONVENTION",
+]
+
+# Stable, predictable constraint names: Alembic needs a name to drop or alter a constraint
+# later, and backends otherwise invent their own (or none, on SQLite).
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ID = String(36)  # uuid4 text; the engine creates run ids
+# History tables grow without bound on a shared server, so their keys are 64-bit there;
+# SQLite only autoincrements a column declared exactly INTEGER PRIMARY KEY.
+SERIAL_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _sqlite_bind(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is not None and value.tzinfo is not timezone.utc:
+        value = value.astimezone(timezone.utc)
+    # SQLAlchemy's own SQLite storage format ("YYYY-MM-DD HH:MM:SS.ffffff", cut before any
+    # "+00:00"), so the text sorts chronologically and plain DateTime columns can read it.
+    return value.isoformat(" ", "microseconds")[:26]
+
+
+def _sqlite_result(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware datetime stored as UTC and always read back as aware UTC.
+
+    PostgreSQL keeps the instant itself (``timestamptz``); SQLite keeps text without an
+    offset, so values are converted to UTC on the way in and tagged UTC on the way out.
+    Naive values are taken to be UTC already, which is what plait itself writes.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+    # On SQLite one plain function per value replaces TypeDecorator's chain (our hook, then
+    # the dialect's strftime-style formatting): a 100k-task flush binds ~600k timestamps.
+    def bind_processor(self, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite":
+            return _sqlite_bind
+        return super().bind_processor(dialect)
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        if dialect.name == "sqlite":
+            return _sqlite_result
+        return super().result_processor(dialect, coltype)
+
+
+class Base(DeclarativeBase):
+    """Declarative base holding the shared ``MetaData`` with the naming convention."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class FlowRunModel(Base):
+    """One execution of a flow; mirrors ``plait._runs.FlowRun`` plus a heartbeat."""
+
+    __tablename__ = "flow_runs"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    flow_name: Mapped[str] = mapped_column(String)
+    name: Mapped[str] = mapped_column(String)
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON)
+    tags: Mapped[list[str]] = mapped_column(JSON)
+    state_type: Mapped[str] = mapped_column(String(16))
+    state_name: Mapped[str] = mapped_column(String)
+    state_message: Mapped[str | None] = mapped_column(Text)
+    parent_flow_run_id: Mapped[str | None] = mapped_column(ID, index=True)
+    parent_task_run_id: Mapped[str | None] = mapped_column(ID)
+    run_count: Mapped[int] = mapped_column(Integer, default=0)
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+    start_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    end_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    pid: Mapped[int | None] = mapped_column(Integer)
+    hostname: Mapped[str | None] = mapped_column(String)
+    # Last time the owning process wrote this row; a silent Running run is Crashed.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index(None, "state_type"),
+        Index(None, "flow_name"),
+        Index(None, "created"),
+    )
+
+
+class TaskRunModel(Base):
+    """One execution of a task; ``flow_run_id`` is NULL for a task called outside a flow."""
+
+    __tablename__ = "task_runs"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    flow_run_id: Mapped[str | None] = mapped_column(ID, index=True)
+    task_name: Mapped[str] = mapped_column(String)
+    task_key: Mapped[str] = mapped_column(String)
+    name: Mapped[str] = mapped_column(String)
+    dynamic_key: Mapped[int] = mapped_column(Integer, default=0)
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON)
+    tags: Mapped[list[str]] = mapped_column(JSON)
+    state_type: Mapped[str] = mapped_column(String(16))
+    state_name: Mapped[str] = mapped_column(String)
+    state_message: Mapped[str | None] = mapped_column(Text)
+    run_count: Mapped[int] = mapped_column(Integer, default=0)
+    cache_key: Mapped[str | None] = mapped_column(String)
+    result_ref: Mapped[str | None] = mapped_column(Text)
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+    start_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    end_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class StateModel(Base):
+    """One entry of a run's state history, in the order the engine reported it."""
+
+    __tablename__ = "states"
+
+    id: Mapped[int] = mapped_column(SERIAL_ID, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ID, index=True)
+    run_kind: Mapped[str] = mapped_column(String(8))  # "flow" | "task"
+    type: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String)
+    message: Mapped[str | None] = mapped_column(Text)
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class TaskRunEdgeModel(Base):
+    """Task run ``downstream_id`` depended on ``upstream_id`` (``kind``: data | wait_for)."""
+
+    __tablename__ = "task_run_edges"
+
+    id: Mapped[int] = mapped_column(SERIAL_ID, primary_key=True, autoincrement=True)
+    upstream_id: Mapped[str] = mapped_column(ID)
+    downstream_id: Mapped[str] = mapped_column(ID, index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    parameter: Mapped[str | None] = mapped_column(String)
+
+
+class LogModel(Base):
+    """A log line emitted while a flow run or task run executed."""
+
+    __tablename__ = "logs"
+
+    id: Mapped[int] = mapped_column(SERIAL_ID, primary_key=True, autoincrement=True)
+    flow_run_id: Mapped[str | None] = mapped_column(ID, index=True)
+    task_run_id: Mapped[str | None] = mapped_column(ID)
+    level: Mapped[int] = mapped_column(Integer)
+    logger: Mapped[str] = mapped_column(String)
+    message: Mapped[str] = mapped_column(Text)
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ResultModel(Base):
+    """Index of persisted task results: where each lives and which cache key it answers."""
+
+    __tablename__ = "results"
+
+    id: Mapped[int] = mapped_column(SERIAL_ID, primary_key=True, autoincrement=True)
+    task_run_id: Mapped[str] = mapped_column(ID, index=True)
+    storage: Mapped[str] = mapped_column(String)
+    path: Mapped[str] = mapped_column(Text)
+    serializer: Mapped[str] = mapped_column(String(32))
+    cache_key: Mapped[str | None] = mapped_column(String, index=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# -- blocks ------------------------------------------------------------------------------------
+class BlockTypeModel(Base):
+    """A block type that has been saved at least once: its slug and display metadata."""
+
+    __tablename__ = "block_types"
+
+    slug: Mapped[str] = mapped_column(String, primary_key=True)
+    name: Mapped[str] = mapped_column(String)
+    description: Mapped[str] = mapped_column(Text)
+    capabilities: Mapped[list[str]] = mapped_column(JSON)
+    plugin: Mapped[str | None] = mapped_column(String)  # the plugin that registered it, if any
+    updated: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class BlockSchemaModel(Base):
+    """One version of a block type's JSON schema, keyed by its checksum."""
+
+    __tablename__ = "block_schemas"
+
+    checksum: Mapped[str] = mapped_column(String, primary_key=True)
+    slug: Mapped[str] = mapped_column(String)
+    json_schema: Mapped[dict[str, Any]] = mapped_column(JSON)
+    secret_fields: Mapped[list[str]] = mapped_column(JSON)
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class BlockDocumentModel(Base):
+    """A saved block: its values as JSON, secret values encrypted (``{"$secret": token}``)
+    and nested blocks by reference (``{"$ref": document_id}``)."""
+
+    __tablename__ = "block_documents"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String)
+    slug: Mapped[str] = mapped_column(String)
+    schema_checksum: Mapped[str] = mapped_column(String)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        UniqueConstraint("slug", "name"),
+        Index(None, "name"),
+    )
+
+
+class BlockDocumentReferenceModel(Base):
+    """Block document ``parent_document_id`` holds ``child_document_id`` in ``field_name``."""
+
+    __tablename__ = "block_document_references"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    parent_document_id: Mapped[str] = mapped_column(ID, index=True)
+    field_name: Mapped[str] = mapped_column(String)
+    child_document_id: Mapped[str] = mapped_column(ID, index=True)
+
+
+# -- notification rules ------------------------------------------------------------------------
+from sqlalchemy import Boolean  # noqa: E402  (appended section; see plait.notifications)
+
+__all__.append("NotificationRuleModel")
+
+
+class NotificationRuleModel(Base):
+    """Notify through a saved block (``slug/name``) when a matching flow run enters a state.
+
+    ``flow_name`` is a glob over flow names; a run must carry every tag in ``tags``; ``states``
+    lists state types (``["FAILED", "CRASHED"]``). See ``plait.notifications``.
+    """
+
+    __tablename__ = "notification_rules"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String, unique=True)
+    block: Mapped[str] = mapped_column(String)
+    flow_name: Mapped[str] = mapped_column(String)
+    tags: Mapped[list[str]] = mapped_column(JSON)
+    states: Mapped[list[str]] = mapped_column(JSON)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created: Mapped[datetime] = mapped_column(UTCDateTime())

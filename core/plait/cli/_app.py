@@ -1,0 +1,240 @@
+"""The click commands: parse options, call ``plait.cli.commands``, render with ``_views``.
+
+Errors never reach the user as a traceback. ``PlaitGroup.invoke`` turns plait's errors
+(``DatabaseError`` and friends), unknown flow run ids (``LookupError``), invalid settings
+and anything unexpected into a one-line ``Error: ...`` on stderr with exit code 1; click's
+usage errors keep exit code 2. Set ``PLAIT_CLI_TRACEBACK=1`` to get the traceback of an
+unexpected error instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+from urllib.parse import unquote
+
+import click
+
+from plait.cli import commands
+from plait.exceptions import PlaitError
+
+__all__ = ["cli", "PlaitGroup", "CliError"]
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class CliError(click.ClickException):
+    """A one-line failure: ``Error: <message>`` on stderr, exit code 1."""
+
+    exit_code = 1
+
+
+def _secrets() -> list[str]:
+    """Passwords that must never be printed: the one in the configured database URL."""
+    candidates = [os.environ.get("PLAIT_DATABASE_URL")]
+    try:
+        from plait.settings import get_settings
+
+        candidates.append(get_settings().effective_database_url)
+    except Exception:  # invalid settings are reported elsewhere
+        pass
+    found = []
+    for url in filter(None, candidates):
+        match = re.match(r"^[^:/]+://[^:/@]*:(.*)@", url)
+        if match and match.group(1):
+            found += [match.group(1), unquote(match.group(1))]  # as written, and decoded
+    return sorted(set(found), key=len, reverse=True)
+
+
+def scrub(text: str) -> str:
+    """``text`` on one line, with any database password replaced by ``***``."""
+    for secret in _secrets():
+        text = text.replace(secret, "***")
+    return " ".join(text.split())
+
+
+def _settings_error(exc: Any) -> str:
+    """A pydantic ``ValidationError`` of ``PlaitSettings`` as one readable line."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        name = f"PLAIT_{loc.upper()}" if loc else "settings"
+        message = str(err.get("msg", "invalid"))
+        parts.append(f"{name}: {message.removeprefix('Value error, ')}")
+    return "invalid setting " + "; ".join(parts) if parts else f"invalid settings: {exc}"
+
+
+def _is_validation_error(exc: BaseException) -> bool:
+    return type(exc).__name__ == "ValidationError" and callable(getattr(exc, "errors", None))
+
+
+class PlaitGroup(click.Group):
+    """A click group that reports errors as one line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except BrokenPipeError:  # main() ends quietly
+            raise
+        except Exception as exc:
+            raise CliError(scrub(_describe(exc))) from None
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, PlaitError):
+        return str(exc) or type(exc).__name__
+    if _is_validation_error(exc):
+        return _settings_error(exc)
+    if isinstance(exc, LookupError) and not isinstance(exc, (KeyError, IndexError)):
+        return str(exc)
+    if isinstance(exc, ValueError):
+        return str(exc)
+    if os.environ.get("PLAIT_CLI_TRACEBACK", "") not in ("", "0"):
+        raise exc
+    return (
+        f"unexpected {type(exc).__name__}: {exc} "
+        "(this is a bug in plait; set PLAIT_CLI_TRACEBACK=1 to see the traceback)"
+    )
+
+
+def _version() -> str:
+    import plait
+
+    return plait.__version__
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts) instead of a table.")
+
+
+@click.group(cls=PlaitGroup, context_settings=CONTEXT)
+@click.version_option(version=_version(), prog_name="plait", message="%(prog)s %(version)s")
+def cli() -> None:
+    """plait: plain Python functions as orchestrated flows and tasks.
+
+    Inspect the run history recorded in the database (PLAIT_DATABASE_URL, default
+    sqlite:///$PLAIT_HOME/plait.db) and the effective settings.
+    """
+
+
+@cli.command("version")
+@json_option
+def version_cmd(as_json: bool) -> None:
+    """Show versions, the database URL and plait's home.
+
+    Prints plait's version, the Python running it, the database URL (password masked)
+    and plait's home directory. The database is not opened.
+    """
+    from plait.cli._output import echo_json
+    from plait.cli._views import show_version
+
+    info = commands.version_info()
+    if as_json:
+        echo_json(info)
+    else:
+        show_version(info)
+
+
+@cli.group("config", cls=PlaitGroup)
+def config_group() -> None:
+    """Inspect plait's settings."""
+
+
+@config_group.command("show")
+@json_option
+@click.option("--show-secrets", is_flag=True, help="Reveal passwords and secret values (masked by default).")
+def config_show_cmd(as_json: bool, show_secrets: bool) -> None:
+    """Show every setting's effective value and where it came from.
+
+    Sources, highest first: env (a PLAIT_* variable), file ($PLAIT_HOME/config.toml),
+    default.
+    """
+    from plait.cli._output import echo_json
+    from plait.cli._views import show_config
+
+    rows = commands.config_show(show_secrets=show_secrets)
+    if as_json:
+        echo_json(rows)
+    else:
+        show_config(rows)
+
+
+@cli.group("flow-run", cls=PlaitGroup)
+def flow_run_group() -> None:
+    """List and inspect recorded flow runs."""
+
+
+@flow_run_group.command("ls")
+@click.option(
+    "--state",
+    type=click.Choice(commands.STATE_NAMES, case_sensitive=False),
+    metavar="STATE",
+    help="Only runs in this state: " + ", ".join(s.lower() for s in commands.STATE_NAMES) + ".",
+)
+@click.option("--flow", "flow_name", metavar="NAME", help="Only runs of the flow with this name.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=20, show_default=True, metavar="N",
+    help="Show at most this many runs (N >= 1).",
+)
+@json_option
+def flow_run_ls_cmd(state: str | None, flow_name: str | None, limit: int, as_json: bool) -> None:
+    """List the newest flow runs, newest first."""
+    from plait.cli._output import echo_json
+    from plait.cli._views import show_flow_runs
+
+    rows = commands.flow_run_ls(state=state, flow_name=flow_name, limit=limit)
+    if as_json:
+        echo_json(rows)
+    else:
+        show_flow_runs(rows)
+
+
+@flow_run_group.command("inspect")
+@click.argument("flow_run_id", metavar="ID")
+@json_option
+def flow_run_inspect_cmd(flow_run_id: str, as_json: bool) -> None:
+    """Show one flow run in detail.
+
+    Prints its state, parameters, task runs (state, attempts, upstream, cache key,
+    result), state history and subflow runs. ID is the flow run's id or its first few
+    characters.
+    """
+    from plait.cli._output import echo_json
+    from plait.cli._views import show_flow_run
+
+    run = commands.flow_run_inspect(flow_run_id)
+    if as_json:
+        echo_json(run)
+    else:
+        show_flow_run(run)
+
+
+@flow_run_group.command("logs")
+@click.argument("flow_run_id", metavar="ID")
+@json_option
+def flow_run_logs_cmd(flow_run_id: str, as_json: bool) -> None:
+    """Show a flow run's logs.
+
+    Prints the log lines of the flow run, its task runs and its subflow runs, oldest
+    first. ID is the flow run's id or its first few characters.
+    """
+    from plait.cli._output import echo_json
+    from plait.cli._views import show_logs
+
+    rows = commands.flow_run_logs(flow_run_id)
+    if as_json:
+        echo_json(rows)
+    else:
+        show_logs(rows, flow_run_id)
+
+
+# Command groups defined in their own modules (imported last: they use PlaitGroup and json_option).
+from plait.cli.blocks import block_group  # noqa: E402
+from plait.cli.notifications import notification_group  # noqa: E402
+from plait.cli.plugins import plugins_group  # noqa: E402
+
+cli.add_command(block_group)
+cli.add_command(notification_group)
+cli.add_command(plugins_group)
