@@ -8,10 +8,13 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+COLLECTIONS := $(wildcard collections/*/pyproject.toml)
+
+# plait itself and every collection, editable, with their test extras
+$(STAMP): pyproject.toml $(COLLECTIONS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test]' $(foreach c,$(COLLECTIONS),-e '$(patsubst %/,%,$(dir $(c)))[test]')
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -296,7 +296,8 @@ def test_plugin_hooks_are_documented():
     doc = (ROOT / "docs" / "plugins.md").read_text()
     for hook in HOOKS:
         assert re.search(rf"^###\s+`?{hook}\b", doc, re.MULTILINE), f"{hook} has no section in docs/plugins.md"
-        section = doc.split(hook, 1)[1].split("\n### ", 1)[0]
+        heading = re.search(rf"^###\s+`?{hook}\b.*$", doc, re.MULTILINE)
+        section = doc[heading.end():].split("\n### ", 1)[0]
         assert "```python" in section, f"the docs/plugins.md section of {hook} has no example"
 
 

@@ -11,7 +11,7 @@
 """
 
 from plait import runtime
-from plait._logging import get_run_logger
+from plait._logging import get_run_logger, register_secret
 from plait._options import FlowOptions, TaskOptions
 from plait.cache_policies import FLOW_PARAMETERS, INPUTS, NO_CACHE, TASK_SOURCE
 from plait.exceptions import (
@@ -79,6 +79,7 @@ __all__ = [
     "UpstreamFailed",
     "flow",
     "get_run_logger",
+    "register_secret",
     "runtime",
     "task",
     "unmapped",

@@ -108,6 +108,10 @@ _SECRETS: set[str] = set()
 
 
 def register_secret(value: str) -> None:
+    """Mask ``value`` as ``***`` wherever plait stores or shows text from now on (run logs,
+    state messages, recorded parameters, the console). Loaded blocks register their secrets
+    themselves; call this for secrets a task obtains at run time. Values under 4 characters
+    are ignored (masking them would garble ordinary text)."""
     if value and len(value) >= 4:
         _SECRETS.add(value)
 

@@ -12,6 +12,11 @@ __all__ = [
     "CrashedRun",
     "CancelledRun",
     "UpstreamFailed",
+    "BlockError",
+    "BlockNotFound",
+    "BlockSchemaMismatch",
+    "BlockValidationError",
+    "BlocksFileError",
 ]
 
 
@@ -49,3 +54,23 @@ class CancelledRun(PlaitError):
 
 class UpstreamFailed(PlaitError):
     """A task did not run because a task it depends on did not complete."""
+
+
+class BlockError(PlaitError):
+    """A block cannot be saved, loaded, deleted or decrypted (the message says why)."""
+
+
+class BlockNotFound(BlockError, LookupError):
+    """No saved block, or no registered block type, by that name (close matches suggested)."""
+
+
+class BlockSchemaMismatch(BlockError):
+    """A saved block was written with an older, incompatible schema of its type."""
+
+
+class BlockValidationError(BlockError, ValueError):
+    """Values do not make a valid block; names the field and the rule, never a secret value."""
+
+
+class BlocksFileError(BlockError):
+    """A blocks file cannot be applied; nothing was written."""

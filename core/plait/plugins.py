@@ -386,5 +386,6 @@ def reset_plugins() -> None:
 
         for scheme in _state.registry.storage:
             results._SCHEME_FACTORIES.pop(scheme, None)
+        results._RESOLVED.clear()
         _state.manager = None
         _state.warned = False

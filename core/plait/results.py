@@ -107,11 +107,13 @@ SERIALIZERS: dict[str, Any] = {"json": JSONSerializer, "pickle": PickleSerialize
 
 # -- storage resolution ----------------------------------------------------------------------
 _SCHEME_FACTORIES: dict[str, Any] = {}
+_RESOLVED: dict[str, Any] = {}
 
 
 def register_storage_scheme(scheme: str, factory: Any) -> None:
     """Map ``scheme://...`` URLs to ``factory(url) -> storage`` (the storage hook feeds this)."""
     _SCHEME_FACTORIES[scheme] = factory
+    _RESOLVED.clear()
 
 
 def resolve_storage(spec: Any) -> Any:
@@ -135,7 +137,11 @@ def resolve_storage(spec: Any) -> Any:
         get_plugin_manager()  # plugins register their schemes while loading
         factory = _SCHEME_FACTORIES.get(scheme)
     if factory is not None:
-        return factory(Path(rest).expanduser().resolve().as_uri() if scheme == "file" else text)
+        url = Path(rest).expanduser().resolve().as_uri() if scheme == "file" else text
+        storage = _RESOLVED.get(url)
+        if storage is None:  # factories may read saved blocks: build each URL's storage once
+            storage = _RESOLVED[url] = factory(url)
+        return storage
     if scheme == "file":  # the core's own fallback when no plugin provides file://
         return LocalStorage(rest)
     known = ", ".join(sorted({"file", *_SCHEME_FACTORIES}))

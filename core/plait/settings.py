@@ -74,6 +74,10 @@ class PlaitSettings(BaseSettings):
     )
     logging_level: str = Field(default="INFO", description="Level of run logs shown on the console and stored.")
     log_to_console: bool = Field(default=True, description="Echo run logs to stderr.")
+    encryption_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key for secrets at rest; default: generated once into $PLAIT_HOME/encryption.key",
+    )
 
     @field_validator("result_serializer")
     @classmethod
@@ -115,23 +119,32 @@ class PlaitSettings(BaseSettings):
         return self.result_storage or str(self.home / "storage")
 
 
-def _env_fingerprint() -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(ENV_PREFIX)))
+_ENV_NAMES: tuple[str, ...] = ()
+
+
+def _env_fingerprint() -> tuple[str | None, ...]:
+    # Only the variables that name a setting matter; looking up those few is much cheaper
+    # than scanning the whole environment on every call.
+    return tuple(map(os.environ.get, _ENV_NAMES))
 
 
 @lru_cache(maxsize=8)
-def _load(fingerprint: tuple[tuple[str, str], ...], config_mtime: float) -> PlaitSettings:
+def _load(fingerprint: tuple[str | None, ...], config_mtime: float) -> PlaitSettings:
     return PlaitSettings()
 
 
 def get_settings() -> PlaitSettings:
     """The effective settings; re-read when PLAIT_* variables or the config file change."""
-    config = _default_home() / "config.toml"
+    global _ENV_NAMES
+    if not _ENV_NAMES:
+        _ENV_NAMES = tuple(ENV_PREFIX + name.upper() for name in PlaitSettings.model_fields)
+    fingerprint = _env_fingerprint()
+    home = fingerprint[0] or str(Path.home() / ".plait")  # "home" is the first field
     try:
-        mtime = config.stat().st_mtime
+        mtime = os.stat(os.path.join(os.path.expanduser(home), "config.toml")).st_mtime
     except OSError:
         mtime = 0.0
-    return _load(_env_fingerprint(), mtime)
+    return _load(fingerprint, mtime)
 
 
 def mask_url(url: str) -> str:

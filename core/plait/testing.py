@@ -21,7 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["plait_test_harness", "PlaitTestHarness", "reset_state"]
+__all__ = [
+    "plait_test_harness",
+    "PlaitTestHarness",
+    "reset_state",
+    "assert_block_conforms",
+    "BLOCK_CONFORMANCE_CHECKS",
+]
 
 _VARS = ("PLAIT_HOME", "PLAIT_DATABASE_URL", "PLAIT_RESULT_STORAGE")
 
@@ -97,3 +103,7 @@ def plait_test_harness(database_url: str | None = None, keep: bool = False) -> I
                 os.environ[name] = value
         if not keep:
             shutil.rmtree(home, ignore_errors=True)
+
+
+# -- block conformance suite (see plait._conformance) -------------------------------------------
+from plait._conformance import BLOCK_CONFORMANCE_CHECKS, assert_block_conforms  # noqa: E402

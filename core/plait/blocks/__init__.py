@@ -1,6 +1,22 @@
-"""Blocks: typed, documented configuration that users save by name and load in flows."""
+"""Blocks: typed, documented configuration that users save by name and load in flows.
 
+    from plait.blocks import Block, load_document
+
+    MyBlock(...).save("prod")          # secrets encrypted at rest
+    MyBlock.load("prod")               # or Block.load("my-block/prod")
+
+See docs/blocks.md.
+"""
+
+from plait.blocks._apply import ApplyResult, apply_blocks_file
 from plait.blocks._base import Block, SecretDict, is_secret_annotation
+from plait.blocks._documents import (
+    block_to_dict,
+    block_types,
+    get_block_class,
+    list_documents,
+    load_document,
+)
 from plait.blocks._kinds import (
     CredentialsBlock,
     InfrastructureBlock,
@@ -10,6 +26,7 @@ from plait.blocks._kinds import (
 )
 
 __all__ = [
+    "ApplyResult",
     "Block",
     "CredentialsBlock",
     "InfrastructureBlock",
@@ -17,5 +34,11 @@ __all__ = [
     "NotificationBlock",
     "SecretDict",
     "StorageBlock",
+    "apply_blocks_file",
+    "block_to_dict",
+    "block_types",
+    "get_block_class",
     "is_secret_annotation",
+    "list_documents",
+    "load_document",
 ]

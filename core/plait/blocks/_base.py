@@ -3,7 +3,8 @@
 A block type has a slug (``"aws-credentials"``), a display name, a description,
 capabilities (``"read-path"``, ``"write-path"``, ``"run-infrastructure"``, ``"notify"``…),
 a JSON schema and secret fields, all derived from the class. Persistence (save/load, secrets
-encrypted at rest, nested blocks by reference) lives in ``plait.blocks._documents``.
+encrypted at rest, nested blocks by reference) lives in ``plait.blocks._documents``; the
+methods here delegate to it.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any, ClassVar, get_args, get_origin
+from typing import Any, ClassVar, Self, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Secret, SecretBytes, SecretStr
+from pydantic import BaseModel, ConfigDict, PrivateAttr, Secret, SecretBytes, SecretStr
 
 __all__ = ["Block", "SecretDict", "is_secret_annotation"]
 
@@ -61,6 +62,10 @@ class Block(BaseModel):
     block_description: ClassVar[str] = ""
     capabilities: ClassVar[tuple[str, ...]] = ()
     code_example: ClassVar[str] = ""
+
+    # The saved document this instance was loaded from or saved as (None: never saved).
+    _document_id: str | None = PrivateAttr(default=None)
+    _document_name: str | None = PrivateAttr(default=None)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -112,3 +117,89 @@ class Block(BaseModel):
         """Changes whenever the fields (names, types, defaults, required) change."""
         canonical = json.dumps(cls.model_json_schema(), sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+    # -- equality ------------------------------------------------------------------------
+    def __eq__(self, other: object) -> bool:
+        """Equal when of the same class with equal field values (secrets compared by value),
+        whether or not either was saved or loaded."""
+        if not isinstance(other, BaseModel):
+            return NotImplemented
+        if type(self) is not type(other):
+            return False
+        if self.__pydantic_extra__ != other.__pydantic_extra__:
+            return False
+        if _own_private(self) != _own_private(other):
+            return False
+        return all(self.__dict__.get(name) == other.__dict__.get(name) for name in type(self).model_fields)
+
+    # -- persistence -----------------------------------------------------------------------
+    def save(self, name: str, overwrite: bool = False) -> str:
+        """Save the block as ``name`` (lowercase letters, digits, ``-``, ``_``, ``.``).
+
+        Secret values are encrypted; nested blocks are saved by reference (a nested block
+        that was never saved gets an anonymous document of its own). One transaction.
+
+        Returns:
+            The saved document's id.
+
+        Raises:
+            plait.exceptions.BlockError: Invalid name, or ``name`` taken and not ``overwrite``.
+        """
+        from plait.blocks._documents import save_block
+
+        return save_block(self, name, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, name: str) -> Self:
+        """Load a saved block: ``MyBlock.load("name")``, or ``Block.load("slug/name")``.
+
+        Raises:
+            plait.exceptions.BlockNotFound: No such block or type (close matches suggested).
+            plait.exceptions.BlockSchemaMismatch: Saved with an incompatible older schema.
+            plait.exceptions.BlockValidationError: The saved values are not valid.
+            plait.exceptions.BlockError: The secrets were encrypted with another key.
+        """
+        from plait.blocks._documents import load_block
+
+        return load_block(cls, name)  # type: ignore[return-value]
+
+    @classmethod
+    def delete(cls, name: str) -> None:
+        """Delete a saved block (same naming as ``load``); refuses while another block uses it.
+
+        Raises:
+            plait.exceptions.BlockNotFound: No such block.
+            plait.exceptions.BlockError: Another saved block references it.
+        """
+        from plait.blocks._documents import delete_block
+
+        delete_block(cls, name)
+
+    @classmethod
+    def list(cls) -> list[dict[str, Any]]:  # noqa: A003 - the natural name
+        """Saved blocks of this type (all types on ``Block``): ``{name, slug, type_name, id,
+        created, updated}``, anonymous nested blocks left out."""
+        from plait.blocks._documents import list_for_class
+
+        return list_for_class(cls)
+
+    @classmethod
+    def from_env(cls, prefix: str) -> Self:
+        """Build the block from environment variables: field ``password`` from
+        ``<PREFIX>PASSWORD``, a nested block's field from ``<PREFIX><FIELD>__<INNER>``;
+        lists and dicts as JSON.
+
+        Raises:
+            plait.exceptions.BlockValidationError: A variable is missing or invalid (named).
+        """
+        from plait.blocks._documents import block_from_env
+
+        return block_from_env(cls, prefix)  # type: ignore[return-value]
+
+
+_DOCUMENT_ATTRS = ("_document_id", "_document_name")
+
+
+def _own_private(block: BaseModel) -> dict[str, Any]:
+    private = block.__pydantic_private__ or {}
+    return {k: v for k, v in private.items() if k not in _DOCUMENT_ATTRS}

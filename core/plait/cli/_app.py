@@ -232,9 +232,13 @@ def flow_run_logs_cmd(flow_run_id: str, as_json: bool) -> None:
 
 # Command groups defined in their own modules (imported last: they use PlaitGroup and json_option).
 from plait.cli.blocks import block_group  # noqa: E402
+from plait.cli.collections import collection_group  # noqa: E402
 from plait.cli.notifications import notification_group  # noqa: E402
 from plait.cli.plugins import plugins_group  # noqa: E402
+from plait.cli.registry import registry_group  # noqa: E402
 
 cli.add_command(block_group)
+cli.add_command(collection_group)
 cli.add_command(notification_group)
 cli.add_command(plugins_group)
+cli.add_command(registry_group)

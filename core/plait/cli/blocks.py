@@ -76,6 +76,12 @@ def block_fields(slug: str) -> list[dict[str, Any]]:
         default = None if required else info.get_default(call_default_factory=True)
         if name in secret and default is not None:
             default = MASK
+        elif name in nested:
+            default = None  # a block object; the description says what an empty answer means
+        else:
+            from pydantic_core import to_jsonable_python
+
+            default = to_jsonable_python(default, fallback=str)
         fields.append(
             {
                 "name": name,
@@ -116,7 +122,8 @@ def parse_assignments(slug: str, assignments: list[str] | tuple[str, ...]) -> di
         name, sep, text = item.partition("=")
         name = name.strip()
         if not sep or not name:
-            raise ValueError(f"--set takes FIELD=VALUE, got {item.split('=')[0]!r}...")
+            # Not quoting the argument: it may be a secret typed without its field name.
+            raise ValueError("--set takes FIELD=VALUE; one argument has no '=' or no field name")
         if name not in fields:
             raise ValueError(
                 f"block type {slug!r} has no field {name!r}; its fields: {', '.join(fields) or '(none)'}"
@@ -127,7 +134,7 @@ def parse_assignments(slug: str, assignments: list[str] | tuple[str, ...]) -> di
 
 def _secret_values(block: Any) -> list[str]:
     """Every secret value held by ``block`` and its nested blocks, longest first."""
-    from pydantic import Secret, SecretBytes, SecretStr
+    from pydantic import BaseModel, Secret, SecretBytes, SecretStr
 
     found: list[str] = []
 
@@ -141,7 +148,7 @@ def _secret_values(block: Any) -> list[str]:
                 found.append(json.dumps(raw, default=str))
             elif raw is not None:
                 found.append(str(raw))
-        elif hasattr(value, "model_fields"):
+        elif isinstance(value, BaseModel):
             for name in type(value).model_fields:
                 walk(getattr(value, name, None))
         elif isinstance(value, dict):
@@ -166,9 +173,10 @@ def _scrub(text: str, block: Any) -> str:
 def _validation_message(slug: str, exc: Any) -> str:
     """A pydantic ValidationError as one line naming fields and problems, never the input."""
     parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ())) or "(block)"
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "(the block as a whole)"
+        message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        parts.append(f"field {loc!r}: {message}")
     return f"invalid {slug} block: " + "; ".join(parts)
 
 
@@ -380,6 +388,7 @@ def _show_apply(rows: list[dict[str, Any]], dry_run: bool) -> None:
         [[r["name"], r["slug"], Cell(r["action"], styles.get(r["action"], ""))] for r in rows],
     )
     if dry_run:
+        click.echo("")
         print_message("Dry run: nothing was saved.")
 
 

@@ -1,0 +1,188 @@
+"""The built-in blocks as a plugin (entry point ``plait_blocks`` in the ``plait.plugins`` group).
+
+Registers the built-in block types, the ``file`` storage scheme, the ``process``
+infrastructure, and delivers notification rules when flow runs change state.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from typing import Any, Callable
+
+from pydantic import BaseModel, Secret as PydanticSecret, SecretBytes, SecretStr
+
+from plait.hookspecs import hookimpl
+from plait_blocks.notifications import Email, SlackWebhook, Webhook, deliver_event
+from plait_blocks.process import Process
+from plait_blocks.storage import LocalFileSystem, local_file_system_from_url
+from plait_blocks.values import JSON, Secret
+
+__all__ = [
+    "BLOCK_CLASSES",
+    "plait_register_blocks",
+    "plait_register_storage",
+    "plait_register_infrastructure",
+    "plait_notify",
+    "wait_for_deliveries",
+]
+
+BLOCK_CLASSES: tuple[type, ...] = (LocalFileSystem, Secret, JSON, Webhook, SlackWebhook, Email, Process)
+
+logger = logging.getLogger("plait.notifications")
+
+
+@hookimpl
+def plait_register_blocks(register: Callable[[type], None]) -> None:
+    for cls in BLOCK_CLASSES:
+        register(cls)
+
+
+@hookimpl
+def plait_register_storage(register: Callable[[str, Callable[[str], Any]], None]) -> None:
+    register("file", local_file_system_from_url)
+
+
+@hookimpl
+def plait_register_infrastructure(register: Callable[[str, type], None]) -> None:
+    register("process", Process)
+
+
+# -- notifications ---------------------------------------------------------------------------
+@hookimpl
+def plait_notify(event: Any) -> None:
+    """Deliver every enabled rule matching ``event``; never raises.
+
+    Matching rules and loading their blocks happen here (against the current database);
+    the network delivery runs on a background thread so the flow run is not held up by a
+    slow server. Pending deliveries finish before the interpreter exits.
+    """
+    try:
+        from plait.notifications import matching_rules
+
+        rules = matching_rules(event)
+    except Exception as exc:
+        logger.warning(
+            "notification rules could not be read for flow run %s (%s: %s); nothing delivered",
+            getattr(event, "flow_run_id", "?"), type(exc).__name__, exc,
+        )
+        return
+    for rule in rules:
+        name = rule.get("name") or rule.get("id") or "?"
+        reference = rule.get("block") or "?"
+        try:
+            from plait.blocks import load_document
+
+            block = load_document(reference)
+        except Exception as exc:
+            logger.warning(
+                "notification rule %r: block %s could not be loaded (%s: %s); skipped",
+                name, reference, type(exc).__name__, exc,
+            )
+            continue
+        try:
+            _submit(_deliver, name, reference, block, event)
+        except Exception as exc:  # e.g. the interpreter is shutting down
+            logger.warning("notification rule %r: delivery with block %s could not start (%s)", name, reference, exc)
+
+
+def _deliver(rule_name: str, reference: str, block: Any, event: Any) -> None:
+    try:
+        deliver_event(block, event)
+    except Exception as exc:
+        message = _scrub(f"{type(exc).__name__}: {exc}", _secret_texts(block))
+        logger.warning(
+            "notification rule %r: delivery with block %s failed for flow run %s (%s)",
+            rule_name, reference, event.flow_run_id, message,
+        )
+    else:
+        logger.debug("notification rule %r: delivered flow run %s %s with block %s",
+                     rule_name, event.flow_run_id, event.state_name, reference)
+
+
+def _secret_texts(value: Any) -> set[str]:
+    """Every secret value held by a block (and its nested blocks), and the path/query of
+    secret URLs, so an error message quoting them can be masked."""
+    found: set[str] = set()
+
+    def add(text: Any) -> None:
+        if isinstance(text, bytes):
+            text = text.decode(errors="ignore")
+        if isinstance(text, str) and len(text) >= 4:
+            found.add(text)
+            if "://" in text:
+                rest = text.split("://", 1)[1].partition("/")[2]
+                if len(rest) >= 4:
+                    found.add(rest)
+        elif isinstance(text, dict):
+            for item in text.values():
+                add(item)
+
+    def walk(obj: Any) -> None:
+        if isinstance(obj, (SecretStr, SecretBytes, PydanticSecret)):
+            add(obj.get_secret_value())
+        elif isinstance(obj, BaseModel):
+            for field_name in type(obj).model_fields:
+                walk(getattr(obj, field_name, None))
+        elif isinstance(obj, (list, tuple)):
+            for item in obj:
+                walk(item)
+
+    walk(value)
+    return found
+
+
+def _scrub(text: str, secrets: set[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+class _Deliveries:
+    """One background thread delivering in order; reset in forked children."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.executor: ThreadPoolExecutor | None = None
+        self.pending: set[Future[Any]] = set()
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> Future[Any]:
+        with self.lock:
+            if self.executor is None:
+                self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plait-notify")
+            future = self.executor.submit(fn, *args)
+            self.pending.add(future)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, future: Future[Any]) -> None:
+        with self.lock:
+            self.pending.discard(future)
+
+    def wait(self, timeout: float | None) -> bool:
+        with self.lock:
+            pending = set(self.pending)
+        if not pending:
+            return True
+        _done, not_done = wait_futures(pending, timeout=timeout)
+        return not not_done
+
+    def reset_after_fork(self) -> None:
+        self.lock = threading.Lock()
+        self.executor = None
+        self.pending = set()
+
+
+_deliveries = _Deliveries()
+_submit = _deliveries.submit
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_deliveries.reset_after_fork)
+
+
+def wait_for_deliveries(timeout: float | None = None) -> bool:
+    """Wait until the notifications handed to the background thread are delivered (or have
+    failed and been logged); False if some are still running after ``timeout`` seconds."""
+    return _deliveries.wait(timeout)

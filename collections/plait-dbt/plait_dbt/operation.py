@@ -1,0 +1,267 @@
+"""``DbtCoreOperation``: one dbt command on one project, run in-process by dbt-core.
+
+    from plait import flow
+    from plait_dbt import DbtCoreOperation, DbtCliProfile
+
+    @flow
+    def nightly():
+        DbtCoreOperation(command="build", project_dir="jaffle", profile=DbtCliProfile.load("prod")).run()
+
+``dbt_run`` (in ``plait_dbt.tasks``) is the same as a task. Inside a flow run every node dbt
+executed becomes its own task run (see ``plait_dbt.nodes``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Sequence
+
+from pydantic import Field, field_validator
+
+from plait import get_run_logger, register_secret, runtime
+from plait.blocks import Block
+from plait.exceptions import PlaitError
+from plait_dbt import _invoke
+from plait_dbt.artifacts import DbtNodeResult, DbtRunResult, load_json
+from plait_dbt.exceptions import DbtCommandError
+from plait_dbt.nodes import record_nodes
+from plait_dbt.profiles import DbtCliProfile
+from plait_dbt.translator import DbtNodeTranslator
+
+__all__ = ["DbtCoreOperation"]
+
+_ARTIFACTS = ("run_results.json", "manifest.json")
+
+
+class DbtCoreOperation(Block):
+    """One dbt Core command (build, run, test, seed, snapshot, compile, deps...) on a dbt
+    project, with a profile; ``run()`` runs it in-process and returns a DbtRunResult.
+
+    Inside a flow run, every node dbt executed is recorded as its own task run with dbt's
+    outcome, and dbt's log lines go to the run logs as they happen.
+    """
+
+    block_type_slug: ClassVar[str] = "dbt-core-operation"
+    block_type_name: ClassVar[str] = "dbt Core Operation"
+    code_example: ClassVar[str] = """\
+from plait import flow
+from plait_dbt import DbtCliProfile, DbtCoreOperation
+
+DbtCoreOperation(
+    command="build", project_dir="/srv/jaffle", profile=DbtCliProfile.load("jaffle-prod"),
+    exclude=["tag:nightly-only"],
+).save("jaffle-build")
+
+@flow
+def nightly():
+    return DbtCoreOperation.load("jaffle-build").run()
+"""
+
+    command: str = Field(default="build", min_length=1,
+                         description="The dbt command and its own arguments, e.g. 'build' or 'run --select orders+'.")
+    project_dir: str = Field(min_length=1, description="Directory of the dbt project (holding dbt_project.yml).")
+    profile: DbtCliProfile | None = Field(
+        default=None,
+        description="The profile to use; None lets dbt find profiles.yml as usual (DBT_PROFILES_DIR, the "
+        "project, ~/.dbt).",
+    )
+    select: list[str] = Field(default_factory=list, description="Node selection (dbt --select), e.g. ['orders+'].")
+    exclude: list[str] = Field(default_factory=list, description="Nodes to leave out (dbt --exclude).")
+    selector: str | None = Field(default=None, description="A named selector of selectors.yml (dbt --selector).")
+    vars: dict[str, Any] = Field(default_factory=dict, description="Project variables (dbt --vars).")
+    target: str | None = Field(default=None, description="Target to use instead of the profile's target.")
+    full_refresh: bool = Field(default=False, description="Rebuild incremental models and seeds from scratch.")
+    extra_args: list[str] = Field(
+        default_factory=list, description="More dbt arguments, added last, e.g. ['--fail-fast', '--threads', '8']."
+    )
+    retry_failed_only: bool = Field(
+        default=True,
+        description="On a task run's later attempts, run `dbt retry`: only the nodes that failed or were "
+        "skipped in the previous attempt.",
+    )
+    record_nodes: bool = Field(default=True, description="Record each executed dbt node as its own task run.")
+    store_artifacts: bool = Field(
+        default=True, description="Copy run_results.json and manifest.json into plait result storage."
+    )
+    log_level: str = Field(default="info", description="Lowest dbt log level forwarded to the run logs: "
+                           "debug, info, warn or error.")
+
+    @field_validator("select", "exclude", "extra_args", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        if value not in _invoke.LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(_invoke.LOG_LEVELS)}")
+        return value
+
+    def run(
+        self,
+        translator: DbtNodeTranslator | None = None,
+        callbacks: Sequence[Callable[[Any], None]] = (),
+        artifact_storage: Any = None,
+    ) -> DbtRunResult:
+        """Run the command; return its DbtRunResult, or raise DbtCommandError with dbt's message.
+
+        Args:
+            translator: Maps dbt nodes to task runs (default ``DbtNodeTranslator()``).
+            callbacks: More dbt event callbacks, each called with every dbt ``EventMsg``.
+            artifact_storage: Where artifacts are copied: a path, URL or storage block
+                (default: plait's result storage).
+
+        Raises:
+            DbtProjectNotFound: project_dir holds no dbt_project.yml (dbt is not started).
+            DbtProfileError: The profile cannot be written (missing adapter, bad file...).
+            DbtError: An unknown command, or an option the command does not take.
+            DbtCommandError: dbt did not succeed; ``.result`` holds what it left.
+        """
+        project = _invoke.check_project(self.project_dir)
+        tokens = _invoke.split_command(self.command)
+        _invoke.check_options(tokens, select=self.select, exclude=self.exclude, selector=self.selector,
+                              full_refresh=self.full_refresh)
+        logger = _run_logger()
+        attempt = max(runtime.task_run.run_count, 1)
+        key = (runtime.task_run.id, str(project), self.command)
+        state = None
+        if self.retry_failed_only and attempt > 1 and runtime.task_run.id is not None:
+            state = _invoke.retry_state(key)
+        executed = ["retry"] if state is not None else tokens
+        if state is not None:
+            logger.info("attempt %d: running `dbt retry` for the nodes that failed or were skipped before", attempt)
+        profile = self.profile
+        if profile is not None:
+            for secret in profile.secret_values():
+                register_secret(secret)
+        sink = _invoke.EventSink(logger, self.log_level, callbacks)
+        with profile.profiles_dir() if profile is not None else contextlib.nullcontext(None) as profiles_dir:
+            args = _invoke.build_args(
+                executed, project, profiles_dir,
+                profile.name if profile is not None else None,
+                self.target or (profile.target_name if profile is not None else None),
+                select=() if state else self.select, exclude=() if state else self.exclude,
+                selector=None if state else self.selector, vars=self.vars,
+                full_refresh=self.full_refresh, state=state, extra_args=self.extra_args,
+            )
+            logger.info("running dbt %s", " ".join(_invoke.shown_args(args)))
+            outcome = _invoke.invoke(args, sink)
+        result = self._result(tokens, executed, args, project, outcome, sink, profiles_dir, attempt)
+        if self.store_artifacts:
+            result.artifacts = _store_artifacts(result, artifact_storage, logger)
+        manifest = _load_quietly(result.manifest_path)
+        if self.record_nodes:
+            graph_command = _graph_command(result, executed)
+            record_nodes(result, manifest, sink.node_lines, translator or DbtNodeTranslator(), graph_command,
+                         warn=logger.warning)
+        if result.success:
+            _invoke.forget(key)
+            logger.info("%s", result.summary())
+            return result
+        _invoke.remember_failure(key, result.run_results_path, result.invocation_id)
+        raise DbtCommandError(f"dbt {_invoke.command_name(tokens)} failed: {result.error}",
+                              command=_invoke.command_name(tokens), result=result)
+
+    def _result(self, tokens: list[str], executed: list[str], args: list[str], project: Path, outcome: Any,
+                sink: _invoke.EventSink, profiles_dir: Path | None, attempt: int) -> DbtRunResult:
+        run_results_path = _own_artifact(sink, "run_results.json")
+        run_results = _load_quietly(run_results_path)
+        nodes = [DbtNodeResult.from_run_results(entry) for entry in (run_results or {}).get("results") or []]
+        result = DbtRunResult(
+            command=" ".join(tokens),
+            executed_command=" ".join(executed),
+            args=_invoke.shown_args(args),
+            success=bool(outcome.success),
+            project_dir=str(project),
+            invocation_id=sink.invocation_id,
+            run_results_path=run_results_path if run_results is not None else None,
+            manifest_path=_own_artifact(sink, "manifest.json"),
+            nodes=nodes,
+            elapsed_time=(run_results or {}).get("elapsed_time"),
+            profiles_dir=str(profiles_dir) if profiles_dir is not None else None,
+            attempt=attempt,
+        )
+        if not result.success:
+            result.error = _failure_message(outcome, result, sink)
+        return result
+
+
+def _run_logger() -> Any:
+    try:
+        return get_run_logger()
+    except PlaitError:  # outside any flow or task run
+        return logging.getLogger("plait_dbt")
+
+
+def _own_artifact(sink: _invoke.EventSink, name: str) -> str | None:
+    """The artifact this invocation wrote (never a stale one from an earlier command)."""
+    path = sink.artifacts.get(name)
+    if path is None or not Path(path).is_file():
+        return None
+    return path
+
+
+def _load_quietly(path: str | None) -> dict[str, Any] | None:
+    if not path:
+        return None
+    try:
+        return load_json(path)
+    except (OSError, ValueError):
+        return None
+
+
+def _graph_command(result: DbtRunResult, executed: list[str]) -> str:
+    """The command whose graph dbt used (``dbt retry`` reuses the retried command's)."""
+    if executed[0] == "retry":
+        which = ((_load_quietly(result.run_results_path) or {}).get("args") or {}).get("which")
+        return str(which or "retry")
+    return executed[0]
+
+
+def _failure_message(outcome: Any, result: DbtRunResult, sink: _invoke.EventSink) -> str:
+    """dbt's own explanation: its exception, else the failed nodes with dbt's messages."""
+    if outcome.exception is not None:
+        text = str(outcome.exception).strip()
+        return text or type(outcome.exception).__name__
+    failed = result.failed_nodes
+    if failed:
+        skipped = len(result.skipped_nodes)
+        head = f"{len(failed)} of {len(result.nodes)} node(s) failed" + (f", {skipped} skipped" if skipped else "")
+        details = "; ".join(f"{n.unique_id} ({n.status}): {(n.message or '').strip() or 'no message'}" for n in failed)
+        return f"{head}: {details}"
+    if sink.errors:
+        return "\n".join(sink.errors[-5:])
+    return "dbt reported no success (see the run logs)"
+
+
+def _store_artifacts(result: DbtRunResult, storage_spec: Any, logger: Any) -> dict[str, str]:
+    """Copy this invocation's artifacts into plait result storage; ``{name: reference}``."""
+    from plait.results import resolve_storage
+
+    paths = {"run_results.json": result.run_results_path, "manifest.json": result.manifest_path}
+    if not any(paths.values()):
+        return {}
+    try:
+        storage = resolve_storage(storage_spec)
+    except Exception as exc:
+        logger.warning("dbt artifacts not stored: %s: %s", type(exc).__name__, exc)
+        return {}
+    base = str(getattr(storage, "uri", "") or storage).rstrip("/")
+    stored: dict[str, str] = {}
+    folder = f"dbt-artifacts/{result.invocation_id or 'unknown'}"
+    for name in _ARTIFACTS:
+        path = paths[name]
+        if not path:
+            continue
+        try:
+            storage.write_path(f"{folder}/{name}", Path(path).read_bytes())
+        except Exception as exc:  # storing a copy must not fail the dbt run
+            logger.warning("could not store %s: %s: %s", name, type(exc).__name__, exc)
+            continue
+        stored[name] = f"{base}/{folder}/{name}"
+    return stored
