@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench setup clean
+.PHONY: demo demo-basics test bench setup clean
 
 setup: $(STAMP)
 
@@ -17,7 +17,13 @@ $(STAMP): pyproject.toml $(COLLECTIONS)
 	$(BIN)/python -m pip install -q -e '.[test]' $(foreach c,$(COLLECTIONS),-e '$(patsubst %/,%,$(dir $(c)))[test]')
 	touch $(STAMP)
 
+# the main job: extract -> land -> load -> dbt build -> announce, then the recorded runs
 demo: $(STAMP)
+	PLAIT_HOME=$${PLAIT_HOME:-$(CURDIR)/.plait-demo} $(BIN)/python examples/warehouse/flow.py
+	PLAIT_HOME=$${PLAIT_HOME:-$(CURDIR)/.plait-demo} $(BIN)/plait flow-run ls --limit 10
+
+# the core engine alone: retries, caching, map and a failure
+demo-basics: $(STAMP)
 	PLAIT_HOME=$${PLAIT_HOME:-$(CURDIR)/.plait-demo} $(BIN)/python examples/demo.py
 	PLAIT_HOME=$${PLAIT_HOME:-$(CURDIR)/.plait-demo} $(BIN)/plait flow-run ls --limit 10
 

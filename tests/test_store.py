@@ -26,7 +26,11 @@ from plait.exceptions import DatabaseError
 from plait.states import State, StateType
 
 CANARY = "s3cr3t-canary"
-TABLES = {"flow_runs", "task_runs", "states", "task_run_edges", "logs", "results", "alembic_version"}
+TABLES = {
+    "flow_runs", "task_runs", "states", "task_run_edges", "logs", "results", "alembic_version",
+    "block_types", "block_schemas", "block_documents", "block_document_references",
+    "notification_rules",
+}
 
 
 # -- helpers ----------------------------------------------------------------------------

@@ -99,7 +99,7 @@ def jsonable(value: Any, depth: int = 0) -> Any:
             items.append(f"… {len(value) - 20} more")
         return items
     if depth < 3 and isinstance(value, dict):
-        out = {str(k): jsonable(v, depth + 1) for k, v in list(value.items())[:20]}
+        out = {scrub(str(k)): jsonable(v, depth + 1) for k, v in list(value.items())[:20]}
         if len(value) > 20:
             out["…"] = f"{len(value) - 20} more"
         return out

@@ -55,7 +55,24 @@ def get_run_logger() -> RunLoggerAdapter:
     )
 
 
-class RecorderHandler(logging.Handler):
+class _QuietErrors:
+    """A broken log call (bad format arguments) is reported without echoing its
+    arguments, which may hold secrets; logging's default handler prints them raw."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        if logging.raiseExceptions and sys.stderr:
+            exc = sys.exc_info()[1]
+            sys.stderr.write(
+                f"plait: could not format a log line from {record.pathname}:{record.lineno} "
+                f"({type(exc).__name__}); message template: {scrub(str(record.msg))!r}\n"
+            )
+
+
+class _ConsoleHandler(_QuietErrors, logging.StreamHandler):
+    pass
+
+
+class RecorderHandler(_QuietErrors, logging.Handler):
     """Hands each run log record to the recorder (never blocks on the database)."""
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -104,7 +121,7 @@ class ConsoleFormatter(logging.Formatter):
 
 # Secret values are registered by whoever loads them (the blocks layer); any log line
 # containing one is stored and shown with *** instead.
-_SECRETS: set[str] = set()
+_SECRETS: list[str] = []  # longest first, so a secret containing another is masked whole
 
 
 def register_secret(value: str) -> None:
@@ -112,8 +129,9 @@ def register_secret(value: str) -> None:
     state messages, recorded parameters, the console). Loaded blocks register their secrets
     themselves; call this for secrets a task obtains at run time. Values under 4 characters
     are ignored (masking them would garble ordinary text)."""
-    if value and len(value) >= 4:
-        _SECRETS.add(value)
+    if value and len(value) >= 4 and value not in _SECRETS:
+        _SECRETS.append(value)
+        _SECRETS.sort(key=len, reverse=True)
 
 
 def scrub(text: str) -> str:
@@ -146,7 +164,7 @@ def setup_logging() -> None:
         recorder_handler._plait = True  # type: ignore[attr-defined]
         run_logger.addHandler(recorder_handler)
         if settings.log_to_console:
-            console = logging.StreamHandler(_StderrProxy())
+            console = _ConsoleHandler(_StderrProxy())
             console.setFormatter(ConsoleFormatter())
             console._plait = True  # type: ignore[attr-defined]
             plait_logger.addHandler(console)

@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timezone
+from types import SimpleNamespace
 from typing import Any
 
 from plait.states import StateType
@@ -242,14 +243,7 @@ def create_rule(
         raise db.error(exc, "write to") from None
     finally:
         clear_cache()
-    return _row(_Values(values))
-
-
-class _Values:
-    """Attribute access over a dict, to share ``_row`` with database rows."""
-
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.__dict__.update(values)
+    return _row(SimpleNamespace(**values))  # the row as the database would return it
 
 
 def list_rules() -> list[dict[str, Any]]:

@@ -114,7 +114,9 @@ def _uniform(
         out = []
         for number, row in enumerate(rows):
             if not isinstance(row, Mapping):
-                raise TypeError(f"row {number} is a {type(row).__name__} but row 0 is a dict: give every row the same way")
+                raise TypeError(
+                    f"row {number} is a {type(row).__name__} but row 0 is a dict: give every row the same way"
+                )
             missing = [n for n in names if n not in row]
             if missing:
                 raise ValueError(f"row {number} has no value for column(s) {', '.join(missing)}")

@@ -131,6 +131,11 @@ with SnowflakeConnector.load("analytics") as connector:
         rt = self._runtime
         with rt.lock:
             fingerprint = self._fingerprint()
+            if rt.transaction_depth and rt.fingerprint != fingerprint:
+                raise RuntimeError(
+                    "the connector's credentials, warehouse, database or schema changed inside transaction(); "
+                    "change them before or after it"
+                )
             if rt.connection is not None and (rt.fingerprint != fingerprint or rt.connection.is_closed()):
                 self.close()
             if rt.connection is None:
@@ -201,7 +206,9 @@ with SnowflakeConnector.load("analytics") as connector:
         """
         return self._read(sql, parameters, lambda cursor: cursor.fetchone())
 
-    def fetch_many(self, sql: str, parameters: Parameters | None = None, size: int | None = None) -> list[dict[str, Any]]:
+    def fetch_many(
+        self, sql: str, parameters: Parameters | None = None, size: int | None = None
+    ) -> list[dict[str, Any]]:
         """The next ``size`` rows (default ``fetch_size``) of ``sql`` as dicts; fewer at the
         end, then ``[]``.
 
@@ -293,26 +300,20 @@ with SnowflakeConnector.load("analytics") as connector:
                 finally:
                     rt.transaction_depth -= 1
                 return
-            self._statement("BEGIN")
+            connection = self.get_connection()
+            _run_on(connection, "BEGIN")
             rt.transaction_depth = 1
             try:
                 yield self
             except BaseException as exc:
                 rt.transaction_depth = 0
                 try:
-                    self._statement("ROLLBACK")
+                    _run_on(connection, "ROLLBACK")  # the session that began it, whatever changed since
                 except Exception as rollback_error:
                     exc.add_note(f"ROLLBACK failed too: {rollback_error}")
                 raise
             rt.transaction_depth = 0
-            self._statement("COMMIT")
-
-    def _statement(self, sql: str) -> None:
-        def work(connection: SnowflakeConnection) -> None:
-            with connection.cursor() as cursor:
-                cursor.execute(sql)
-
-        self._run(work)
+            _run_on(connection, "COMMIT")
 
     # -- closing -------------------------------------------------------------------------------
     def close(self) -> None:
@@ -377,6 +378,11 @@ def bind_many(seq_of_parameters: Iterable[Parameters]) -> list[list[Any]]:
         bound = bind(one)
         values.append(bound if bound is not None else [])
     return values
+
+
+def _run_on(connection: SnowflakeConnection, sql: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
 
 
 def _count(rowcount: int | None) -> int:

@@ -99,7 +99,9 @@ credentials.test_connection()
     )
     user: str | None = Field(default=None, description="Login name of the user. Needed by every authenticator but "
                              "'oauth'.")
-    role: str | None = Field(default=None, description="Role to use for the session (the user's default role if empty).")
+    role: str | None = Field(
+        default=None, description="Role to use for the session (the user's default role if empty)."
+    )
     authenticator: str | None = Field(
         default=None,
         description="How to log in: 'snowflake' (password), 'snowflake_jwt' (key pair), 'oauth' (token), "

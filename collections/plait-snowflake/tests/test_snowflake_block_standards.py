@@ -11,7 +11,10 @@ from plait.testing import assert_block_conforms
 from plait_snowflake import SnowflakeConnector, SnowflakeCredentials
 
 # A syntactically valid PEM body: the suite never connects, so the key is never loaded.
-PEM = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIFHDBOBgkqhkiG9w0BBQ0wQTApBgkqhkiG9w0BBQww\n-----END ENCRYPTED PRIVATE KEY-----\n"
+PEM = (
+    "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIFHDBOBgkqhkiG9w0BBQ0wQTApBgkqhkiG9w0BBQww\n"
+    "-----END ENCRYPTED PRIVATE KEY-----\n"
+)
 
 PASSWORD_CREDENTIALS = SnowflakeCredentials(
     account="myorg-myaccount", user="ETL", password="s3cr3t-pass", role="TRANSFORMER",

@@ -131,6 +131,14 @@ def test_transaction_commits_or_rolls_back(connector: SnowflakeConnector, people
             raise RuntimeError("changed my mind")
     assert len(connector.fetch_all(f"SELECT ID FROM {people}")) == 3
 
+    with pytest.raises(RuntimeError, match="changed inside transaction"):
+        with connector.transaction():
+            connector.execute(f"DELETE FROM {people}")
+            connector.warehouse = "OTHER_WH"  # would need a new session: refused, rolled back
+            connector.execute(f"DELETE FROM {people}")
+    connector.warehouse = "TEST_WH"
+    assert len(connector.fetch_all(f"SELECT ID FROM {people}")) == 3
+
 
 def test_the_session_is_opened_once_and_reused(connector: SnowflakeConnector, people: str, database: str) -> None:
     assert not connector.connected or connector.get_connection() is not None

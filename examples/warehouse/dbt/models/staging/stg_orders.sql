@@ -1,0 +1,8 @@
+select
+    order_id,
+    cast(order_day as date) as order_day,
+    customer_id,
+    upper(country) as country,
+    cast(amount as double) as amount
+from {{ source('raw', 'orders') }}
+where amount > 0
