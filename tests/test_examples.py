@@ -33,8 +33,10 @@ def test_main_job_extract_land_load_dbt_announce(tmp_path):
     [(run, detail)] = [(r, d) for r, d in _history(home) if r["flow_name"] == "warehouse-daily"]
     assert run["state_type"] == "COMPLETED"
     names = {t["task_name"]: t for t in detail["task_runs"]}
-    for step in ("extract_orders", "land_raw_file", "load_into_warehouse", "dbt_run"):
+    for step in ("extract_orders", "land_raw_file", "read_landed", "sqlalchemy_execute",
+                 "sqlalchemy_execute_many", "sqlalchemy_query", "dbt_run"):
         assert names[step]["state_type"] == "COMPLETED", step
+    assert "loaded 120 orders for 2026-11-20 into raw.orders" in done.stderr  # print() became a run log line
     models = {n for n in names if n.startswith("model.shop_warehouse.")}
     assert models == {"model.shop_warehouse.stg_orders", "model.shop_warehouse.daily_revenue",
                       "model.shop_warehouse.customer_totals"}

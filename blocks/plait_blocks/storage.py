@@ -7,7 +7,6 @@ as ``result_storage`` (and the default ``$PLAIT_HOME/storage``) are served by th
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -16,10 +15,9 @@ from urllib.request import url2pathname
 from pydantic import Field, field_validator
 
 from plait.blocks import StorageBlock
+from plait.results import TEMP_PREFIX, atomic_write
 
 __all__ = ["LocalFileSystem", "local_file_system_from_url"]
-
-_TMP_PREFIX = ".plait-tmp-"
 
 
 class LocalFileSystem(StorageBlock):
@@ -91,15 +89,7 @@ print(storage.list_paths("reports/"))
     def write_path(self, path: str, content: bytes) -> str:
         """Atomically write ``content`` at ``path`` (parents created); return the file's path."""
         full = self._full(path)
-        full.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=full.parent, prefix=_TMP_PREFIX)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
-            os.replace(tmp, full)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(full, content)
         return str(full)
 
     def exists(self, path: str) -> bool:
@@ -124,7 +114,7 @@ print(storage.list_paths("reports/"))
         found = []
         for dirpath, _dirnames, filenames in os.walk(start):
             for name in filenames:
-                if name.startswith(_TMP_PREFIX):
+                if name.startswith(TEMP_PREFIX):  # a write in progress
                     continue
                 relative = (Path(dirpath) / name).relative_to(root).as_posix()
                 if relative.startswith(prefix):

@@ -121,7 +121,7 @@ def _check_example_validates(cls: type[Block], example: Block) -> None:
 def _revalidation_input(block: Block) -> dict[str, Any]:
     """The block's JSON form (``model_dump_json``) with secret values put back as they are
     (bytes stay bytes), nested blocks likewise."""
-    from plait.blocks._documents import _contains_block, _field_kinds, _map_blocks, _reveal
+    from plait.blocks._values import _contains_block, _field_kinds, _map_blocks, _reveal
 
     cls = type(block)
     out = json.loads(block.model_dump_json())
@@ -260,7 +260,7 @@ def _check_secrets_masked(cls: type[Block], example: Block) -> None:
 
 
 def _reveal(value: Any) -> Any:
-    from plait.blocks._documents import _reveal as reveal
+    from plait.blocks._values import _reveal as reveal
 
     return reveal(value)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from plait._runs import FlowRun, NullRecorder, Recorder
+from plait.plugins import StateChangeEvent, call_each, lifecycle_observers
 from plait.states import State
 
 _NULL = NullRecorder()
@@ -17,7 +18,6 @@ _NULL = NullRecorder()
 
 def current_recorder() -> Recorder:
     """The process-wide recorder for the effective settings (started on first use)."""
-    from plait.plugins import lifecycle_observers
     from plait.settings import get_settings
 
     if get_settings().record_history:
@@ -44,11 +44,9 @@ class ObservedRecorder:
 
     def add_state(self, run: Any, state: State) -> None:
         self.inner.add_state(run, state)
-        from plait.plugins import StateChangeEvent, call_each
-
-        if isinstance(run, FlowRun):
+        if run.__class__ is FlowRun:
             call_each("plait_flow_run_state_changed", flow_run=run, state=state)
-            event = StateChangeEvent(
+            call_each("plait_notify", event=StateChangeEvent(
                 flow_run_id=run.id,
                 flow_run_name=run.name,
                 flow_name=run.flow_name,
@@ -58,7 +56,6 @@ class ObservedRecorder:
                 state_message=state.message,
                 timestamp=state.timestamp.isoformat(),
                 parameters=dict(run.parameters),
-            )
-            call_each("plait_notify", event=event)
-        elif self.observe_tasks:
+            ))
+        elif self.observe_tasks:  # task runs are the hot path: only when a plugin listens
             call_each("plait_task_run_state_changed", task_run=run, state=state)

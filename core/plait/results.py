@@ -22,6 +22,7 @@ from plait.exceptions import PlaitError, SerializationError
 __all__ = [
     "ReadableWritableStorage",
     "LocalStorage",
+    "atomic_write",
     "SERIALIZERS",
     "resolve_storage",
     "register_storage_scheme",
@@ -40,6 +41,23 @@ class ReadableWritableStorage(Protocol):
 
     def write_path(self, path: str, content: bytes) -> Any:
         """Write ``content`` at ``path``, replacing what was there."""
+
+
+TEMP_PREFIX = ".tmp-"
+
+
+def atomic_write(full: Path, content: bytes) -> None:
+    """Write ``content`` to ``full`` so readers see the old file or the new one, never half
+    of it (temp file in the same directory, then rename); parents are created."""
+    full.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=full.parent, prefix=TEMP_PREFIX)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+        os.replace(tmp, full)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class LocalStorage:
@@ -63,15 +81,7 @@ class LocalStorage:
 
     def write_path(self, path: str, content: bytes) -> str:
         full = self._full(path)
-        full.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=full.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
-            os.replace(tmp, full)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(full, content)
         return str(full)
 
     def __repr__(self) -> str:

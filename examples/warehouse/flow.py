@@ -36,7 +36,7 @@ from plait.exceptions import BlockNotFound
 from plait.settings import get_settings
 from plait_blocks import LocalFileSystem, Webhook, wait_for_deliveries
 from plait_dbt import DbtCliProfile, DuckDbTargetConfigs, PostgresTargetConfigs, dbt_run
-from plait_sqlalchemy import DatabaseCredentials, SqlAlchemyConnector
+from plait_sqlalchemy import DatabaseCredentials, SqlAlchemyConnector, execute, execute_many, query
 
 DBT_PROJECT = Path(__file__).resolve().parent / "dbt"
 COUNTRIES = ["DE", "FR", "NL", "ES"]
@@ -72,24 +72,18 @@ def land_raw_file(rows: list[dict[str, Any]], day: str, landing: Any) -> str:
     return path
 
 
-@task(retries=1)
-def load_into_warehouse(path: str, landing: Any, warehouse: SqlAlchemyConnector) -> int:
-    """Read the landed file back and (re)load that day into raw.orders, idempotently."""
+@task
+def read_landed(path: str, landing: Any) -> list[dict[str, Any]]:
+    """Read the landed CSV back from storage, typed for loading."""
     rows = list(csv.DictReader(io.StringIO(landing.read_path(path).decode())))
-    with warehouse:
-        warehouse.execute("create schema if not exists raw")
-        warehouse.execute(
-            "create table if not exists raw.orders (order_id varchar primary key, order_day varchar,"
-            " customer_id varchar, country varchar, amount double precision)"
-        )
-        warehouse.execute("delete from raw.orders where order_day = :day", {"day": rows[0]["order_day"]})
-        loaded = warehouse.execute_many(
-            "insert into raw.orders values (:order_id, :order_day, :customer_id, :country, :amount)",
-            [{**row, "amount": float(row["amount"])} for row in rows],
-        )
-        total = warehouse.fetch_one("select count(*) as n from raw.orders")["n"]
-    get_run_logger().info("loaded %d rows for %s; raw.orders now holds %d", len(rows), rows[0]["order_day"], total)
-    return max(loaded, len(rows))
+    return [{**row, "amount": float(row["amount"])} for row in rows]
+
+
+CREATE_RAW_ORDERS = (
+    "create table if not exists raw.orders (order_id varchar primary key, order_day varchar,"
+    " customer_id varchar, country varchar, amount double precision)"
+)
+INSERT_RAW_ORDER = "insert into raw.orders values (:order_id, :order_day, :customer_id, :country, :amount)"
 
 
 # -- the flow ----------------------------------------------------------------------------------
@@ -98,8 +92,16 @@ def warehouse_daily(day: str, orders: int = 400) -> dict[str, Any]:
     landing, warehouse, profile = configured_targets()
     rows = extract_orders(day, orders)
     path = land_raw_file(rows, day, landing)
-    loaded = load_into_warehouse(path, landing, warehouse)
-    result = dbt_run("build", project_dir=DBT_PROJECT, profile=profile)
+    records = read_landed(path, landing)
+    # plait-sqlalchemy's prebuilt tasks; re-running a day replaces it (idempotent load)
+    with warehouse:
+        execute("create schema if not exists raw", warehouse)
+        execute(CREATE_RAW_ORDERS, warehouse)
+        execute("delete from raw.orders where order_day = :day", warehouse, {"day": day})
+        execute_many.with_options(retries=1)(INSERT_RAW_ORDER, warehouse, records)
+        loaded = query("select count(*) as n from raw.orders where order_day = :day", warehouse, {"day": day})[0]["n"]
+    print(f"loaded {loaded} orders for {day} into raw.orders")
+    result = dbt_run("build", project_dir=DBT_PROJECT, profile=profile)  # plait-dbt: a task run per node
     counts = result.counts()
     print(f"dbt build: {sorted(counts.items())}")
     return {"day": day, "loaded": loaded, "dbt": counts}

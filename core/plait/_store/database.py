@@ -276,10 +276,13 @@ class Database:
             DatabaseError: The database cannot be reached.
         """
         try:
-            with self.engine.connect() as conn:
-                return _read_revision(conn)
+            return self._revision()
         except SQLAlchemyError as exc:
             raise self.error(exc) from None
+
+    def _revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            return _read_revision(conn)
 
     def migrate(self) -> None:
         """Bring the schema to ``HEAD_REVISION``; a no-op (one query) when already there.
@@ -290,11 +293,13 @@ class Database:
         Raises:
             DatabaseError: The database cannot be reached, created or migrated.
         """
-        if self.current_revision() == HEAD_REVISION:
-            return
         attempts = 5
         for attempt in range(1, attempts + 1):
             try:
+                # the first connection to a new SQLite file switches it to WAL, which can
+                # meet another opener's lock: that is a race like the others, retried below
+                if self._revision() == HEAD_REVISION:
+                    return
                 self._upgrade()
                 return
             except SQLAlchemyError as exc:
@@ -304,8 +309,6 @@ class Database:
                     raise self.error(exc) from None
                 logger.debug("schema upgrade raced another process (%s); re-checking", exc)
                 time.sleep(0.1 * attempt)
-                if self.current_revision() == HEAD_REVISION:
-                    return
             except DatabaseError:
                 raise
             except Exception as exc:  # alembic.util.CommandError, OSError, ...

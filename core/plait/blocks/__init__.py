@@ -10,13 +10,6 @@ See docs/blocks.md.
 
 from plait.blocks._apply import ApplyResult, apply_blocks_file
 from plait.blocks._base import Block, SecretDict, is_secret_annotation
-from plait.blocks._documents import (
-    block_to_dict,
-    block_types,
-    get_block_class,
-    list_documents,
-    load_document,
-)
 from plait.blocks._kinds import (
     CredentialsBlock,
     InfrastructureBlock,
@@ -24,6 +17,9 @@ from plait.blocks._kinds import (
     NotificationBlock,
     StorageBlock,
 )
+from plait.blocks._load import list_documents, load_document
+from plait.blocks._types import block_types, get_block_class
+from plait.blocks._values import block_to_dict
 
 __all__ = [
     "ApplyResult",

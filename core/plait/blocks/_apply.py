@@ -136,7 +136,7 @@ def read_blocks_file(path: str | Path) -> list[_Entry]:
     Raises:
         BlocksFileError: The file is unreadable or malformed, or a variable is not set.
     """
-    from plait.blocks._documents import validate_name
+    from plait.blocks._references import validate_name
 
     path = Path(path)
     document = _parse(path)
@@ -191,15 +191,11 @@ def read_blocks_file(path: str | Path) -> list[_Entry]:
 
 # -- building -------------------------------------------------------------------------------------
 def _build(path: Path, entries: list[_Entry], conn: Connection) -> list[Block]:
-    from plait.blocks._documents import (
-        _find,
-        _instantiate,
-        _string_leaves,
-        _top_level_secret_fields as _secret_names,
-        get_block_class,
-        split_reference,
-        validation_message,
-    )
+    from plait.blocks._load import _find, _instantiate
+    from plait.blocks._references import split_reference
+    from plait.blocks._schema import validation_message
+    from plait.blocks._types import get_block_class
+    from plait.blocks._values import _string_leaves, _top_level_secret_fields as _secret_names
 
     defined: dict[tuple[str, str], Block] = {}
     later = {(e.slug, e.name) for e in entries}
@@ -251,7 +247,9 @@ def _build(path: Path, entries: list[_Entry], conn: Connection) -> list[Block]:
 
 
 def _action(conn: Connection, block: Block, name: str, path: Path) -> str:
-    from plait.blocks._documents import _doc_by_name, canonical_values, stored_canonical_values
+    from plait.blocks._db import _doc_by_name
+    from plait.blocks._encoding import stored_canonical_values
+    from plait.blocks._values import canonical_values
 
     row = _doc_by_name(conn, block.block_type_slug, name)
     if row is None:
@@ -279,7 +277,9 @@ def apply_blocks_file(path: str | Path, dry_run: bool = False) -> list[ApplyResu
         BlocksFileError: Anything wrong with the file, a variable not set, a block that is not
             valid (file, block and field named) — and then nothing was written.
     """
-    from plait.blocks._documents import _mark, _now, _read, _run_write, _Saved, register_block_secrets, save_in
+    from plait.blocks._db import _now, _read, _run_write
+    from plait.blocks._save import _mark, _Saved, save_in
+    from plait.blocks._values import register_block_secrets
 
     path = Path(path)
     entries = read_blocks_file(path)

@@ -3,8 +3,9 @@
 A block type has a slug (``"aws-credentials"``), a display name, a description,
 capabilities (``"read-path"``, ``"write-path"``, ``"run-infrastructure"``, ``"notify"``…),
 a JSON schema and secret fields, all derived from the class. Persistence (save/load, secrets
-encrypted at rest, nested blocks by reference) lives in ``plait.blocks._documents``; the
-methods here delegate to it.
+encrypted at rest, nested blocks by reference) lives in ``plait.blocks._save`` and
+``plait.blocks._load`` (stored value format: ``plait.blocks._encoding``); the methods here
+delegate to them.
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ class Block(BaseModel):
         Raises:
             plait.exceptions.BlockError: Invalid name, or ``name`` taken and not ``overwrite``.
         """
-        from plait.blocks._documents import save_block
+        from plait.blocks._save import save_block
 
         return save_block(self, name, overwrite=overwrite)
 
@@ -159,7 +160,7 @@ class Block(BaseModel):
             plait.exceptions.BlockValidationError: The saved values are not valid.
             plait.exceptions.BlockError: The secrets were encrypted with another key.
         """
-        from plait.blocks._documents import load_block
+        from plait.blocks._load import load_block
 
         return load_block(cls, name)  # type: ignore[return-value]
 
@@ -171,7 +172,7 @@ class Block(BaseModel):
             plait.exceptions.BlockNotFound: No such block.
             plait.exceptions.BlockError: Another saved block references it.
         """
-        from plait.blocks._documents import delete_block
+        from plait.blocks._save import delete_block
 
         delete_block(cls, name)
 
@@ -179,7 +180,7 @@ class Block(BaseModel):
     def list(cls) -> list[dict[str, Any]]:  # noqa: A003 - the natural name
         """Saved blocks of this type (all types on ``Block``): ``{name, slug, type_name, id,
         created, updated}``, anonymous nested blocks left out."""
-        from plait.blocks._documents import list_for_class
+        from plait.blocks._load import list_for_class
 
         return list_for_class(cls)
 
@@ -192,7 +193,7 @@ class Block(BaseModel):
         Raises:
             plait.exceptions.BlockValidationError: A variable is missing or invalid (named).
         """
-        from plait.blocks._documents import block_from_env
+        from plait.blocks._env import block_from_env
 
         return block_from_env(cls, prefix)  # type: ignore[return-value]
 
