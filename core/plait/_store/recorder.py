@@ -24,8 +24,9 @@ from sqlalchemy import bindparam
 from sqlalchemy.sql import Insert, Update
 
 from plait._runs import FlowRun, TaskRun, utcnow
-from plait._store.database import Database
+from plait._store.database import Database, _json_dumps
 from plait._store.models import (
+    _sqlite_bind,
     FlowRunModel,
     LogModel,
     ResultModel,
@@ -111,6 +112,43 @@ def _task_row(run: TaskRun) -> dict[str, Any]:
         "start_time": run.start_time,
         "end_time": run.end_time,
     }
+
+
+# SQLite fast path for the rows that grow with the number of task runs (three states and
+# one run row per task): plain DB-API executemany with tuples skips SQLAlchemy's per-row
+# parameter processing, which dominated a flush. Values are encoded exactly as the column
+# types would (timestamps via the models' SQLite format, JSON via the engine's serializer).
+_TASK_COLUMNS = (
+    "id", "flow_run_id", "task_name", "task_key", "name", "dynamic_key", "parameters", "tags",
+    "state_type", "state_name", "state_message", "run_count", "cache_key", "result_ref",
+    "created", "start_time", "end_time",
+)
+_TASK_JSON = frozenset({"parameters", "tags"})
+_TASK_TIMES = frozenset({"created", "start_time", "end_time"})
+_SQLITE_TASK_UPSERT = (
+    f"INSERT INTO task_runs ({', '.join(_TASK_COLUMNS)}) VALUES ({', '.join('?' * len(_TASK_COLUMNS))}) "
+    "ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _TASK_COLUMNS if c not in ("id", "created"))
+)
+_SQLITE_STATE_INSERT = "INSERT INTO states (run_id, run_kind, type, name, message, timestamp) VALUES (?, ?, ?, ?, ?, ?)"
+
+
+def _sqlite_insert_tasks(conn: Any, rows: list[dict[str, Any]]) -> None:
+    encoders = [
+        _json_dumps if c in _TASK_JSON else _sqlite_bind if c in _TASK_TIMES else None for c in _TASK_COLUMNS
+    ]
+    params = [
+        tuple(row[c] if enc is None else enc(row[c]) for c, enc in zip(_TASK_COLUMNS, encoders))
+        for row in rows
+    ]
+    conn.exec_driver_sql(_SQLITE_TASK_UPSERT, params)
+
+
+def _sqlite_insert_states(conn: Any, rows: list[dict[str, Any]]) -> None:
+    conn.exec_driver_sql(_SQLITE_STATE_INSERT, [
+        (r["run_id"], r["run_kind"], r["type"], r["name"], r["message"], _sqlite_bind(r["timestamp"]))
+        for r in rows
+    ])
 
 
 def _update_rows(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -353,17 +391,24 @@ class DatabaseRecorder:
             for f, t, level, name, message, ts in batch.logs
         ]
         beating = [i for i in beating if i not in batch.flows]  # dirty ones get it in their row
+        sqlite = self.db.dialect == "sqlite"
         with self.db.engine.begin() as conn:
             if new_flow_rows:
                 conn.execute(self._flow_insert, new_flow_rows)
             if old_flow_rows:
                 conn.execute(self._flow_update, _update_rows(old_flow_rows, _FLOW_MUTABLE))
             if new_task_rows:
-                conn.execute(self._task_insert, new_task_rows)
+                if sqlite:
+                    _sqlite_insert_tasks(conn, new_task_rows)
+                else:
+                    conn.execute(self._task_insert, new_task_rows)
             if old_task_rows:
                 conn.execute(self._task_update, _update_rows(old_task_rows, _TASK_MUTABLE))
             if state_rows:
-                conn.execute(_STATES.insert(), state_rows)
+                if sqlite:
+                    _sqlite_insert_states(conn, state_rows)
+                else:
+                    conn.execute(_STATES.insert(), state_rows)
             if batch.edges:
                 conn.execute(_EDGES.insert(), batch.edges)
             if log_rows:
