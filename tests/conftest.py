@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-PG_SERVER = "127.0.0.1:5432"
-PG_ADMIN_URL = f"postgresql+psycopg://postgres@{PG_SERVER}/test?connect_timeout=5"
+from plait.testing import throwaway_postgres_database
+
 
 
 def _reset_store() -> None:
@@ -31,27 +29,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/plait.db"
         return
-    from sqlalchemy import create_engine
-
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"plait_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except Exception as exc:
-        admin.dispose()
-        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        reason = f"PostgreSQL not reachable on {PG_SERVER}: {detail}"
-        if os.environ.get("PLAIT_REQUIRE_POSTGRES") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    try:
-        yield f"postgresql+psycopg://postgres@{PG_SERVER}/{name}"
-    finally:
-        _reset_store()  # release pooled connections before dropping
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with throwaway_postgres_database("plait_test") as url:
+        yield url
 
 
 @pytest.fixture

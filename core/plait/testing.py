@@ -16,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -25,6 +27,7 @@ __all__ = [
     "plait_test_harness",
     "PlaitTestHarness",
     "reset_state",
+    "throwaway_postgres_database",
     "assert_block_conforms",
     "BLOCK_CONFORMANCE_CHECKS",
 ]
@@ -80,6 +83,50 @@ def reset_state() -> None:
         from plait._store.database import Database
 
         Database.dispose_all()
+
+
+POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test?connect_timeout=5"
+
+
+@contextlib.contextmanager
+def throwaway_postgres_database(prefix: str = "plait_test", admin_url: str | None = None) -> Iterator[str]:
+    """A fresh PostgreSQL database for a test; yields its SQLAlchemy URL, drops it after.
+
+    The server is ``PLAIT_TEST_POSTGRES_URL`` (a URL of an existing database to connect to
+    for CREATE/DROP DATABASE), by default the local one on 127.0.0.1:5432. When it does not
+    answer, a pytest test is skipped with the reason — or failed when
+    ``PLAIT_REQUIRE_POSTGRES=1`` (CI) — and other callers get ``ConnectionError``.
+    """
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    url = make_url(admin_url or os.environ.get("PLAIT_TEST_POSTGRES_URL") or POSTGRES_ADMIN_URL)
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except Exception as exc:
+        admin.dispose()
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        _postgres_unavailable(f"PostgreSQL not reachable on {url.host}:{url.port or 5432}: {detail}")
+    try:
+        yield url.set(database=name, query={}).render_as_string(hide_password=False)
+    finally:
+        reset_state()  # plait's own pooled connections would block the drop
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def _postgres_unavailable(reason: str) -> None:
+    if "pytest" in sys.modules:
+        import pytest
+
+        if os.environ.get("PLAIT_REQUIRE_POSTGRES") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    raise ConnectionError(reason)
 
 
 @contextlib.contextmanager

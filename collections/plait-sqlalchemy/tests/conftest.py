@@ -7,43 +7,27 @@ PLAIT_REQUIRE_POSTGRES=1 (CI), where they fail instead.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from plait.testing import throwaway_postgres_database
+
 from plait_sqlalchemy import DatabaseCredentials
 
 PG_HOST = "127.0.0.1"
 PG_PORT = 5432
-PG_ADMIN_URL = f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/test?connect_timeout=5"
 
 
 @pytest.fixture(scope="module")
 def postgres_database() -> Iterator[str]:
     """The name of a fresh PostgreSQL database, dropped when the module's tests are done."""
-    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
 
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"plait_sqla_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except Exception as exc:
-        admin.dispose()
-        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        reason = f"PostgreSQL not reachable on {PG_HOST}:{PG_PORT}: {detail}"
-        if os.environ.get("PLAIT_REQUIRE_POSTGRES") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    try:
-        yield name
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with throwaway_postgres_database("plait_sqla") as url:
+        yield make_url(url).database
 
 
 def postgres_credentials_for(database: str, driver: str = "postgresql+psycopg") -> DatabaseCredentials:
