@@ -84,3 +84,37 @@ def test_example_blocks_file_resolves_and_validates(monkeypatch, plait_harness):
 def test_examples_import_only_public_api(script):
     text = (ROOT / "examples" / script).read_text()
     assert "plait._" not in text
+
+
+@pytest.mark.postgres
+def test_main_job_on_a_postgres_warehouse_configured_by_blocks(tmp_path):
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from plait.testing import throwaway_postgres_database
+
+    home = tmp_path / "home"
+    with throwaway_postgres_database("plait_main_job") as url:
+        database = make_url(url).database
+        blocks = tmp_path / "blocks.toml"
+        blocks.write_text(
+            '[[blocks]]\ntype = "database-credentials"\nname = "warehouse-postgres"\n[blocks.values]\n'
+            'driver = "postgresql+psycopg"\nhost = "127.0.0.1"\nport = 5432\n'
+            f'database = "{database}"\nusername = "postgres"\npassword = "${{env:WAREHOUSE_PASSWORD}}"\n\n'
+            '[[blocks]]\ntype = "sqlalchemy-connector"\nname = "warehouse"\n[blocks.values]\n'
+            'credentials = { "$block" = "database-credentials/warehouse-postgres" }\n'
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PLAIT_")}
+        env.update(PLAIT_HOME=str(home), WAREHOUSE_PASSWORD="pw-canary-7781")  # trust auth ignores it
+        applied = subprocess.run([sys.executable, "-m", "plait.cli", "block", "apply", str(blocks)],
+                                 env=env, capture_output=True, text=True, timeout=120)
+        assert applied.returncode == 0, applied.stderr
+        done = _run(ROOT / "examples" / "warehouse" / "flow.py", home, "--orders", "50")
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "pw-canary-7781" not in done.stdout + done.stderr
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            assert conn.execute(text("select count(*) from raw.orders")).scalar() == 50
+            assert conn.execute(text("select sum(orders) from analytics.daily_revenue")).scalar() == 50
+        engine.dispose()
+    assert not (home / "warehouse.duckdb").exists()  # the DuckDB default was not used
