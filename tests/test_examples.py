@@ -118,3 +118,84 @@ def test_main_job_on_a_postgres_warehouse_configured_by_blocks(tmp_path):
             assert conn.execute(text("select sum(orders) from analytics.daily_revenue")).scalar() == 50
         engine.dispose()
     assert not (home / "warehouse.duckdb").exists()  # the DuckDB default was not used
+
+
+def _dbt_snowflake_missing() -> str:
+    import importlib.util
+
+    for module, package in (("dbt.adapters.snowflake", "dbt-snowflake"), ("fakesnow", "fakesnow"),
+                            ("plait_snowflake", "plait-snowflake")):
+        try:
+            if importlib.util.find_spec(module) is None:
+                return package
+        except ImportError:
+            return package
+    return ""
+
+
+@pytest.mark.skipif(bool(_dbt_snowflake_missing()),
+                    reason=f"{_dbt_snowflake_missing()} is not importable: pip install 'dbt-snowflake>=1.10,<1.12' "
+                    "fakesnow (in plait-dbt's and plait-snowflake's test extras)")
+def test_main_job_on_a_snowflake_warehouse_configured_by_blocks(tmp_path):
+    """fakesnow serves Snowflake's HTTP API: plait-snowflake's tasks load, dbt-snowflake builds."""
+    import socket
+    import time
+
+    import snowflake.connector
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "fakesnow", "-s", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "fakesnow did not start"
+                time.sleep(0.2)
+        home = tmp_path / "home"
+        blocks = tmp_path / "blocks.toml"
+        blocks.write_text(
+            '[[blocks]]\ntype = "snowflake-credentials"\nname = "warehouse-snowflake"\n[blocks.values]\n'
+            'account = "fakesnow"\nuser = "etl"\npassword = "${env:SNOWFLAKE_PASSWORD}"\n'
+            f'host = "127.0.0.1"\nport = {port}\nprotocol = "http"\n\n'
+            '[[blocks]]\ntype = "snowflake-connector"\nname = "warehouse"\n[blocks.values]\n'
+            'credentials = { "$block" = "snowflake-credentials/warehouse-snowflake" }\n'
+            'warehouse = "TRANSFORMING"\ndatabase = "SHOP"\nschema_name = "ANALYTICS"\n'
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PLAIT_")}
+        env.update(PLAIT_HOME=str(home), SNOWFLAKE_PASSWORD="pw-canary-5519")  # fakesnow accepts any login
+        applied = subprocess.run([sys.executable, "-m", "plait.cli", "block", "apply", str(blocks)],
+                                 env=env, capture_output=True, text=True, timeout=120)
+        assert applied.returncode == 0, applied.stderr
+        for _ in range(2):  # a second run of the same day replaces its rows
+            done = _run(ROOT / "examples" / "warehouse" / "flow.py", home, "--orders", "50")
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            assert "pw-canary-5519" not in done.stdout + done.stderr
+        assert "loaded 50 orders for 2026-11-20 into raw.orders" in done.stderr
+        run, detail = next((r, d) for r, d in _history(home) if r["flow_name"] == "warehouse-daily")
+        assert run["state_type"] == "COMPLETED"
+        names = {t["task_name"]: t for t in detail["task_runs"]}
+        for step in ("snowflake_multi_query", "snowflake_load_rows", "snowflake_query", "dbt_run",
+                     "model.shop_warehouse.stg_orders", "model.shop_warehouse.daily_revenue",
+                     "model.shop_warehouse.customer_totals"):
+            assert names[step]["state_type"] == "COMPLETED", step
+        assert not any(name.startswith("sqlalchemy_") for name in names)
+        conn = snowflake.connector.connect(account="fakesnow", user="etl", password="x", host="127.0.0.1",
+                                           port=port, protocol="http", database="SHOP", schema="ANALYTICS")
+        try:
+            cursor = conn.cursor()
+            assert cursor.execute("select count(*) from raw.orders").fetchone()[0] == 50
+            assert cursor.execute("select sum(orders) from analytics.daily_revenue").fetchone()[0] == 50
+            assert cursor.execute("select count(*) from analytics.stg_orders").fetchone()[0] == 50
+            assert cursor.execute("select count(*) from analytics.customer_totals").fetchone()[0] > 0
+        finally:
+            conn.close()
+        assert not (home / "warehouse.duckdb").exists()  # the DuckDB default was not used
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -9,6 +9,7 @@ announcement. Saved blocks replace each default (see blocks.example.toml and the
 
     landing   any storage block, e.g. s3-bucket          (plait-aws)
     warehouse a sqlalchemy-connector, e.g. PostgreSQL    (plait-sqlalchemy)
+              or a snowflake-connector                   (plait-snowflake; dbt needs dbt-snowflake)
     announce  any notification block, e.g. slack-webhook (built in)
 
     python examples/warehouse/flow.py [--day 2026-11-20] [--orders 400]
@@ -35,7 +36,7 @@ from plait.blocks import load_document
 from plait.exceptions import BlockNotFound
 from plait.settings import get_settings
 from plait_blocks import LocalFileSystem, Webhook, wait_for_deliveries
-from plait_dbt import DbtCliProfile, DuckDbTargetConfigs, PostgresTargetConfigs, dbt_run
+from plait_dbt import DbtCliProfile, DuckDbTargetConfigs, PostgresTargetConfigs, SnowflakeTargetConfigs, dbt_run
 from plait_sqlalchemy import DatabaseCredentials, SqlAlchemyConnector, execute, execute_many, query
 
 DBT_PROJECT = Path(__file__).resolve().parent / "dbt"
@@ -86,6 +87,31 @@ CREATE_RAW_ORDERS = (
 INSERT_RAW_ORDER = "insert into raw.orders values (:order_id, :order_day, :customer_id, :country, :amount)"
 
 
+# -- loading: one small loader per kind of warehouse block ------------------------------------
+# Each loads the day's records with its collection's prebuilt tasks and returns the day's count;
+# re-running a day replaces it (idempotent load).
+def load_with_sqlalchemy(records: list[dict[str, Any]], day: str, warehouse: Any) -> int:
+    with warehouse:
+        execute("create schema if not exists raw", warehouse)
+        execute(CREATE_RAW_ORDERS, warehouse)
+        execute("delete from raw.orders where order_day = :day", warehouse, {"day": day})
+        execute_many.with_options(retries=1)(INSERT_RAW_ORDER, warehouse, records)
+        return query("select count(*) as n from raw.orders where order_day = :day", warehouse, {"day": day})[0]["n"]
+
+
+def load_with_snowflake(records: list[dict[str, Any]], day: str, warehouse: Any) -> int:
+    from plait_snowflake import snowflake_load_rows, snowflake_multi_query, snowflake_query
+
+    with warehouse:
+        snowflake_multi_query(["create schema if not exists raw", CREATE_RAW_ORDERS,
+                               ("delete from raw.orders where order_day = ?", [day])], warehouse)
+        snowflake_load_rows.with_options(retries=1)("raw.orders", records, warehouse)
+        return snowflake_query("select count(*) as n from raw.orders where order_day = ?", warehouse, [day])[0]["N"]
+
+
+LOADERS = {"sqlalchemy-connector": load_with_sqlalchemy, "snowflake-connector": load_with_snowflake}
+
+
 # -- the flow ----------------------------------------------------------------------------------
 @flow(name="warehouse-daily", log_prints=True)
 def warehouse_daily(day: str, orders: int = 400) -> dict[str, Any]:
@@ -93,13 +119,7 @@ def warehouse_daily(day: str, orders: int = 400) -> dict[str, Any]:
     rows = extract_orders(day, orders)
     path = land_raw_file(rows, day, landing)
     records = read_landed(path, landing)
-    # plait-sqlalchemy's prebuilt tasks; re-running a day replaces it (idempotent load)
-    with warehouse:
-        execute("create schema if not exists raw", warehouse)
-        execute(CREATE_RAW_ORDERS, warehouse)
-        execute("delete from raw.orders where order_day = :day", warehouse, {"day": day})
-        execute_many.with_options(retries=1)(INSERT_RAW_ORDER, warehouse, records)
-        loaded = query("select count(*) as n from raw.orders where order_day = :day", warehouse, {"day": day})[0]["n"]
+    loaded = LOADERS[warehouse.block_type_slug](records, day, warehouse)
     print(f"loaded {loaded} orders for {day} into raw.orders")
     result = dbt_run("build", project_dir=DBT_PROJECT, profile=profile)  # plait-dbt: a task run per node
     counts = result.counts()
@@ -107,7 +127,7 @@ def warehouse_daily(day: str, orders: int = 400) -> dict[str, Any]:
     return {"day": day, "loaded": loaded, "dbt": counts}
 
 
-def configured_targets() -> tuple[Any, SqlAlchemyConnector, DbtCliProfile]:
+def configured_targets() -> tuple[Any, Any, DbtCliProfile]:
     """Saved blocks when present (blocks.example.toml), embedded defaults otherwise."""
     home = get_settings().home
     landing = saved("landing") or LocalFileSystem(basepath=str(home / "landing"))
@@ -116,6 +136,8 @@ def configured_targets() -> tuple[Any, SqlAlchemyConnector, DbtCliProfile]:
         duckdb_file = str(home / "warehouse.duckdb")
         warehouse = SqlAlchemyConnector(credentials=DatabaseCredentials(driver="duckdb", database=duckdb_file))
         target = DuckDbTargetConfigs(path=duckdb_file, schema_name="analytics")
+    elif warehouse.block_type_slug == "snowflake-connector":  # dbt builds into the connector's schema
+        target = SnowflakeTargetConfigs(connector=warehouse)
     else:
         target = PostgresTargetConfigs(credentials=warehouse.credentials, schema_name="analytics")
     return landing, warehouse, DbtCliProfile(name="shop_warehouse", target_configs=target)
