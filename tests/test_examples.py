@@ -199,3 +199,55 @@ def test_main_job_on_a_snowflake_warehouse_configured_by_blocks(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_main_job_lands_raw_files_in_an_s3_bucket_configured_by_blocks(tmp_path):
+    """moto serves S3: the saved s3-bucket block named "landing" replaces the local landing dir."""
+    import socket
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        key_id, secret = "AKIDLANDINGTEST", "aws-secret-canary-4417"
+        s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=endpoint,
+                          aws_access_key_id=key_id, aws_secret_access_key=secret)
+        s3.create_bucket(Bucket="shop-landing")
+        home = tmp_path / "home"
+        blocks = tmp_path / "blocks.toml"
+        blocks.write_text(
+            '[[blocks]]\ntype = "aws-credentials"\nname = "landing-aws"\n[blocks.values]\n'
+            'aws_access_key_id = "${env:AWS_ACCESS_KEY_ID}"\n'
+            'aws_secret_access_key = "${env:AWS_SECRET_ACCESS_KEY}"\n'
+            f'region_name = "us-east-1"\nendpoint_url = "{endpoint}"\n\n'
+            '[[blocks]]\ntype = "s3-bucket"\nname = "landing"\n[blocks.values]\n'
+            'bucket_name = "shop-landing"\nbucket_folder = "raw"\n'
+            'credentials = { "$block" = "aws-credentials/landing-aws" }\n'
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PLAIT_", "AWS_"))}
+        env.update(PLAIT_HOME=str(home), AWS_ACCESS_KEY_ID=key_id, AWS_SECRET_ACCESS_KEY=secret,
+                   AWS_CONFIG_FILE=str(tmp_path / "no-aws-config"),
+                   AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-aws-credentials"),
+                   AWS_EC2_METADATA_DISABLED="true")
+        applied = subprocess.run([sys.executable, "-m", "plait.cli", "block", "apply", str(blocks)],
+                                 env=env, capture_output=True, text=True, timeout=120)
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        done = subprocess.run([sys.executable, str(ROOT / "examples" / "warehouse" / "flow.py"), "--orders", "30"],
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert secret not in done.stdout + done.stderr
+        body = s3.get_object(Bucket="shop-landing", Key="raw/orders/2026-11-20.csv")["Body"].read().decode()
+        assert len(body.splitlines()) == 31  # header + 30 orders
+        run, detail = next((r, d) for r, d in _history(home) if r["flow_name"] == "warehouse-daily")
+        assert run["state_type"] == "COMPLETED"
+        names = {t["task_name"]: t for t in detail["task_runs"]}
+        assert names["land_raw_file"]["state_type"] == "COMPLETED"
+        assert not (home / "landing").exists()  # the local default was not used
+    finally:
+        server.stop()
