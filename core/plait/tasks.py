@@ -18,7 +18,7 @@ from plait._engine import drive_async, drive_sync, task_steps
 from plait._options import TaskOptions, build_options
 from plait._runs import TaskRun
 from plait.exceptions import ParameterBindError
-from plait.futures import PlaitFuture, PlaitFutureList, iter_futures, iter_values
+from plait.futures import PlaitFuture, PlaitFutureList, _running_loop, iter_futures, iter_values
 from plait.states import State, StateType
 
 __all__ = ["Task", "task", "unmapped"]
@@ -71,17 +71,17 @@ class Task(Generic[P, R]):
         """
         run, steps, flow_ctx = self._prepare(args, kwargs, wait_for)
         if self.is_async:
-            return self._call_async(run, steps, flow_ctx, return_state)
+            return self._call_async(steps, flow_ctx, return_state)
         state = drive_sync(steps)
         return self._finish_direct(state, flow_ctx, return_state)
 
-    async def _call_async(self, run: TaskRun, steps: Any, flow_ctx: Any, return_state: bool) -> Any:
+    async def _call_async(self, steps: Any, flow_ctx: Any, return_state: bool) -> Any:
         state = await drive_async(steps)
         return self._finish_direct(state, flow_ctx, return_state)
 
     def _finish_direct(self, state: State, flow_ctx: FlowRunContext | None, return_state: bool) -> Any:
         if flow_ctx is None:
-            flow_ctx_recorder_flush()
+            _flush_standalone_run()
         if return_state:
             return state
         return state.result()
@@ -284,25 +284,16 @@ class Task(Generic[P, R]):
 
 def _standalone(steps: Any) -> State:
     state = drive_sync(steps)
-    flow_ctx_recorder_flush()
+    _flush_standalone_run()
     return state
 
 
-def flow_ctx_recorder_flush() -> None:
+def _flush_standalone_run() -> None:
     """A task run outside any flow is written at once (there is no flow end to wait for)."""
     if task_run_var.get() is None:
         from plait._recording import current_recorder
 
         current_recorder().flush()
-
-
-def _running_loop() -> Any:
-    import asyncio
-
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 @overload
