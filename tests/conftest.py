@@ -13,7 +13,7 @@ from plait.testing import throwaway_postgres_database
 
 def _reset_store() -> None:
     from plait._store.database import Database
-    from plait._store.recorder import reset_recorder
+    from plait._recorder import reset_recorder
 
     reset_recorder()
     Database.dispose_all()

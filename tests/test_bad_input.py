@@ -115,3 +115,106 @@ def test_unwritable_database_location(monkeypatch, tmp_path):
     with pytest.raises(DatabaseError, match="Cannot open the plait database"):
         f()
     reset_state()
+
+
+# -- a parameter whose __repr__ raises ---------------------------------------------------------
+class Unprintable:
+    """A value whose repr fails, like a half-initialised client object."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr exploded")
+
+
+def test_a_parameter_whose_repr_raises_is_recorded_as_a_placeholder(plait_harness):
+    @task
+    def use(thing, n: int) -> int:
+        return n + 1
+
+    @flow
+    def f(thing) -> int:
+        return use(thing, 1) + use([thing], 2)
+
+    assert f(Unprintable()) == 5
+    [run] = plait_harness.flow_runs()
+    assert run["state_type"] == "COMPLETED"
+    detail = plait_harness.flow_run(run["id"])
+    placeholder = f"<{__name__}.Unprintable object; its __repr__ raised RuntimeError>"
+    assert detail["parameters"] == {"thing": placeholder}
+    assert [t["parameters"] for t in detail["task_runs"]] == [
+        {"thing": placeholder, "n": 1}, {"thing": [placeholder], "n": 2},
+    ]
+
+
+# -- bool options given strings -----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"persist_result": "no"},
+         "task option persist_result must be True, False or None (inherit), got the string 'no'; pass persist_result=False"),
+        ({"persist_result": "yes"}, "got the string 'yes'; pass persist_result=True instead of a string"),
+        ({"log_prints": "false"},
+         "task option log_prints must be True, False or None (inherit), got the string 'false'; pass log_prints=False"),
+        ({"refresh_cache": "no"},
+         "task option refresh_cache must be True or False, got the string 'no'; pass refresh_cache=False"),
+        ({"encrypt_result": "on"},
+         "task option encrypt_result must be True, False or None (inherit), got the string 'on'; pass encrypt_result=True"),
+        ({"persist_result": "sometimes"}, "got the string 'sometimes'; pass True or False"),
+        ({"persist_result": 1}, "persist_result must be True, False or None (inherit), got 1 (int); pass True or False"),
+    ],
+)
+def test_bool_options_refuse_strings(options, message):
+    with pytest.raises(InvalidOptions, match=message.replace("(", r"\(").replace(")", r"\)")):
+        task(**options)(lambda: None)
+
+
+def test_bool_options_refuse_strings_on_flows_and_with_options():
+    with pytest.raises(InvalidOptions, match="flow option validate_parameters must be True or False, got the string 'no'"):
+        flow(validate_parameters="no")(lambda: None)
+    with pytest.raises(InvalidOptions, match="flow option persist_result must be True, False or None"):
+        flow(persist_result="false")(lambda: None)
+
+    @task
+    def t():
+        return 1
+
+    with pytest.raises(InvalidOptions, match="got the string 'no'; pass persist_result=False"):
+        t.with_options(persist_result="no")
+    assert t.with_options(persist_result=False).options.persist_result is False  # the bool itself is fine
+
+
+# -- unknown keys in config.toml ----------------------------------------------------------------
+def test_unknown_config_file_keys_are_named_with_the_file_and_a_guess(monkeypatch, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from plait.settings import get_settings
+
+    config = tmp_path / "config.toml"
+    monkeypatch.setenv("PLAIT_HOME", str(tmp_path))
+    config.write_text('persist_result = true\nlogging_level = "WARNING"\n')
+    with pytest.raises(ValueError) as info:
+        get_settings()
+    text = str(info.value)
+    assert str(config) in text and "unknown setting 'persist_result'" in text
+    assert "did you mean 'persist_results'?" in text and "Fix or remove it" in text
+
+    config.write_text('PLAIT_LOGGING_LEVEL = "DEBUG"\n')
+    with pytest.raises(ValueError, match=r"unknown setting 'PLAIT_LOGGING_LEVEL' \(did you mean 'logging_level'\? "
+                                         r"names in config.toml are lower case, without PLAIT_\)"):
+        get_settings()
+
+    config.write_text('[plait]\nhome = "/x"\n')
+    with pytest.raises(ValueError, match="unknown table 'plait'. Fix or remove it; the settings are a flat table of: home,"):
+        get_settings()
+
+    config.write_text("persist_result = true\n")
+    plait = Path(sys.executable).with_name("plait")
+    done = subprocess.run([str(plait), "config", "show"], capture_output=True, text=True, timeout=60,
+                          env={**__import__("os").environ, "PLAIT_HOME": str(tmp_path)})
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("Error: ") and "unknown setting 'persist_result'" in done.stderr
+    assert str(config) in done.stderr
+
+    config.write_text("persist_results = true\n")  # the control: the right name is read
+    assert get_settings().persist_results is True

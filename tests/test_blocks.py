@@ -605,3 +605,50 @@ def test_the_conformance_suite_stays_offline() -> None:
         assert_block_conforms(Phoning, example, checks=["example-validates"])
     assert "[example-validates] the block tried to resolve 'example.com'" in str(info.value)
     assert "do no network I/O" in str(info.value)
+
+
+# -- the store underneath ---------------------------------------------------------------------
+def test_the_blocks_store_hands_out_plain_records(env: str) -> None:
+    from dataclasses import is_dataclass
+
+    from plait._store.blocks import BlockDocument, BlockReference, session, transact
+
+    login_id = creds(user="loader").save("loader")
+    TestDatabase(host="db", credentials=TestCredentials.load("loader"), replicas=[creds()]).save("warehouse")
+    with session(action="read blocks from") as tx:
+        doc = tx.get_by_name("test-database", "warehouse")
+        assert type(doc) is BlockDocument and is_dataclass(doc)
+        assert doc.data["credentials"] == {"$ref": login_id} and doc.data["host"] == "db"
+        refs = sorted(tx.references_of(doc.id), key=lambda r: r.field_name)
+        assert [type(r) for r in refs] == [BlockReference, BlockReference]
+        assert [(r.field_name, r.child_id == login_id) for r in refs] == [("credentials", True), ("replicas", False)]
+        assert [r.parent_id for r in tx.users_of(login_id)] == [doc.id]
+        assert tx.path_between([login_id], doc.id) is None  # references only point down
+        assert [r.child_id for r in tx.path_between([doc.id], login_id)] == [login_id]
+        assert tx.schema(doc.schema_checksum).json_schema == TestDatabase.model_json_schema()
+        assert {"test-credentials", "test-database"} <= tx.slugs()
+    # A unit of work that raises changes nothing.
+    with pytest.raises(RuntimeError, match="changed my mind"):
+        def work(tx: Any) -> None:
+            tx.delete_document(login_id)
+            raise RuntimeError("changed my mind")
+
+        transact(work, action="delete a block from", write=True)
+    assert TestDatabase.load("warehouse").credentials.user == "loader"
+
+
+def test_database_errors_name_the_database_without_its_password(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from plait._store.database import Database
+    from plait.exceptions import DatabaseError
+
+    Database.dispose_all()
+    monkeypatch.setenv("PLAIT_HOME", str(tmp_path))
+    monkeypatch.setenv("PLAIT_DATABASE_URL", "postgresql+psycopg://robot:pw-canary-77@127.0.0.1:1/plait")
+    for attempt in (lambda: TestCredentials.load("prod"), lambda: creds().save("prod"), list_documents):
+        with pytest.raises(DatabaseError) as info:
+            attempt()
+        text = str(info.value)
+        assert "127.0.0.1:1/plait" in text and "pw-canary-77" not in text and "robot:***@" in text
+    Database.dispose_all()

@@ -84,7 +84,7 @@ def cli_ok():
 
 def _reset_store() -> None:
     from plait._store.database import Database
-    from plait._store.recorder import reset_recorder
+    from plait._recorder import reset_recorder
 
     reset_recorder()
     Database.dispose_all()

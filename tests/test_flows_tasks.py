@@ -271,7 +271,7 @@ def test_dynamic_graph_from_plain_python(plait_harness):
 
 def test_task_outside_flow_runs_and_is_recorded(plait_harness):
     assert double(21) == 42
-    from plait._store import queries
+    from plait._store import history as queries
 
     db = plait_harness.database()
     with db.engine.connect() as conn:

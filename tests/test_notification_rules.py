@@ -78,6 +78,32 @@ def test_create_list_and_delete_round_trip(rules_env: str) -> None:
     assert list_rules() == []
 
 
+def test_the_rules_store_hands_out_plain_records(rules_env: str) -> None:
+    from dataclasses import is_dataclass
+    from datetime import datetime, timezone
+
+    from plait._store import rules
+    from plait.notifications import create_rule
+
+    save_webhook("ops")
+    created = create_rule("webhook/ops", name="on", tags=["prod"])
+    off = rules.NotificationRule(id="00000000-0000-0000-0000-0000000000ff", name="off", block="webhook/ops",
+                                 flow_name="*", states=["FAILED"], enabled=False,
+                                 created=datetime.now(timezone.utc))
+    rules.insert_rule(off)
+    stored = rules.list_rules()
+    assert [r.name for r in stored] == ["on", "off"]
+    assert all(type(r) is rules.NotificationRule and is_dataclass(r) for r in stored)
+    assert (stored[0].id, stored[0].tags, stored[0].states, stored[0].enabled) == (
+        created["id"], ["prod"], ["FAILED", "CRASHED"], True)
+    assert stored[0].created.tzinfo is not None
+    assert [r.name for r in rules.list_rules(enabled_only=True)] == ["on"]
+    with pytest.raises(rules.RuleNameTaken):
+        rules.insert_rule(off)
+    assert rules.delete_rule(off.id) is True and rules.delete_rule(off.id) is False
+    assert [r.name for r in rules.list_rules()] == ["on"]
+
+
 def test_states_are_validated_in_any_case(rules_env: str) -> None:
     from plait.notifications import create_rule
 

@@ -20,9 +20,12 @@ import plait_hello.plugin as hello_plugin
 def welcome(names):
     return [greet(name, Greeting(salutation="Hi")) for name in names]
 
+before = {p.name: p for p in plugins.plugins()}["plait_hello"]  # listed from metadata, not imported
+result = welcome(["Ada", "Grace"])  # its observer is declared: running a task imports the plugin
 info = {p.name: p for p in plugins.plugins()}["plait_hello"]
 print(json.dumps({
-    "result": welcome(["Ada", "Grace"]),
+    "result": result,
+    "before": [before.status, before.declares["block_types"], before.hooks],
     "loaded": info.loaded,
     "distribution": info.distribution,
     "hooks": info.hooks,
@@ -56,6 +59,9 @@ def test_docs_example_plugin_installs_and_runs(tmp_path):
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["result"] == ["Hi, Ada!", "Hi, Grace!"]
+    # discovery read the declarations without importing the module
+    assert report["before"] == ["not imported", ["greeting"],
+                                ["plait_register_blocks", "plait_register_tasks", "plait_task_run_state_changed"]]
     assert report["loaded"] and report["distribution"] == "plait-hello"
     assert report["hooks"] == ["plait_register_blocks", "plait_register_tasks", "plait_task_run_state_changed"]
     assert report["block"] and report["tasks"] == ["greet"]

@@ -381,3 +381,179 @@ def test_task_parameter_dict_keys_are_scrubbed() -> None:
 def _around(text: str, width: int = 160) -> str:
     """The lines around each canary, to say where a leak is."""
     return "\n".join(line[:width] for line in text.splitlines() if CANARY in line)
+
+
+# -- escaped forms, and secrets passed as parameters ------------------------------------------------
+ESCAPED_CORE = uuid.uuid4().hex
+ESCAPED = f'esc\\aped"{ESCAPED_CORE}\'canary'  # a backslash and both quotes: repr and JSON escape it
+
+ESCAPED_FLOW = '''
+import sys
+
+from plait import flow, get_run_logger, task
+from plait_blocks import Secret
+
+
+class Holder:
+    def __init__(self, value):
+        self.value = value
+
+    def __repr__(self):
+        return f"Holder({self.value!r})"
+
+
+@task
+def carry(items, holder, mapping):
+    get_run_logger().info("carrying %r and %r", items, mapping)
+    return len(items)
+
+
+@task
+def explode(value):
+    raise PermissionError(f"rejected {value!r}")
+
+
+@flow(log_prints=True)
+def escaped():
+    secret = Secret.load("escaped-secret").get()
+    logger = get_run_logger()
+    logger.info("repr: %r", secret)
+    logger.info("in a dict: %s", {"password": secret})
+    logger.warning("json: %s", __import__("json").dumps({"password": secret}))
+    print("printed", repr(secret))
+    carry([secret, [secret]], Holder(secret), {"k": secret, secret: 1})
+    explode(secret)
+
+
+if __name__ == "__main__":
+    try:
+        escaped()
+    except PermissionError:
+        sys.exit(3)
+'''
+
+
+def stored_with(url: str, needle: str) -> list[str]:
+    """``table.column`` of every stored value containing ``needle``, in any table."""
+    from sqlalchemy import column, create_engine, inspect, select, table
+
+    engine = create_engine(url)
+    found = []
+    try:
+        with engine.connect() as conn:
+            for name in inspect(conn).get_table_names():
+                columns = [c["name"] for c in inspect(conn).get_columns(name)]
+                for row in conn.execute(select(*(column(c) for c in columns)).select_from(table(name))):
+                    for col, value in zip(columns, row, strict=True):
+                        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+                        if needle in text:
+                            found.append(f"{name}.{col}")
+    finally:
+        engine.dispose()
+    return sorted(set(found))
+
+
+def raw_store_has(url: str, needle: str) -> list[str]:
+    """Where the raw bytes of the store hold ``needle``: SQLite's files, or a pg_dump."""
+    import shutil
+
+    places = []
+    if url.startswith("sqlite"):
+        db_file = Path(url.removeprefix("sqlite:///"))
+        for suffix in ("", "-wal", "-shm"):
+            path = Path(f"{db_file}{suffix}")
+            if path.exists() and needle.encode() in path.read_bytes():
+                places.append(path.name)
+        assert db_file.exists()
+    else:
+        pg_dump = shutil.which("pg_dump")
+        if pg_dump is None:
+            pytest.skip("pg_dump is not installed")
+        plain = "postgresql://" + url.split("://", 1)[1]
+        dump = subprocess.run([pg_dump, "--data-only", f"--dbname={plain}"], capture_output=True, timeout=120)
+        assert dump.returncode == 0, dump.stderr
+        assert b"COPY public.logs" in dump.stdout  # the dump really holds the history
+        if needle.encode() in dump.stdout:
+            places.append("pg_dump")
+    return places
+
+
+def test_an_escaped_canary_leaks_in_no_form(hygiene_env: dict[str, str], tmp_path: Path) -> None:
+    env = hygiene_env
+    url = env["PLAIT_DATABASE_URL"]
+    code = f"from plait_blocks import Secret; Secret(value={ESCAPED!r}).save('escaped-secret')"
+    done = run([sys.executable, "-c", code], env)
+    assert done.returncode == 0, done.stderr
+    script = tmp_path / "escaped_flow.py"
+    script.write_text(ESCAPED_FLOW, encoding="utf-8")
+    flow_run = run([sys.executable, str(script)], env)
+    assert flow_run.returncode == 3, flow_run.stderr
+    console = flow_run.stdout + flow_run.stderr
+    assert ESCAPED_CORE not in console, [line for line in console.splitlines() if ESCAPED_CORE in line]
+    assert "repr: '***'" in console and "rejected '***'" in console  # shown, masked
+
+    assert stored_with(url, ESCAPED_CORE) == []
+    assert raw_store_has(url, ESCAPED_CORE) == []
+    assert files_with(Path(env["PLAIT_HOME"]), ESCAPED_CORE) == []
+    from plait.cli import commands
+
+    [run_row] = [r for r in commands.flow_run_ls(limit=5) if r["flow_name"] == "escaped"]
+    messages = [r["message"] for r in commands.flow_run_logs(run_row["id"])]
+    assert any("repr: '***'" in m for m in messages) and any('json: {"password": "***"}' in m for m in messages)
+    carried = next(t for t in commands.flow_run_inspect(run_row["id"])["task_runs"] if t["task_name"] == "carry")
+    assert carried["parameters"]["items"] == ["***", ["***"]]
+    assert carried["parameters"]["holder"] == "Holder('***')"
+    assert carried["parameters"]["mapping"] == {"k": "***", "***": 1}
+    for args in (["flow-run", "logs", run_row["id"], "--json"], ["flow-run", "inspect", run_row["id"], "--json"],
+                 ["flow-run", "logs", run_row["id"]]):
+        out = plait(*args, env=env)
+        assert out.returncode == 0 and ESCAPED_CORE not in out.stdout + out.stderr, args
+
+
+def files_with(root: Path, needle: str) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes())
+
+
+def test_secrets_passed_as_parameters_are_never_stored_in_clear(plait_env: str) -> None:
+    """A plain string given to a ``SecretStr`` parameter, a model (or block) with secret
+    fields, and a SecretStr given to an untyped parameter: stored masked in the flow's and
+    the tasks' parameters, masked in logs, and found nowhere in the store's raw bytes."""
+    from pydantic import BaseModel, SecretStr
+
+    from plait import flow, get_run_logger, task
+    from plait.testing import plait_test_harness
+    from plait_blocks import Secret
+
+    core = uuid.uuid4().hex
+    token, password, key, block_value, pin = (f"{name}-{core}" for name in ("token", "pw", "key", "blk", "pin"))
+
+    class Login(BaseModel):
+        user: str
+        password: SecretStr
+
+    @task
+    def connect(token: SecretStr, login: Login, whatever) -> str:
+        return login.user
+
+    @flow
+    def deploy(token: SecretStr, login: Login, api_key, vault: Secret, pin: SecretStr | None = None) -> str:
+        get_run_logger().info("deploying with %s and %s", token, api_key.get_secret_value())
+        get_run_logger().info("vault holds %s", vault.get())
+        return connect(token, login, api_key)
+
+    with plait_test_harness(plait_env) as harness:
+        login = Login(user="robot", password=SecretStr(password))
+        assert deploy(token, login, SecretStr(key), Secret(value=block_value), pin="739") == "robot"
+        [run_row] = harness.flow_runs()
+        detail = harness.flow_run(run_row["id"])
+        params = detail["parameters"]
+        assert params["token"] == "***" and params["api_key"] == "***" and params["pin"] == "***"
+        assert "**********" in params["login"] and "robot" in params["login"]  # the model's repr, masked
+        assert block_value not in params["vault"]
+        task_params = detail["task_runs"][0]["parameters"]
+        assert task_params["token"] == "***" and task_params["whatever"] == "***"
+        messages = [r["message"] for r in harness.logs(run_row["id"])]
+        assert "deploying with *** and ***" in messages and "vault holds ***" in messages
+        harness.flush()
+        assert stored_with(plait_env, core) == []
+        assert raw_store_has(plait_env, core) == []

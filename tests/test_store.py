@@ -17,11 +17,12 @@ from typing import Any, Callable
 import pytest
 from sqlalchemy import event, func, inspect, select, text
 
-from plait._runs import FlowRun, TaskRun
-from plait._store import queries
+from plait._recorder import DatabaseRecorder, get_recorder, reset_recorder
+from plait._recovery import detect_crashed
+from plait._runs import FlowRun, TaskRun, advance
+from plait._store import history as queries
 from plait._store.database import HEAD_REVISION, Database, alembic_config, get_database
 from plait._store.models import Base, FlowRunModel, LogModel, ResultModel, StateModel, TaskRunModel
-from plait._store.recorder import DatabaseRecorder, get_recorder, reset_recorder
 from plait.exceptions import DatabaseError
 from plait.states import State, StateType
 
@@ -51,13 +52,9 @@ def _task(run_id: str, flow_run_id: str | None, task_name: str = "extract", **kw
 
 def _move(rec: DatabaseRecorder, run: FlowRun | TaskRun, state_type: StateType, message: str = "") -> None:
     """What the engine does on a transition: set the live run's state, then report it."""
-    run.state = State(state_type, message)
     if state_type is StateType.RUNNING:
         run.run_count += 1
-        run.start_time = run.start_time or run.state.timestamp
-    if state_type.is_final:
-        run.end_time = run.state.timestamp
-    rec.add_state(run, run.state)
+    rec.add_state(run, advance(run, State(state_type, message)))
 
 
 def _recorder(db: Database, **kwargs: Any) -> DatabaseRecorder:
@@ -526,7 +523,7 @@ def test_a_run_whose_process_died_is_crashed_with_its_unfinished_tasks(database_
     _move(rec, done, StateType.COMPLETED)
     rec.flush()
 
-    assert queries.detect_crashed(db, crash_after=3600) == ["dead-1"]
+    assert detect_crashed(db, crash_after=3600) == ["dead-1"]
     got = queries.get_flow_run(db, "dead-1")
     assert got["state_type"] == "CRASHED" and got["end_time"] is not None
     assert f"process {dead.pid} on host {dead.hostname} is gone" in got["state_message"]
@@ -538,7 +535,7 @@ def test_a_run_whose_process_died_is_crashed_with_its_unfinished_tasks(database_
     assert tasks["dead-t1"]["state_type"] == "COMPLETED"
     assert [s["type"] for s in tasks["dead-t1"]["states"]] == ["PENDING", "RUNNING", "COMPLETED"]
     assert queries.get_flow_run(db, "alive-1")["state_type"] == "RUNNING"
-    assert queries.detect_crashed(db, crash_after=3600) == []  # idempotent
+    assert detect_crashed(db, crash_after=3600) == []  # idempotent
 
 
 def test_a_silent_run_is_crashed_after_crash_after(plait_env: str) -> None:
@@ -562,7 +559,7 @@ def test_a_silent_run_is_crashed_after_crash_after(plait_env: str) -> None:
             .where(FlowRunModel.id.in_(["quiet-1", "mine-1"]))
             .values(heartbeat_at=long_ago)
         )
-    assert queries.detect_crashed(db, crash_after=60) == ["quiet-1"]
+    assert detect_crashed(db, crash_after=60) == ["quiet-1"]
     got = queries.get_flow_run(db, "quiet")
     assert got["state_type"] == "CRASHED" and "silent for" in got["state_message"]
     assert queries.get_flow_run(db, "chatty-1")["state_type"] == "RUNNING"

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from plait import PlaitError
+from plait import PlaitError, mask_secrets  # the one masking function
 from plait.blocks import NotificationBlock, SecretDict
 
 __all__ = [
@@ -103,13 +103,14 @@ def _host(url: str) -> str:
 
 
 def _short_reply(text: str, url: str) -> str:
-    """A short, token-free excerpt of an error reply (Slack answers e.g. ``invalid_token``)."""
+    """A short, token-free excerpt of an error reply (Slack answers e.g. ``invalid_token``):
+    dropped when masking would change it, i.e. when it quotes the URL or a piece of its path."""
     text = text.strip()
     if not re.fullmatch(r"[A-Za-z0-9_ .,:-]{1,80}", text):
         return ""
     parts = urlsplit(url)
     pieces = [p for p in re.split(r"[/?&=#]", parts.path + "?" + parts.query) if len(p) >= 4]
-    if any(piece in text for piece in pieces):
+    if mask_secrets(text, extra=[url, *pieces]) != text:
         return ""
     return f": {text}"
 
@@ -124,7 +125,7 @@ def _http_send(kind: str, method: str, url: str, content: bytes, headers: dict[s
     try:
         response = httpx.request(method, url, content=content, headers=sent_headers, timeout=timeout)
     except httpx.HTTPError as exc:
-        reason = str(exc).replace(url, host) or "no details"
+        reason = mask_secrets(str(exc).replace(url, host), extra=(url,)) or "no details"
         raise DeliveryError(f"{kind} to {host} failed: {type(exc).__name__}: {reason}") from None
     if not response.is_success:
         raise DeliveryError(
@@ -389,7 +390,8 @@ Email.load("oncall").notify("Backfill done", "Loaded 1,204 rows into orders.")
                     client.login(self.username, password)
                 refused = client.send_message(message)
         except (smtplib.SMTPException, OSError) as exc:
-            raise DeliveryError(f"email via {where} failed: {type(exc).__name__}: {exc}") from None
+            reason = mask_secrets(f"{type(exc).__name__}: {exc}", extra=[self])
+            raise DeliveryError(f"email via {where} failed: {reason}") from None
         if refused:
             raise DeliveryError(
                 f"email via {where} was refused for {', '.join(sorted(refused))} "

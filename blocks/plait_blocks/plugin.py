@@ -1,7 +1,9 @@
-"""The built-in blocks as a plugin (entry point ``plait_blocks`` in the ``plait.plugins`` group).
+"""The built-in blocks as a plugin: plait loads this module by name as a default plugin.
 
 Registers the built-in block types, the ``file`` storage scheme, the ``process``
-infrastructure, and delivers notification rules when flow runs change state.
+infrastructure, and delivers notification rules when flow runs change state. What it
+provides is declared in plait's own pyproject.toml (``plait.block_types`` …) like any
+collection's.
 """
 
 from __future__ import annotations
@@ -9,13 +11,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from typing import Any, Callable
+from typing import Any
 
-from pydantic import BaseModel, Secret as PydanticSecret, SecretBytes, SecretStr
-
+from plait import mask_secrets  # the one masking function
 from plait.hookspecs import hookimpl
+
 from plait_blocks.notifications import Email, SlackWebhook, Webhook, deliver_event
 from plait_blocks.process import Process
 from plait_blocks.storage import LocalFileSystem, local_file_system_from_url
@@ -36,19 +39,18 @@ logger = logging.getLogger("plait.notifications")
 
 
 @hookimpl
-def plait_register_blocks(register: Callable[[type], None]) -> None:
-    for cls in BLOCK_CLASSES:
-        register(cls)
+def plait_register_blocks() -> list[type]:
+    return list(BLOCK_CLASSES)
 
 
 @hookimpl
-def plait_register_storage(register: Callable[[str, Callable[[str], Any]], None]) -> None:
-    register("file", local_file_system_from_url)
+def plait_register_storage() -> dict[str, Callable[[str], Any]]:
+    return {"file": local_file_system_from_url}
 
 
 @hookimpl
-def plait_register_infrastructure(register: Callable[[str, type], None]) -> None:
-    register("process", Process)
+def plait_register_infrastructure() -> dict[str, type]:
+    return {"process": Process}
 
 
 # -- notifications ---------------------------------------------------------------------------
@@ -93,7 +95,7 @@ def _deliver(rule_name: str, reference: str, block: Any, event: Any) -> None:
     try:
         deliver_event(block, event)
     except Exception as exc:
-        message = _scrub(f"{type(exc).__name__}: {exc}", _secret_texts(block))
+        message = mask_secrets(f"{type(exc).__name__}: {exc}", extra=[block])
         logger.warning(
             "notification rule %r: delivery with block %s failed for flow run %s (%s)",
             rule_name, reference, event.flow_run_id, message,
@@ -101,44 +103,6 @@ def _deliver(rule_name: str, reference: str, block: Any, event: Any) -> None:
     else:
         logger.debug("notification rule %r: delivered flow run %s %s with block %s",
                      rule_name, event.flow_run_id, event.state_name, reference)
-
-
-def _secret_texts(value: Any) -> set[str]:
-    """Every secret value held by a block (and its nested blocks), and the path/query of
-    secret URLs, so an error message quoting them can be masked."""
-    found: set[str] = set()
-
-    def add(text: Any) -> None:
-        if isinstance(text, bytes):
-            text = text.decode(errors="ignore")
-        if isinstance(text, str) and len(text) >= 4:
-            found.add(text)
-            if "://" in text:
-                rest = text.split("://", 1)[1].partition("/")[2]
-                if len(rest) >= 4:
-                    found.add(rest)
-        elif isinstance(text, dict):
-            for item in text.values():
-                add(item)
-
-    def walk(obj: Any) -> None:
-        if isinstance(obj, (SecretStr, SecretBytes, PydanticSecret)):
-            add(obj.get_secret_value())
-        elif isinstance(obj, BaseModel):
-            for field_name in type(obj).model_fields:
-                walk(getattr(obj, field_name, None))
-        elif isinstance(obj, (list, tuple)):
-            for item in obj:
-                walk(item)
-
-    walk(value)
-    return found
-
-
-def _scrub(text: str, secrets: set[str]) -> str:
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
 
 
 class _Deliveries:

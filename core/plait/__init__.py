@@ -10,8 +10,10 @@
         load(transform(extract()))
 """
 
+from plait import plugins as _plugins  # noqa: F401 - connects plugin discovery to plait.results (storage schemes)
 from plait import runtime
 from plait._logging import get_run_logger, register_secret
+from plait._masking import mask_secrets, mask_url
 from plait._options import FlowOptions, TaskOptions
 from plait.cache_policies import FLOW_PARAMETERS, INPUTS, NO_CACHE, TASK_SOURCE
 from plait.exceptions import (
@@ -79,9 +81,19 @@ __all__ = [
     "UpstreamFailed",
     "flow",
     "get_run_logger",
+    "mask_secrets",
+    "mask_url",
     "register_secret",
     "runtime",
     "task",
     "unmapped",
     "wait",
 ]
+
+# Exported classes are plait's public names: their repr, docs and pickles say ``plait.X``
+# rather than the private module they happen to live in.
+for _name in __all__:
+    _member = globals()[_name]
+    if isinstance(_member, type):
+        _member.__module__ = "plait"
+del _name, _member

@@ -5,10 +5,13 @@ from __future__ import annotations
 import inspect
 import os
 import random
+import re
+import typing
 import uuid
 from typing import Any, Callable
 
-from plait._logging import scrub
+from plait._masking import MASK, register_secret, secret_values
+from plait._masking import mask as scrub
 from plait.exceptions import ParameterBindError
 
 _P = inspect.Parameter
@@ -17,7 +20,7 @@ _P = inspect.Parameter
 class Signature:
     """A function's signature, prepared once for fast binding on every call."""
 
-    __slots__ = ("sig", "kinds", "simple", "names")
+    __slots__ = ("sig", "kinds", "simple", "names", "secret_names")
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.sig = inspect.signature(fn)
@@ -27,19 +30,28 @@ class Signature:
         self.simple = all(
             p.kind is _P.POSITIONAL_OR_KEYWORD and p.default is _P.empty for p in self.sig.parameters.values()
         )
+        self.secret_names = _secret_parameters(fn, self.sig)
 
     def bind(self, owner: str, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Arguments by parameter name, defaults applied; a clear error when they do not fit."""
+        """Arguments by parameter name, defaults applied; a clear error when they do not fit.
+
+        The values of parameters annotated as secrets (``SecretStr``...) are registered for
+        masking, so a plain string passed to one is never stored or logged in clear.
+        """
         if self.simple and not kwargs and len(args) == len(self.names):
-            return dict(zip(self.names, args))
-        try:
-            bound = self.sig.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise ParameterBindError(
-                f"{owner} cannot be called with these arguments: {exc}. Its signature is {self.sig}"
-            ) from None
-        bound.apply_defaults()
-        return bound.arguments
+            arguments = dict(zip(self.names, args))
+        else:
+            try:
+                bound = self.sig.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise ParameterBindError(
+                    f"{owner} cannot be called with these arguments: {exc}. Its signature is {self.sig}"
+                ) from None
+            bound.apply_defaults()
+            arguments = bound.arguments
+        for name in self.secret_names:
+            _register_secret_argument(arguments.get(name))
+        return arguments
 
     def call_arguments(self, parameters: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
         """Split bound parameters back into ``(args, kwargs)`` for the call."""
@@ -82,11 +94,90 @@ class _IdSource:
 new_id = _IdSource()
 
 
+# -- secret parameters ------------------------------------------------------------------------
+def _is_secret_type(annotation: Any, depth: int = 0) -> bool:
+    """A pydantic secret type (``SecretStr``, ``SecretBytes``, ``Secret[...]``), optionally
+    inside ``Optional``/unions/``Annotated``, or a pydantic model (a block) with secret fields.
+    Duck-typed: nothing here imports pydantic."""
+    if depth > 5 or annotation is None:
+        return False
+    origin = typing.get_origin(annotation)
+    if origin is not None:
+        if isinstance(origin, type) and callable(getattr(origin, "get_secret_value", None)):
+            return True  # Secret[dict[str, Any]]
+        return any(_is_secret_type(arg, depth + 1) for arg in typing.get_args(annotation))
+    if not isinstance(annotation, type):
+        return False
+    if callable(getattr(annotation, "get_secret_value", None)):
+        return True
+    fields = getattr(annotation, "model_fields", None)
+    if isinstance(fields, dict):
+        return any(_is_secret_type(getattr(info, "annotation", None), depth + 1) for info in fields.values())
+    return False
+
+
+def _secret_parameters(fn: Callable[..., Any], sig: inspect.Signature) -> tuple[str, ...]:
+    """Names of ``fn``'s parameters annotated with a secret type (see ``_is_secret_type``)."""
+    annotated = [name for name, p in sig.parameters.items() if p.annotation is not _P.empty]
+    if not annotated:
+        return ()
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception:  # one unresolvable forward reference: resolve the others one by one
+        hints = {name: _resolve(fn, sig.parameters[name].annotation) for name in annotated}
+    return tuple(name for name in annotated if _is_secret_type(hints.get(name)))
+
+
+_SECRET_NAME = re.compile(r"\bSecret(?:Str|Bytes)?\b")
+
+
+def _resolve(fn: Callable[..., Any], annotation: Any) -> Any:
+    """An annotation written as a string, evaluated in ``fn``'s module; a name that cannot be
+    resolved (a class local to a function) still counts as secret when it reads like one."""
+    if not isinstance(annotation, str):
+        return annotation
+    try:
+        return eval(annotation, getattr(fn, "__globals__", {}))  # noqa: S307 - the function's own annotation
+    except Exception:
+        return _SecretMarker if _SECRET_NAME.search(annotation) else None
+
+
+class _SecretMarker:
+    """Stands for an unresolvable annotation naming a pydantic secret type."""
+
+    @staticmethod
+    def get_secret_value() -> None:
+        return None
+
+
+def _register_secret_argument(value: Any) -> None:
+    if isinstance(value, (str, bytes)):
+        register_secret(value)
+    elif value is not None:
+        for text in secret_values(value):
+            register_secret(text)
+
+
+# -- rendering parameters for run history -----------------------------------------------------
 _PLAIN = (str, int, float, bool, type(None))
 
 
+def safe_repr(value: Any) -> str:
+    """``repr(value)``, or a placeholder naming its type when its ``__repr__`` raises."""
+    try:
+        return repr(value)
+    except Exception as exc:  # noqa: BLE001 - a broken __repr__ (or one returning a non-str) must not break the run
+        cls = type(value)
+        return f"<{cls.__module__}.{cls.__qualname__} object; its __repr__ raised {type(exc).__name__}>"
+
+
 def jsonable(value: Any, depth: int = 0) -> Any:
-    """A JSON-safe, size-capped rendering of a value for run history (not for results)."""
+    """A JSON-safe, size-capped rendering of a value for run history (not for results).
+
+    Secrets never reach it in clear: strings are masked (``plait._masking``), pydantic
+    secrets become ``***``, and a model (a block) holding secrets has them registered
+    before its repr (which pydantic masks anyway) is taken.
+    """
     if isinstance(value, _PLAIN):
         if isinstance(value, str):
             value = scrub(value)  # a secret passed as an argument is not stored in history
@@ -99,12 +190,24 @@ def jsonable(value: Any, depth: int = 0) -> Any:
             items.append(f"… {len(value) - 20} more")
         return items
     if depth < 3 and isinstance(value, dict):
-        out = {scrub(str(k)): jsonable(v, depth + 1) for k, v in list(value.items())[:20]}
+        out = {scrub(_safe_str(k)): jsonable(v, depth + 1) for k, v in list(value.items())[:20]}
         if len(value) > 20:
             out["…"] = f"{len(value) - 20} more"
         return out
-    text = scrub(repr(value))
+    if not isinstance(value, type) and callable(getattr(value, "get_secret_value", None)):
+        _register_secret_argument(value)
+        return MASK
+    if isinstance(getattr(type(value), "model_fields", None), dict):
+        _register_secret_argument(value)  # its secrets are masked wherever they turn up later
+    text = scrub(safe_repr(value))
     return text if len(text) <= 200 else text[:200] + "…"
+
+
+def _safe_str(value: Any) -> str:
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001
+        return safe_repr(value)
 
 
 _ADJECTIVES = (

@@ -18,10 +18,10 @@ from typing import Any, Generator
 
 from plait._logging import scrub
 from plait._context import FlowRunContext, TaskRunContext, flow_run_var, task_run_var
-from plait._runs import FlowRun, TaskRun
+from plait._runs import FlowRun, TaskRun, advance
 from plait.exceptions import CrashedRun, SerializationError, UpstreamFailed
 from plait.futures import resolve_futures
-from plait.states import FINAL_TYPES, State, StateType, check_transition
+from plait.states import State, StateType
 
 logger = logging.getLogger("plait.engine")
 
@@ -215,12 +215,8 @@ async def drive_async(steps: Steps) -> State:
 
 # -- shared helpers ------------------------------------------------------------------------
 def set_state(run: FlowRun | TaskRun, state: State, recorder: Any) -> State:
-    check_transition(run.state, state)
-    if state.type is StateType.RUNNING and run.start_time is None:
-        run.start_time = state.timestamp
-    elif state.type in FINAL_TYPES:
-        run.end_time = state.timestamp
-    run.state = state
+    """Move ``run`` to ``state`` (refused unless the transition table allows it) and report it."""
+    advance(run, state)
     recorder.add_state(run, state)
     return state
 

@@ -15,6 +15,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from plait._context import flow_run_var, task_run_var
+from plait._masking import RegisteredSecrets
+from plait._masking import register_secret as register_secret  # re-exported: plait.register_secret
+from plait._masking import mask as scrub
 
 RUN_LOGGER_NAME = "plait.runs"
 _setup_lock = threading.Lock()
@@ -120,26 +123,9 @@ class ConsoleFormatter(logging.Formatter):
 
 
 # Secret values are registered by whoever loads them (the blocks layer); any log line
-# containing one is stored and shown with *** instead.
-_SECRETS: list[str] = []  # longest first, so a secret containing another is masked whole
-
-
-def register_secret(value: str) -> None:
-    """Mask ``value`` as ``***`` wherever plait stores or shows text from now on (run logs,
-    state messages, recorded parameters, the console). Loaded blocks register their secrets
-    themselves; call this for secrets a task obtains at run time. Values under 4 characters
-    are ignored (masking them would garble ordinary text)."""
-    if value and len(value) >= 4 and value not in _SECRETS:
-        _SECRETS.append(value)
-        _SECRETS.sort(key=len, reverse=True)
-
-
-def scrub(text: str) -> str:
-    if _SECRETS:
-        for secret in _SECRETS:
-            if secret in text:
-                text = text.replace(secret, "***")
-    return text
+# containing one is stored and shown with *** instead. The rules live in plait._masking:
+# `scrub` is its one masking function under the name this module always used.
+_SECRETS = RegisteredSecrets()  # the registry as a list, for code that still reads it
 
 
 def setup_logging() -> None:

@@ -16,6 +16,29 @@ from typing import Any, Callable
 from plait.exceptions import InvalidOptions
 
 
+def _check_bool(kind: str, name: str, value: Any, inherit: bool = False) -> None:
+    """Refuse anything but True/False (and None where it means "inherit"): a string such as
+    ``'no'`` or ``'false'`` is truthy, so accepting it would do the opposite of what it says."""
+    if isinstance(value, bool) or (inherit and value is None):
+        return
+    allowed = "True, False or None (inherit)" if inherit else "True or False"
+    if isinstance(value, str):
+        got = f"the string {value!r}"
+        hint = f"; pass {name}={_meant(value)} instead of a string" if _meant(value) else "; pass True or False"
+    else:
+        got, hint = f"{value!r} ({type(value).__name__})", "; pass True or False"
+    raise InvalidOptions(f"{kind} option {name} must be {allowed}, got {got}{hint}")
+
+
+def _meant(text: str) -> str:
+    word = text.strip().lower()
+    if word in ("1", "true", "yes", "y", "on"):
+        return "True"
+    if word in ("0", "false", "no", "n", "off", ""):
+        return "False"
+    return ""
+
+
 @dataclass(frozen=True, slots=True)
 class RunOptions:
     """Options shared by flows and tasks.
@@ -35,6 +58,9 @@ class RunOptions:
         result_storage: Path, URL (``file://``, ``s3://`` once a collection provides it) or
             an object with ``read_path``/``write_path``.
         result_serializer: ``"json"`` or ``"pickle"``.
+        encrypt_result: Encrypt the persisted result at rest with the blocks' key (default:
+            the flow's option, then the ``encrypt_results`` setting). Results holding
+            secrets (``SecretStr``, blocks with secret fields) are encrypted regardless.
     """
 
     name: str | None = None
@@ -49,10 +75,13 @@ class RunOptions:
     persist_result: bool | None = None
     result_storage: Any = None
     result_serializer: str | None = None
+    encrypt_result: bool | None = None
 
     def __post_init__(self) -> None:
         kind = type(self).__name__.replace("Options", "").lower()
         set_ = object.__setattr__
+        for name in ("log_prints", "persist_result", "encrypt_result"):
+            _check_bool(kind, name, getattr(self, name), inherit=True)
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
             raise InvalidOptions(f"{kind} retries must be a whole number >= 0, got {self.retries!r}")
         delay = self.retry_delay_seconds
@@ -124,6 +153,7 @@ class TaskOptions(RunOptions):
 
     def __post_init__(self) -> None:
         RunOptions.__post_init__(self)
+        _check_bool("task", "refresh_cache", self.refresh_cache)
         from plait.cache_policies import coerce_cache_policy
 
         policy = coerce_cache_policy(self.cache_policy)  # raises InvalidOptions on a bad one
@@ -161,6 +191,7 @@ class FlowOptions(RunOptions):
 
     def __post_init__(self) -> None:
         RunOptions.__post_init__(self)
+        _check_bool("flow", "validate_parameters", self.validate_parameters)
         runner = self.task_runner
         if runner is not None:
             from plait.task_runners import TaskRunner

@@ -2,15 +2,17 @@
 
 The recorder is the one place every state transition passes through, so lifecycle and
 notification hooks are fired by wrapping it — only when some plugin implements them, so the
-hot path pays nothing otherwise.
+hot path pays nothing otherwise. The hooks are called through pluggy (ordering, wrappers,
+tracing); each plugin's implementation is isolated by the plugin manager.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from plait import plugins
 from plait._runs import FlowRun, NullRecorder, Recorder
-from plait.plugins import StateChangeEvent, call_each, lifecycle_observers
+from plait.plugins import StateChangeEvent
 from plait.states import State
 
 _NULL = NullRecorder()
@@ -21,12 +23,12 @@ def current_recorder() -> Recorder:
     from plait.settings import get_settings
 
     if get_settings().record_history:
-        from plait._store.recorder import get_recorder
+        from plait._recorder import get_recorder
 
         recorder: Recorder = get_recorder()
     else:
         recorder = _NULL
-    observe_flows, observe_tasks = lifecycle_observers()
+    observe_flows, observe_tasks = plugins.lifecycle_observers()
     if observe_flows or observe_tasks:
         return ObservedRecorder(recorder, observe_tasks)
     return recorder
@@ -38,6 +40,10 @@ class ObservedRecorder:
     def __init__(self, inner: Recorder, observe_tasks: bool) -> None:
         self.inner = inner
         self.observe_tasks = observe_tasks
+        # pluggy's callers, looked up once: a task state costs one pluggy call, nothing more
+        self._flow_changed = plugins.hook_caller("plait_flow_run_state_changed")
+        self._notify = plugins.hook_caller("plait_notify")
+        self._task_changed = plugins.hook_caller("plait_task_run_state_changed") if observe_tasks else None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -45,8 +51,8 @@ class ObservedRecorder:
     def add_state(self, run: Any, state: State) -> None:
         self.inner.add_state(run, state)
         if run.__class__ is FlowRun:
-            call_each("plait_flow_run_state_changed", flow_run=run, state=state)
-            call_each("plait_notify", event=StateChangeEvent(
+            self._flow_changed(flow_run=run, state=state)
+            self._notify(event=StateChangeEvent(
                 flow_run_id=run.id,
                 flow_run_name=run.name,
                 flow_name=run.flow_name,
@@ -57,5 +63,5 @@ class ObservedRecorder:
                 timestamp=state.timestamp.isoformat(),
                 parameters=dict(run.parameters),
             ))
-        elif self.observe_tasks:  # task runs are the hot path: only when a plugin listens
-            call_each("plait_task_run_state_changed", task_run=run, state=state)
+        elif self._task_changed is not None:  # task runs are the hot path: only when a plugin listens
+            self._task_changed(task_run=run, state=state)

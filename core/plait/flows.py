@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-from typing import Any, Callable, Generic, ParamSpec, TypeVar, overload
+from collections.abc import Callable, Coroutine
+from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from plait._callables import Signature, jsonable, new_id, run_name
 from plait._context import FlowRunContext, flow_run_var, task_run_var
@@ -19,6 +20,7 @@ __all__ = ["Flow", "flow"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 class Flow(Generic[P, R]):
@@ -42,7 +44,23 @@ class Flow(Generic[P, R]):
     def __repr__(self) -> str:
         return f"Flow({self.name!r})"
 
-    def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
+    # Typing as for Task.__call__: a call is checked against the function's signature unless
+    # it passes ``return_state=`` (mypy allows no keyword beside P.args/P.kwargs); an async
+    # flow is a ``Flow[P, Coroutine[Any, Any, R]]`` whose call gives the coroutine.
+    @overload
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def __call__(
+        self: Flow[P, Coroutine[Any, Any, T]], *args: Any, return_state: Literal[True], **kwargs: Any
+    ) -> Coroutine[Any, Any, State]: ...
+    @overload
+    def __call__(self, *args: Any, return_state: Literal[True], **kwargs: Any) -> State: ...
+    @overload
+    def __call__(self, *args: Any, return_state: Literal[False], **kwargs: Any) -> R: ...
+    @overload
+    def __call__(self, *args: Any, return_state: bool, **kwargs: Any) -> Any: ...
+    # `Any` for the keyword: the first overload's P.kwargs may name it with any type
+    def __call__(self, *args: Any, return_state: Any = False, **kwargs: Any) -> Any:
         """Run the flow; return its value, or raise the exception that failed it.
 
         With ``return_state=True`` the final State is returned instead. An async flow
@@ -79,6 +97,8 @@ class Flow(Generic[P, R]):
         is_top = parent is None and parent_task is None
         # infrastructure (e.g. the Process block) picks the id of the run it launches
         preset_id = os.environ.pop("PLAIT_FLOW_RUN_ID", None) if is_top else None
+        if preset_id:
+            _refuse_ended_run(recorder, preset_id)
         run = FlowRun(
             id=preset_id or new_id(),
             flow_name=self.name,
@@ -128,6 +148,20 @@ class Flow(Generic[P, R]):
         from plait._logging import run_logger_for
 
         return run_logger_for(run.id, None, f"Flow run {run.name!r}")
+
+
+def _refuse_ended_run(recorder: Any, flow_run_id: str) -> None:
+    """A launcher's ``PLAIT_FLOW_RUN_ID`` must name a new run or one still waiting to run:
+    a run that already ended keeps its history."""
+    stored = recorder.stored_flow_run_state(flow_run_id)
+    if stored is not None and stored.is_final:
+        from plait.exceptions import PlaitError
+
+        raise PlaitError(
+            f"PLAIT_FLOW_RUN_ID={flow_run_id!r} names a flow run that already ended ({stored.title}); "
+            "plait will not overwrite its history. Unset PLAIT_FLOW_RUN_ID to start a new flow run, "
+            "or give the id of a run that has not ended yet."
+        )
 
 
 def _finish(state: State, return_state: bool) -> Any:

@@ -1,20 +1,31 @@
-"""Futures of submitted task runs, and helpers for values that may contain them."""
+"""Futures of submitted task runs, and helpers for values that may contain them.
+
+``PlaitFuture[R]`` carries the type of the task's return value: ``add.submit(1, 2)`` for
+``def add(x: int, y: int) -> int`` is a ``PlaitFuture[int]`` and ``.result()`` an ``int``;
+``.map()`` gives a ``PlaitFutureList[int]`` whose ``.result()`` is a ``list[int]``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import threading
-from typing import Any, Iterator
+from collections.abc import Awaitable, Generator, Iterable, Iterator
+from typing import Any, Generic, Literal, TypeVar, overload
 
 from plait._runs import TaskRun
 from plait.states import State
 
 __all__ = ["PlaitFuture", "PlaitFutureList", "wait", "resolve_futures"]
 
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)  # a future only hands its value out
 
-class PlaitFuture:
-    """The promise of a task run's final state.
+# what a future waits on: a runner's concurrent future or an asyncio task on a loop
+_Handle = concurrent.futures.Future[State] | asyncio.Future[State]
+
+
+class PlaitFuture(Generic[R_co]):
+    """The promise of a task run's final state and its value, of type ``R_co``.
 
     Backed by a ``concurrent.futures.Future`` (sync tasks, or async tasks on plait's loop
     thread) or an ``asyncio`` task (async tasks submitted from an async flow); either way it
@@ -23,7 +34,7 @@ class PlaitFuture:
 
     __slots__ = ("task_run", "_handle", "_observed", "__weakref__")
 
-    def __init__(self, task_run: TaskRun, handle: Any) -> None:
+    def __init__(self, task_run: TaskRun, handle: _Handle) -> None:
         self.task_run = task_run
         self._handle = handle
         self._observed = False  # did user code look at the outcome? (unhandled failures fail the flow)
@@ -49,10 +60,18 @@ class PlaitFuture:
         except TimeoutError:
             return self.task_run.state
 
+    @overload
+    def result(self, timeout: float | None = None, raise_on_failure: Literal[True] = True) -> R_co: ...
+    @overload
+    def result(self, timeout: float | None = None, *, raise_on_failure: bool) -> R_co | BaseException: ...
+    @overload
+    def result(self, timeout: float | None, raise_on_failure: bool) -> R_co | BaseException: ...
     def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> Any:
         """The task's return value; raise its exception if it failed.
 
-        Raises TimeoutError when the run is not final within ``timeout`` seconds.
+        With ``raise_on_failure=False`` a failed run's exception is returned instead (so
+        the type is ``R | BaseException``). Raises TimeoutError when the run is not final
+        within ``timeout`` seconds.
         """
         state = self._final_state(timeout)
         self._observed = True
@@ -90,33 +109,45 @@ class PlaitFuture:
             return await handle
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_await(handle), handle.get_loop()))
 
+    @overload
+    async def result_async(self, raise_on_failure: Literal[True] = True) -> R_co: ...
+    @overload
+    async def result_async(self, raise_on_failure: bool) -> R_co | BaseException: ...
     async def result_async(self, raise_on_failure: bool = True) -> Any:
+        """``result()`` for async code: await the run without blocking the event loop."""
         state = await self._final_state_async()
         self._observed = True
         return state.result(raise_on_failure=raise_on_failure)
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, R_co]:
         return self.result_async().__await__()
 
     def __repr__(self) -> str:
         return f"PlaitFuture({self.task_run.name!r}, {self.task_run.state!r})"
 
 
-async def _await(handle: Any) -> State:
+async def _await(handle: Awaitable[State]) -> State:
     return await handle
 
 
-def _running_loop() -> Any:
+def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
 
 
-class PlaitFutureList(list):
+class PlaitFutureList(list[PlaitFuture[R]], Generic[R]):
     """The futures ``.map()`` returns: a list with ``result()`` and ``wait()`` for all."""
 
+    @overload
+    def result(self, timeout: float | None = None, raise_on_failure: Literal[True] = True) -> list[R]: ...
+    @overload
+    def result(self, timeout: float | None = None, *, raise_on_failure: bool) -> list[R | BaseException]: ...
+    @overload
+    def result(self, timeout: float | None, raise_on_failure: bool) -> list[R | BaseException]: ...
     def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> list[Any]:
+        """Every run's value, in order (see ``PlaitFuture.result``)."""
         return [f.result(timeout=timeout, raise_on_failure=raise_on_failure) for f in self]
 
     def wait(self, timeout: float | None = None) -> list[State]:
@@ -127,7 +158,7 @@ class PlaitFutureList(list):
         return [f.state for f in self]
 
 
-def wait(futures: list[PlaitFuture], timeout: float | None = None) -> list[State]:
+def wait(futures: Iterable[PlaitFuture[Any]], timeout: float | None = None) -> list[State]:
     """Wait for several futures; return their states."""
     return [f.wait(timeout) for f in futures]
 
@@ -136,7 +167,7 @@ def wait(futures: list[PlaitFuture], timeout: float | None = None) -> list[State
 _MAX_DEPTH = 3
 
 
-def iter_futures(value: Any, depth: int = 0) -> Iterator[PlaitFuture]:
+def iter_futures(value: Any, depth: int = 0) -> Iterator[PlaitFuture[Any]]:
     """Futures in ``value`` itself or nested in lists, tuples, sets and dict values."""
     if isinstance(value, PlaitFuture):
         yield value

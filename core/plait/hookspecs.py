@@ -1,58 +1,82 @@
 """The plugin contract: every hook a plugin (a collection, or the built-in blocks) may implement.
 
 A plugin is a module named by an entry point in the group ``plait.plugins``; it implements
-hooks with ``@hookimpl``. Registration hooks receive a ``register`` callback rather than
-returning lists, so a plugin registers exactly what it has, in one place:
+hooks with ``@hookimpl``. Registration hooks *return* what the plugin contributes — a list
+(blocks, tasks, flows) or a dict (storage schemes, infrastructure kinds) — and pluggy
+collects the answers of every plugin:
 
     from plait.hookspecs import hookimpl
 
     @hookimpl
-    def plait_register_blocks(register):
-        register(MyCredentials)
+    def plait_register_blocks():
+        return [MyCredentials, MyStorage]
 
-Every hook is documented in docs/plugins.md with its arguments and an example.
+Hooks are called through pluggy, so ``@hookimpl(tryfirst=True)``, ``trylast`` and wrappers
+(``wrapper=True``) work, and ``PLAIT_TRACE_PLUGINS=1`` prints every call. Every hook is
+documented in docs/plugins.md with its arguments, return value and an example.
+
+This module imports nothing from plait: the types below say what the core expects of each
+contribution without importing the layers that define those classes.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import pluggy
 
-__all__ = ["hookspec", "hookimpl", "PROJECT"]
+__all__ = ["hookspec", "hookimpl", "PROJECT", "REGISTRATION_HOOKS", "RUNTIME_HOOKS"]
 
 PROJECT = "plait"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
+#: Hooks plait calls once per plugin, when the plugin is imported, to collect what it offers.
+REGISTRATION_HOOKS = (
+    "plait_register_blocks",
+    "plait_register_tasks",
+    "plait_register_flows",
+    "plait_register_storage",
+    "plait_register_infrastructure",
+)
+#: Hooks plait calls while flows run; a plugin declares which it implements (``plait.hooks``).
+RUNTIME_HOOKS = ("plait_notify", "plait_flow_run_state_changed", "plait_task_run_state_changed")
+
+# ``register`` (every registration hook): the callback of plait 0.1's contract, still passed so
+# plugins written for it keep working. It takes one contribution per call; new plugins return
+# their contributions instead.
+Register = Callable[..., None]
+
 
 # -- blocks ---------------------------------------------------------------------------------
 @hookspec
-def plait_register_blocks(register: Callable[[type], None]) -> None:
-    """Register Block classes: call ``register(BlockClass)`` once per class.
+def plait_register_blocks(register: Register) -> Sequence[type] | None:
+    """Return the Block classes the plugin offers: ``[MyCredentials, MyStorage]``.
 
-    The block's type slug (``BlockClass.block_type_slug``) must be unique across plugins.
+    Each is a ``plait.blocks.Block`` subclass; its ``block_type_slug`` must be unique across
+    plugins (a slug another plugin already took is a diagnosis).
     """
 
 
 # -- tasks and flows a collection offers ----------------------------------------------------
 @hookspec
-def plait_register_tasks(register: Callable[..., None]) -> None:
-    """Register prebuilt tasks: ``register(task)`` for each ``@task`` the plugin offers.
+def plait_register_tasks(register: Register) -> Sequence[Any] | None:
+    """Return the prebuilt tasks (``@task`` objects) the plugin offers.
 
     Registered tasks are listed by the registry and the CLI; users import them normally.
     """
 
 
 @hookspec
-def plait_register_flows(register: Callable[..., None]) -> None:
-    """Register prebuilt flows: ``register(flow)`` for each ``@flow`` the plugin offers."""
+def plait_register_flows(register: Register) -> Sequence[Any] | None:
+    """Return the prebuilt flows (``@flow`` objects) the plugin offers."""
 
 
 # -- storage --------------------------------------------------------------------------------
 @hookspec
-def plait_register_storage(register: Callable[[str, Callable[[str], Any]], None]) -> None:
-    """Map URL schemes to storage: ``register("s3", factory)``.
+def plait_register_storage(register: Register) -> Mapping[str, Callable[[str], Any]] | None:
+    """Return URL schemes mapped to storage factories: ``{"s3": s3_bucket_from_url}``.
 
     ``factory(url)`` receives the whole URL (``"s3://bucket/prefix"``) and returns an object
     with ``read_path(path) -> bytes`` and ``write_path(path, content)`` — usually a storage
@@ -62,10 +86,10 @@ def plait_register_storage(register: Callable[[str, Callable[[str], Any]], None]
 
 # -- infrastructure -------------------------------------------------------------------------
 @hookspec
-def plait_register_infrastructure(register: Callable[[str, type], None]) -> None:
-    """Register ways to run a flow run somewhere: ``register("process", ProcessBlockClass)``.
+def plait_register_infrastructure(register: Register) -> Mapping[str, type] | None:
+    """Return infrastructure kinds mapped to their block classes: ``{"process": Process}``.
 
-    The class is a Block with the ``run-infrastructure`` capability whose
+    Each class is a Block with the ``run-infrastructure`` capability whose
     ``run(entrypoint, parameters)`` runs the flow and returns an ``InfrastructureResult``.
     """
 
@@ -76,8 +100,8 @@ def plait_notify(event: Any) -> None:
     """React to a flow run entering a new state (deliver notifications).
 
     ``event`` is a ``plait.plugins.StateChangeEvent`` (flow name, tags, run id and name,
-    the new state, parameters). Called after the state is recorded; must return quickly and
-    never raise (a raising implementation is recorded as a plugin diagnosis and skipped).
+    the new state, parameters). Called after the state is recorded; must return quickly. A
+    raising implementation is recorded once as a plugin diagnosis; the flow is unaffected.
     """
 
 

@@ -25,7 +25,6 @@ import importlib.util
 import json
 import logging
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -272,23 +271,13 @@ def child_environment(
     path is made absolute, since the child may start in another directory), unbuffered
     output and control lines.
     """
-    from sqlalchemy.engine import make_url
-
+    from plait._store.database import absolute_database_url
     from plait.settings import get_settings
 
     settings = get_settings()
     env = dict(os.environ if base is None else base)
     env.update(extra or {})
-    url = settings.effective_database_url
-    try:
-        parsed = make_url(url)
-        database = parsed.database or ""
-        if parsed.get_backend_name() == "sqlite" and database and database != ":memory:" and not database.startswith("file:"):
-            absolute = str(Path(database).expanduser().resolve())
-            if absolute != database:
-                url = parsed.set(database=absolute).render_as_string(hide_password=False)
-    except Exception:
-        pass  # an unparseable URL fails in the child with plait's own message
+    url = absolute_database_url(settings.effective_database_url)
     env["PLAIT_HOME"] = str(Path(settings.home).expanduser().resolve())
     env["PLAIT_DATABASE_URL"] = url
     env["PLAIT_FLOW_RUN_ID"] = flow_run_id
@@ -311,28 +300,10 @@ def flow_run_summary(flow_run_id: str) -> dict[str, Any] | None:
     Raises:
         DatabaseError: The database cannot be read.
     """
-    from sqlalchemy import select
-    from sqlalchemy.exc import SQLAlchemyError
-
+    from plait._store import runs
     from plait._store.database import get_database
-    from plait._store.models import FlowRunModel
 
-    table = FlowRunModel.__table__
-    db = get_database()
-    try:
-        with db.engine.connect() as conn:
-            row = conn.execute(
-                select(table.c.id, table.c.flow_name, table.c.state_type, table.c.state_message, table.c.pid)
-                .where(table.c.id == flow_run_id)
-            ).first()
-    except SQLAlchemyError as exc:
-        raise db.error(exc, "read") from None
-    if row is None:
-        return None
-    return {
-        "id": row.id, "flow_name": row.flow_name, "state_type": row.state_type,
-        "state_message": row.state_message, "pid": row.pid,
-    }
+    return runs.flow_run_summary(get_database(), flow_run_id)
 
 
 def flow_run_state(flow_run_id: str) -> str | None:
@@ -364,7 +335,7 @@ def record_infrastructure_log(flow_run_id: str, level: int | str, message: str) 
             level = logging.INFO
     if not _history_on():
         return
-    from plait._store.recorder import get_recorder
+    from plait._recorder import get_recorder
 
     get_recorder().add_log(flow_run_id, None, level, INFRASTRUCTURE_LOGGER, scrub(message), utcnow())
 
@@ -377,7 +348,7 @@ def flush_records() -> None:
     """
     if not _history_on():
         return
-    from plait._store.recorder import get_recorder
+    from plait._recorder import get_recorder
 
     get_recorder().flush()
 
@@ -414,11 +385,8 @@ def mark_flow_run(
         ValueError: ``state_type`` is not a final state type.
         DatabaseError: The database cannot be written.
     """
-    from sqlalchemy import select
-    from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-
+    from plait._store import runs
     from plait._store.database import get_database
-    from plait._store.models import FlowRunModel
     from plait.states import StateType
 
     try:
@@ -430,87 +398,13 @@ def mark_flow_run(
     if not _history_on():
         return False
     flush_records()  # our own log lines first, so they sort before the final state
-    flows = FlowRunModel.__table__
-    db = get_database()
-    for _attempt in range(2):
-        try:
-            with db.engine.begin() as conn:
-                exists = conn.scalar(select(flows.c.id).where(flows.c.id == flow_run_id)) is not None
-                if exists:
-                    return _end_existing(conn, flow_run_id, kind, message)
-                _insert_ended(conn, flow_run_id, kind, message, flow_name, parameters or {}, pid)
-                return True
-        except IntegrityError:
-            continue  # the run appeared between our check and our insert: end it instead
-        except SQLAlchemyError as exc:
-            raise db.error(exc, "update") from None
-    return False
-
-
-def _end_existing(conn: Any, flow_run_id: str, kind: Any, message: str) -> bool:
-    from sqlalchemy import select
-
-    from plait._runs import utcnow
-    from plait._store.models import FlowRunModel, StateModel, TaskRunModel
-    from plait.states import StateType
-
-    flows, tasks, states = FlowRunModel.__table__, TaskRunModel.__table__, StateModel.__table__
-    not_final = [t.value for t in StateType if not t.is_final]
-    now = utcnow()
-    values = {"state_type": kind.value, "state_name": kind.title, "end_time": now}
-    ids, frontier = [flow_run_id], [flow_run_id]
-    while frontier:  # subflow runs of the same process share its fate
-        frontier = [i for i in conn.scalars(select(flows.c.id).where(flows.c.parent_flow_run_id.in_(frontier))) if i not in ids]
-        ids.extend(frontier)
-    history: list[dict[str, Any]] = []
-    for run_id in ids:
-        run_message = message if run_id == flow_run_id else f"its parent flow run {flow_run_id} ended: {message}"
-        updated = conn.execute(
-            flows.update()
-            .where(flows.c.id == run_id, flows.c.state_type.in_(not_final))
-            .values(state_message=run_message, **values)
-        ).rowcount
-        if not updated:
-            if run_id == flow_run_id:
-                return False  # already final: the child's own verdict stands
-            continue
-        history.append({"run_id": run_id, "run_kind": "flow", "message": run_message})
-        task_ids = list(conn.scalars(select(tasks.c.id).where(tasks.c.flow_run_id == run_id, tasks.c.state_type.in_(not_final))))
-        if task_ids:
-            task_message = f"its flow run {run_id} ended: {message}"
-            conn.execute(
-                tasks.update().where(tasks.c.id.in_(task_ids)).values(state_message=task_message, **values)
-            )
-            history += [{"run_id": t, "run_kind": "task", "message": task_message} for t in task_ids]
-    for entry in history:
-        entry.update(type=kind.value, name=kind.title, timestamp=now)
-    conn.execute(states.insert(), history)
-    return True
-
-
-def _insert_ended(
-    conn: Any, flow_run_id: str, kind: Any, message: str, flow_name: str, parameters: dict[str, Any], pid: int | None
-) -> None:
     from plait._callables import jsonable, run_name
-    from plait._runs import utcnow
-    from plait._store.models import FlowRunModel, StateModel
 
-    now = utcnow()
-    conn.execute(
-        FlowRunModel.__table__.insert().values(
-            id=flow_run_id, flow_name=flow_name, name=run_name(),
-            parameters={str(k): jsonable(v) for k, v in parameters.items()}, tags=[],
-            state_type=kind.value, state_name=kind.title, state_message=message,
-            parent_flow_run_id=None, parent_task_run_id=None, run_count=0,
-            created=now, start_time=None, end_time=now, pid=pid, hostname=socket.gethostname(),
-            heartbeat_at=None,
-        )
-    )
-    conn.execute(
-        StateModel.__table__.insert().values(
-            run_id=flow_run_id, run_kind="flow", type=kind.value, name=kind.title, message=message, timestamp=now
-        )
-    )
+    info = {"flow_name": flow_name, "name": run_name(), "parameters": {str(k): jsonable(v) for k, v in (parameters or {}).items()},
+            "pid": pid}
+    ended = runs.end_flow_runs(get_database(), {flow_run_id: message}, kind, subflows=True,
+                               create={flow_run_id: info})
+    return bool(ended)
 
 
 def decode_control_line(line: str) -> dict[str, Any] | None:

@@ -25,10 +25,12 @@ import time
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timezone
-from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from plait.states import StateType
+
+if TYPE_CHECKING:
+    from plait._store.rules import NotificationRule
 
 __all__ = [
     "DEFAULT_STATES",
@@ -128,45 +130,26 @@ def _resolve_block(block: str) -> tuple[str, str]:
 
 
 # -- storage ------------------------------------------------------------------------------------
-def _database() -> Any:
-    from plait._store.database import get_database
-
-    return get_database()
-
-
-def _table() -> Any:
-    from plait._store.models import NotificationRuleModel
-
-    return NotificationRuleModel.__table__
-
-
-def _row(row: Any) -> dict[str, Any]:
-    slug, _, name = row.block.partition("/")
+def _as_dict(rule: NotificationRule) -> dict[str, Any]:
+    slug, _, name = rule.block.partition("/")
     return {
-        "id": row.id,
-        "name": row.name,
-        "block": row.block,
+        "id": rule.id,
+        "name": rule.name,
+        "block": rule.block,
         "block_slug": slug,
         "block_name": name,
-        "flow_name": row.flow_name,
-        "tags": list(row.tags or []),
-        "states": list(row.states or []),
-        "enabled": bool(row.enabled),
-        "created": row.created.isoformat() if row.created else None,
+        "flow_name": rule.flow_name,
+        "tags": list(rule.tags),
+        "states": list(rule.states),
+        "enabled": bool(rule.enabled),
+        "created": rule.created.isoformat() if rule.created else None,
     }
 
 
-def _read_all(db: Any) -> list[dict[str, Any]]:
-    from sqlalchemy import select
-    from sqlalchemy.exc import SQLAlchemyError
+def _stored_rules(enabled_only: bool = False) -> list[dict[str, Any]]:
+    from plait._store import rules
 
-    table = _table()
-    try:
-        with db.engine.connect() as conn:
-            rows = conn.execute(select(table).order_by(table.c.created, table.c.name)).all()
-    except SQLAlchemyError as exc:
-        raise db.error(exc, "read") from None
-    return [_row(r) for r in rows]
+    return [_as_dict(r) for r in rules.list_rules(enabled_only=enabled_only)]
 
 
 def clear_cache() -> None:
@@ -214,41 +197,32 @@ def create_rule(
             raise ValueError("a rule name cannot be empty")
     slug, block_name = _resolve_block(block)
 
-    from sqlalchemy import select
-    from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+    from plait._store import rules
 
-    db = _database()
-    table = _table()
     rule_id = str(uuid.uuid4())
     name = name or f"{block_name}-{rule_id[:8]}"
-    values = {
-        "id": rule_id,
-        "name": name,
-        "block": f"{slug}/{block_name}",
-        "flow_name": flow_glob,
-        "tags": tags_,
-        "states": states_,
-        "enabled": bool(enabled),
-        "created": datetime.now(timezone.utc),
-    }
-    taken = ValueError(f"a notification rule named {name!r} already exists; choose another --name")
+    rule = rules.NotificationRule(
+        id=rule_id,
+        name=name,
+        block=f"{slug}/{block_name}",
+        flow_name=flow_glob,
+        tags=tags_,
+        states=states_,
+        enabled=bool(enabled),
+        created=datetime.now(timezone.utc),
+    )
     try:
-        with db.engine.begin() as conn:
-            if conn.execute(select(table.c.id).where(table.c.name == name)).first() is not None:
-                raise taken
-            conn.execute(table.insert().values(**values))
-    except IntegrityError:
-        raise taken from None
-    except SQLAlchemyError as exc:
-        raise db.error(exc, "write to") from None
+        rules.insert_rule(rule)
+    except rules.RuleNameTaken:
+        raise ValueError(f"a notification rule named {name!r} already exists; choose another --name") from None
     finally:
         clear_cache()
-    return _row(SimpleNamespace(**values))  # the row as the database would return it
+    return _as_dict(rule)
 
 
 def list_rules() -> list[dict[str, Any]]:
     """Every rule, oldest first (same fields as ``create_rule`` returns)."""
-    return _read_all(_database())
+    return _stored_rules()
 
 
 def _find(rules: list[dict[str, Any]], id_or_name: str) -> dict[str, Any]:
@@ -277,16 +251,11 @@ def delete_rule(id_or_name: str) -> dict[str, Any]:
     Raises:
         LookupError: No rule, or more than one, matches.
     """
-    from sqlalchemy.exc import SQLAlchemyError
+    from plait._store import rules
 
-    db = _database()
-    rule = _find(_read_all(db), id_or_name)
-    table = _table()
+    rule = _find(_stored_rules(), id_or_name)
     try:
-        with db.engine.begin() as conn:
-            conn.execute(table.delete().where(table.c.id == rule["id"]))
-    except SQLAlchemyError as exc:
-        raise db.error(exc, "write to") from None
+        rules.delete_rule(rule["id"])
     finally:
         clear_cache()
     return rule
@@ -317,7 +286,7 @@ def _enabled_rules() -> list[dict[str, Any]]:
         cached = _cache.get(url)
         if cached is not None and cached[0] > now:
             return cached[1]
-        rules = [r for r in _read_all(_database()) if r["enabled"]]
+        rules = _stored_rules(enabled_only=True)
         _cache[url] = (time.monotonic() + CACHE_SECONDS, rules)
         return rules
 

@@ -16,13 +16,38 @@ from typing import Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from plait._masking import mask_url  # re-exported: it always lived here
+
 __all__ = ["PlaitSettings", "get_settings", "describe_settings", "mask_url"]
 
 ENV_PREFIX = "PLAIT_"
+# The serializers plait.results provides (settings sit below results; a test keeps them equal).
+SERIALIZER_NAMES = ("json", "pickle")
 
 
 def _default_home() -> Path:
     return Path(os.environ.get("PLAIT_HOME") or Path.home() / ".plait").expanduser()
+
+
+def _refuse_unknown_keys(path: Path, values: dict[str, Any], known: Any) -> None:
+    """A key that names no setting is a typo (or a setting of another version): say which,
+    where, and what was probably meant, instead of ignoring it silently."""
+    import difflib
+
+    for key in values:
+        if key in known:
+            continue
+        guess = key.lower().removeprefix(ENV_PREFIX.lower())
+        if guess in known:
+            hint = f" (did you mean {guess!r}? names in config.toml are lower case, without {ENV_PREFIX})"
+        else:
+            close = difflib.get_close_matches(guess, list(known), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+        kind = "table" if isinstance(values[key], dict) else "setting"
+        raise ValueError(
+            f"{path}: unknown {kind} {key!r}{hint}. Fix or remove it; the settings are a flat table "
+            f"of: {', '.join(known)}"
+        )
 
 
 class _ConfigFileSource(PydanticBaseSettingsSource):
@@ -37,6 +62,7 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
                 self.values = tomllib.loads(self.path.read_text())
             except tomllib.TOMLDecodeError as exc:
                 raise ValueError(f"{self.path} is not valid TOML: {exc}; fix or remove it") from exc
+            _refuse_unknown_keys(self.path, self.values, settings_cls.model_fields)
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return self.values.get(field_name), field_name, False
@@ -61,6 +87,10 @@ class PlaitSettings(BaseSettings):
     )
     result_serializer: str = Field(default="pickle", description="Default result serializer: json or pickle.")
     persist_results: bool = Field(default=False, description="Persist every task result by default.")
+    encrypt_results: bool = Field(
+        default=False,
+        description="Encrypt persisted results at rest with the encryption key (results holding secrets always are).",
+    )
     record_history: bool = Field(default=True, description="Record runs, states and logs in the database.")
     recorder_flush_interval: float = Field(
         default=1.0, gt=0, description="Seconds between background writes of buffered run records."
@@ -69,8 +99,11 @@ class PlaitSettings(BaseSettings):
         default=5000, gt=0, description="Buffered records that trigger an early background write."
     )
     heartbeat_interval: float = Field(default=5.0, gt=0, description="Seconds between flow-run heartbeats.")
-    crash_after: float = Field(
-        default=90.0, gt=0, description="A Running flow run silent for this many seconds is Crashed."
+    crash_after: float | None = Field(
+        default=None,
+        gt=0,
+        description="A flow run of another host silent this many seconds is Crashed; default and "
+        "minimum: two of its heartbeat intervals (runs of this host are checked by process).",
     )
     logging_level: str = Field(default="INFO", description="Level of run logs shown on the console and stored.")
     log_to_console: bool = Field(default=True, description="Echo run logs to stderr.")
@@ -82,10 +115,8 @@ class PlaitSettings(BaseSettings):
     @field_validator("result_serializer")
     @classmethod
     def _known_serializer(cls, value: str) -> str:
-        from plait.results import SERIALIZERS
-
-        if value not in SERIALIZERS:
-            raise ValueError(f"unknown serializer {value!r}; use one of {sorted(SERIALIZERS)}")
+        if value not in SERIALIZER_NAMES:
+            raise ValueError(f"unknown serializer {value!r}; use one of {sorted(SERIALIZER_NAMES)}")
         return value
 
     @field_validator("logging_level")
@@ -145,19 +176,6 @@ def get_settings() -> PlaitSettings:
     except OSError:
         mtime = 0.0
     return _load(fingerprint, mtime)
-
-
-def mask_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***``."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        parsed = make_url(url)
-    except Exception:
-        return url if "@" not in url else "<unparseable URL, hidden>"
-    if parsed.password:
-        return parsed.render_as_string(hide_password=True)
-    return url
 
 
 def describe_settings(show_secrets: bool = False) -> list[dict[str, Any]]:

@@ -8,6 +8,8 @@ decided by one table, ``TRANSITIONS``; the engine refuses anything else.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -27,6 +29,7 @@ __all__ = [
     "Crashed",
     "Cancelled",
     "Paused",
+    "ResultNotLoaded",
 ]
 
 
@@ -98,18 +101,47 @@ def check_transition(current: State | None, proposed: State) -> None:
         )
 
 
-_UNSET: Any = object()
+class _Unset:
+    """The data of a state that carries none (distinct from a run that returned None)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<no data>"
+
+    def __reduce__(self) -> str:
+        return "_UNSET"  # pickles as the module-level singleton
+
+
+_UNSET: Any = _Unset()
+
+
 _set = object.__setattr__
 
 
+@dataclass(frozen=True, slots=True, eq=False, init=False)
 class State:
-    """An immutable state value: type, timestamp, message and (for final states) data."""
+    """An immutable state value: type, timestamp, message and (for final states) data.
 
-    __slots__ = ("type", "name", "message", "timestamp", "_data", "result_ref")
+    Args:
+        type: The state type (a ``StateType`` or its value, e.g. ``"COMPLETED"``).
+        message: Why the run is in this state, for people.
+        name: A display name (default: the type's title; e.g. "Skipped" for a Cancelled).
+        timestamp: When (default: now, UTC).
+        data: The run's return value or the exception that ended it.
+        result_ref: Where a persisted result lives (``plait.results.read_result_ref``).
+    """
+
+    type: StateType
+    message: str
+    name: str
+    timestamp: datetime
+    data: Any = field(repr=False)
+    result_ref: str | None
 
     def __init__(
         self,
-        type: StateType,
+        type: StateType | str,  # noqa: A002 - the state's own word for it
         message: str = "",
         *,
         name: str | None = None,
@@ -117,20 +149,13 @@ class State:
         data: Any = _UNSET,
         result_ref: str | None = None,
     ) -> None:
-        if type.__class__ is not StateType:
-            type = StateType(type)
-        _set(self, "type", type)
-        _set(self, "name", name or _TITLES[type])
+        kind = type if type.__class__ is StateType else StateType(type)
+        _set(self, "type", kind)
         _set(self, "message", message)
+        _set(self, "name", name or _TITLES[kind])  # type: ignore[index]
         _set(self, "timestamp", timestamp or datetime.now(timezone.utc))
-        _set(self, "_data", data)
+        _set(self, "data", data)
         _set(self, "result_ref", result_ref)
-
-    def __setattr__(self, key: str, value: Any) -> None:
-        raise AttributeError("State is immutable; create a new State instead")
-
-    def __reduce__(self) -> Any:
-        return (_rebuild_state, (self.type, self.message, self.name, self.timestamp, self._data, self.result_ref))
 
     # -- predicates -------------------------------------------------------------------
     def is_scheduled(self) -> bool:
@@ -170,16 +195,16 @@ class State:
     # -- data -------------------------------------------------------------------------
     @property
     def has_data(self) -> bool:
-        return self._data is not _UNSET
+        return self.data is not _UNSET
 
     def result(self, raise_on_failure: bool = True) -> Any:
         """The run's return value; for a failed/crashed/cancelled run, raise its exception.
 
-        With ``raise_on_failure=False`` the exception is returned instead of raised.
-        A state loaded from history that holds only a result reference reads the value
-        back from result storage.
+        With ``raise_on_failure=False`` the exception is returned instead of raised. No
+        I/O happens here: a state that holds only a reference to a persisted result says
+        so; ``plait.results.read_result_ref(state.result_ref)`` reads the value.
         """
-        data = self._data
+        data = self.data
         if self.type in (StateType.FAILED, StateType.CRASHED, StateType.CANCELLED):
             exc = data if isinstance(data, BaseException) else _state_error(self)
             if raise_on_failure:
@@ -187,9 +212,10 @@ class State:
             return exc
         if data is _UNSET:
             if self.result_ref:
-                from plait.results import read_result_ref
-
-                return read_result_ref(self.result_ref)
+                raise ResultNotLoaded(
+                    f"this {self.type.title} state holds only a reference to its result "
+                    f"({self.result_ref}); read it with plait.results.read_result_ref(state.result_ref)"
+                )
             if not self.is_final():
                 raise RuntimeError(f"the run is {self.type.title}; it has no result yet")
             return None
@@ -217,8 +243,8 @@ class State:
         return hash((self.type, self.name, self.timestamp))
 
 
-def _rebuild_state(type, message, name, timestamp, data, result_ref) -> State:  # noqa: A002
-    return State(type, message, name=name, timestamp=timestamp, data=data, result_ref=result_ref)
+class ResultNotLoaded(RuntimeError):
+    """``State.result()`` on a state that holds only a reference to its persisted result."""
 
 
 def _state_error(state: State) -> BaseException:
@@ -231,7 +257,7 @@ def _state_error(state: State) -> BaseException:
     return RunFailed(state.message or "the run failed")
 
 
-def _factory(state_type: StateType):
+def _factory(state_type: StateType) -> Callable[..., State]:
     def make(message: str = "", **kwargs: Any) -> State:
         return State(state_type, message, **kwargs)
 

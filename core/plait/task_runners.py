@@ -12,9 +12,12 @@ import concurrent.futures
 import contextlib
 import contextvars
 import threading
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, Self, TypeVar
 
 __all__ = ["TaskRunner", "InProcessTaskRunner", "ThreadPoolTaskRunner", "background_loop"]
+
+T = TypeVar("T")
 
 
 class TaskRunner:
@@ -31,14 +34,16 @@ class TaskRunner:
         """Release resources; called after every submitted task has finished."""
 
     @contextlib.contextmanager
-    def started(self) -> Iterator[TaskRunner]:
+    def started(self) -> Iterator[Self]:
         self.start()
         try:
             yield self
         finally:
             self.shutdown()
 
-    def submit(self, call: Callable[[], Any]) -> concurrent.futures.Future:
+    def submit(self, call: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Start ``call`` (it drives one task run; plait passes it) and return a future of
+        what it returns. A runner may run it anywhere, as long as the future completes."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -48,8 +53,8 @@ class TaskRunner:
 class InProcessTaskRunner(TaskRunner):
     """Runs each submitted task at once, in the submitting thread (the default)."""
 
-    def submit(self, call: Callable[[], Any]) -> concurrent.futures.Future:
-        future: concurrent.futures.Future = concurrent.futures.Future()
+    def submit(self, call: Callable[[], T]) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
         try:
             future.set_result(call())
         except BaseException as exc:  # the engine turns task errors into states; this is a crash
@@ -74,19 +79,25 @@ class ThreadPoolTaskRunner(TaskRunner):
         return ThreadPoolTaskRunner(self.max_workers)
 
     def start(self) -> None:
+        self._started_pool()
+
+    def _started_pool(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(self.max_workers, thread_name_prefix="plait-task")
+        return self._pool
 
     def shutdown(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
 
-    def submit(self, call: Callable[[], Any]) -> concurrent.futures.Future:
-        if self._pool is None:
+    def submit(self, call: Callable[[], T]) -> concurrent.futures.Future[T]:
+        pool = self._pool
+        if pool is None:  # submitted before the flow started the runner
             self.start()
+            pool = self._started_pool()
         # each task sees the submitting flow's context (run ids, loggers)
-        return self._pool.submit(contextvars.copy_context().run, call)
+        return pool.submit(contextvars.copy_context().run, call)
 
     def __repr__(self) -> str:
         return f"ThreadPoolTaskRunner(max_workers={self.max_workers})"
@@ -115,7 +126,7 @@ class _LoopThread:
                 self._loop = loop
             return self._loop
 
-    def submit(self, coro: Any) -> concurrent.futures.Future:
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self.get())
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Generic, Iterable, ParamSpec, TypeVar, overload
+from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from plait._callables import Signature, jsonable, new_id
 from plait._context import FlowRunContext, flow_run_var, task_run_var
@@ -25,7 +26,9 @@ __all__ = ["Task", "task", "unmapped"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 logger = logging.getLogger("plait.tasks")
+_UNSET = object()
 
 
 class unmapped:  # noqa: N801 - reads like a function at the call site
@@ -64,7 +67,35 @@ class Task(Generic[P, R]):
         return f"Task({self.name!r})"
 
     # -- calling ---------------------------------------------------------------------------
-    def __call__(self, *args: Any, return_state: bool = False, wait_for: Iterable[Any] | None = None, **kwargs: Any) -> Any:
+    # Typing: mypy allows no keyword parameter beside ``*args: P.args, **kwargs: P.kwargs``,
+    # so a call is checked against the function's own signature unless it passes
+    # ``return_state=`` or ``wait_for=``; those calls get the right return type, with the
+    # function's arguments unchecked. An async task is a ``Task[P, Coroutine[Any, Any, R]]``:
+    # calling it gives the coroutine, while submit/map give futures of ``R`` itself. Passing a
+    # future for a parameter of its value type runs fine but is a type error: no ParamSpec
+    # can say "T or PlaitFuture[T]": pass ``future.result()``, or ``cast(int, future)`` to keep
+    # the downstream run waiting on the future instead of the flow.
+    @overload
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def __call__(
+        self: Task[P, Coroutine[Any, Any, T]], *args: Any, return_state: Literal[True],
+        wait_for: Iterable[Any] | None = None, **kwargs: Any,
+    ) -> Coroutine[Any, Any, State]: ...
+    @overload
+    def __call__(
+        self, *args: Any, return_state: Literal[True], wait_for: Iterable[Any] | None = None, **kwargs: Any
+    ) -> State: ...
+    @overload
+    def __call__(
+        self, *args: Any, return_state: Literal[False], wait_for: Iterable[Any] | None = None, **kwargs: Any
+    ) -> R: ...
+    @overload
+    def __call__(self, *args: Any, wait_for: Iterable[Any] | None, **kwargs: Any) -> R: ...
+    @overload
+    def __call__(self, *args: Any, return_state: bool, wait_for: Iterable[Any] | None = None, **kwargs: Any) -> Any: ...
+    # `Any` for the keywords: the first overload's P.kwargs may name them with any type
+    def __call__(self, *args: Any, return_state: Any = False, wait_for: Any = None, **kwargs: Any) -> Any:
         """Run now and return the value (or the final State with ``return_state=True``).
 
         An async task returns an awaitable.
@@ -86,17 +117,35 @@ class Task(Generic[P, R]):
             return state
         return state.result()
 
-    def submit(self, *args: Any, wait_for: Iterable[Any] | None = None, **kwargs: Any) -> PlaitFuture:
+    @overload
+    def submit(self: Task[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs) -> PlaitFuture[T]: ...
+    @overload
+    def submit(self: Task[P, T], *args: P.args, **kwargs: P.kwargs) -> PlaitFuture[T]: ...
+    @overload
+    def submit(
+        self: Task[P, Coroutine[Any, Any, T]], *args: Any, wait_for: Iterable[Any] | None, **kwargs: Any
+    ) -> PlaitFuture[T]: ...
+    @overload
+    def submit(self: Task[P, T], *args: Any, wait_for: Iterable[Any] | None, **kwargs: Any) -> PlaitFuture[T]: ...
+    def submit(self, *args: Any, wait_for: Any = None, **kwargs: Any) -> Any:
         """Start a run on the flow's task runner; return its future at once."""
         run, steps, flow_ctx = self._prepare(args, kwargs, wait_for)
         return self._launch(run, steps, flow_ctx)
 
-    def map(self, *args: Any, wait_for: Iterable[Any] | None = None, **kwargs: Any) -> PlaitFutureList:
+    # map's arguments are iterables of (or unmapped) parameters: no ParamSpec says that
+    @overload
+    def map(
+        self: Task[P, Coroutine[Any, Any, T]], *args: Any, wait_for: Iterable[Any] | None = None, **kwargs: Any
+    ) -> PlaitFutureList[T]: ...
+    @overload
+    def map(self: Task[P, T], *args: Any, wait_for: Iterable[Any] | None = None, **kwargs: Any) -> PlaitFutureList[T]: ...
+    def map(self, *args: Any, wait_for: Iterable[Any] | None = None, **kwargs: Any) -> Any:
         """Submit one run per item of the iterable arguments; ``unmapped(x)`` stays whole."""
-        columns: dict[Any, list[Any]] = {}
-        constants: dict[Any, Any] = {}
+        columns: dict[int | str, Sequence[Any]] = {}
+        constants: dict[int | str, Any] = {}
         sources: list[tuple[str, str | None]] = []  # upstream runs whose result is mapped over
-        for key, value in [*enumerate(args), *kwargs.items()]:
+        arguments: list[tuple[int | str, Any]] = [*enumerate(args), *kwargs.items()]
+        for key, value in arguments:
             if isinstance(value, unmapped):
                 constants[key] = value.value
             elif isinstance(value, PlaitFuture):  # map over an upstream's result
@@ -117,7 +166,7 @@ class Task(Generic[P, R]):
             sizes = ", ".join(f"{k if isinstance(k, str) else f'#{k + 1}'}={len(c)}" for k, c in columns.items())
             raise ParameterBindError(f"task {self.name!r}.map() got iterables of different lengths ({sizes})")
         wait_list = list(wait_for) if wait_for is not None else None
-        futures = PlaitFutureList()
+        futures: PlaitFutureList[Any] = PlaitFutureList()
         positional = sorted(k for k in (*columns, *constants) if isinstance(k, int))
         named = [k for k in (*columns, *constants) if isinstance(k, str)]
         for i in range(lengths.pop()):
@@ -131,7 +180,7 @@ class Task(Generic[P, R]):
         names = self.signature.names
         return names[position] if position < len(names) else None
 
-    def _launch(self, run: TaskRun, steps: Any, flow_ctx: FlowRunContext | None) -> PlaitFuture:
+    def _launch(self, run: TaskRun, steps: Any, flow_ctx: FlowRunContext | None) -> PlaitFuture[Any]:
         if self.is_async:
             loop = flow_ctx.loop if flow_ctx is not None else None
             if loop is not None and _running_loop() is loop:
@@ -146,7 +195,7 @@ class Task(Generic[P, R]):
             from plait.task_runners import InProcessTaskRunner
 
             handle = InProcessTaskRunner().submit(lambda: _standalone(steps))
-        future = PlaitFuture(run, handle)
+        future: PlaitFuture[Any] = PlaitFuture(run, handle)
         if flow_ctx is not None:
             flow_ctx.futures.append(future)
         return future
@@ -188,7 +237,7 @@ class Task(Generic[P, R]):
 
     def _upstream(self, run: TaskRun, parameters: dict, wait_for: Any, flow_ctx: Any, recorder: Any) -> list:
         """Futures to wait for, and dependency edges (futures and results passed in)."""
-        upstream: list[tuple[PlaitFuture, str, str | None]] = []
+        upstream: list[tuple[PlaitFuture[Any], str, str | None]] = []
         seen: set[tuple[str, str | None]] = set()
         items = list(parameters.items()) + [(None, w) for w in (wait_for or ())]
         for name, value in items:
@@ -255,16 +304,54 @@ class Task(Generic[P, R]):
             self.run_logger(task_ctx.task_run).warning("cache key could not be computed (%s: %s); running without cache", type(exc).__name__, exc)
         return None
 
+    def encrypts_for(self, flow_ctx: FlowRunContext | None) -> bool:
+        """Whether persisted results are encrypted: the task's option, the flow's, the setting."""
+        if self.options.encrypt_result is not None:
+            return self.options.encrypt_result
+        if flow_ctx is not None and flow_ctx.flow.options.encrypt_result is not None:
+            return bool(flow_ctx.flow.options.encrypt_result)
+        from plait.settings import get_settings
+
+        return get_settings().encrypt_results
+
+    def declared_return(self) -> Any:
+        """The function's return annotation (resolved), or ``Any`` when it has none."""
+        hint = self.__dict__.get("_declared_return", _UNSET)
+        if hint is _UNSET:
+            import typing
+
+            try:
+                hint = typing.get_type_hints(self.fn).get("return", Any)
+            except Exception:  # a forward reference that does not resolve: nothing to check against
+                hint = Any
+            self.__dict__["_declared_return"] = hint
+        return hint
+
     def load_cached(self, storage: Any, key: str) -> tuple[Any, str] | None:
-        from plait.results import ResultMissing, read_result, storage_uri
+        """The cached value and its reference, or None to run the task: when there is no
+        entry, or it is refused (unsigned, changed), unreadable, or not of the declared type."""
+        from plait.results import ResultMissing, ResultRefused, read_result, storage_uri, type_mismatch, type_name
 
         try:
-            return read_result(storage, key), f"{storage_uri(storage)}/{key}"
+            value = read_result(storage, key)
         except ResultMissing:
+            return None
+        except ResultRefused as exc:  # never unpickled: maybe planted, maybe another key
+            logger.warning("task %r: %s; running the task, its result replaces the file", self.name, exc)
             return None
         except Exception as exc:  # an unreadable entry is a miss, not a failure
             logger.warning("cached result %s of task %r could not be read (%s); running the task", key, self.name, exc)
             return None
+        ref = f"{storage_uri(storage)}/{key}"
+        declared = self.declared_return()
+        problem = type_mismatch(value, declared)
+        if problem is not None:
+            logger.warning(
+                "cached result %s of task %r does not match its return annotation %s (%s); running the task",
+                ref, self.name, type_name(declared), problem,
+            )
+            return None
+        return value, ref
 
     def save_result(self, storage: Any, key: str, value: Any, run: TaskRun, flow_ctx: Any, recorder: Any) -> str:
         from plait.results import storage_uri, write_result
@@ -272,7 +359,8 @@ class Task(Generic[P, R]):
         expiration = self.options.cache_expiration
         expires_at = datetime.now(timezone.utc) + expiration if expiration and run.cache_key else None
         serializer = self.serializer(flow_ctx)
-        ref = write_result(storage, key, value, serializer, expires_at=expires_at, owner=f"task {self.name!r}")
+        ref = write_result(storage, key, value, serializer, expires_at=expires_at, owner=f"task {self.name!r}",
+                           encrypt=self.encrypts_for(flow_ctx))
         recorder.add_result(run.id, storage_uri(storage), key, serializer, run.cache_key, expires_at)
         return ref
 

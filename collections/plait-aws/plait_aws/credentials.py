@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from plait import mask_secrets
 from plait.blocks import Block, CredentialsBlock
 from plait.exceptions import PlaitError
 
@@ -265,9 +266,6 @@ print(s3.list_buckets()["Buckets"])
         return None
 
     # -- internals -------------------------------------------------------------------------
-    def _secret_values(self) -> list[str]:
-        return [s.get_secret_value() for s in (self.aws_secret_access_key, self.aws_session_token) if s is not None]
-
     def _fingerprint(self) -> str:
         values = {name: _plain(getattr(self, name)) for name in type(self).model_fields}
         env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
@@ -414,11 +412,8 @@ def explain(exc: BaseException, credentials: Block | None = None) -> str:
         text = f"{exc.operation_name} returned {code}: {message}"
     else:
         text = f"{type(exc).__name__}: {exc}"
-    secrets = credentials._secret_values() if isinstance(credentials, AwsCredentials) else []
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
+    # The block's own secrets may not be registered yet (a block built in code, never saved).
+    return mask_secrets(text, extra=[credentials] if credentials is not None else [])
 
 
 @contextmanager

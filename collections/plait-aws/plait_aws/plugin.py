@@ -1,11 +1,14 @@
 """plait-aws as a plugin (entry point ``plait_aws`` in the ``plait.plugins`` group).
 
 Registers the AWS block types, the prebuilt tasks, and the ``s3`` storage scheme.
+
+What it provides is declared in pyproject.toml (``plait.block_types``, ``plait.hooks``…), so
+plait imports this module only when one of those is first needed.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from plait.hookspecs import hookimpl
 from plait_aws.credentials import AwsCredentials
@@ -13,23 +16,21 @@ from plait_aws.s3 import S3Bucket, s3_bucket_from_url
 from plait_aws.secrets_manager import AwsSecret
 from plait_aws.tasks import TASKS
 
-__all__ = ["BLOCK_CLASSES", "plait_register_blocks", "plait_register_tasks", "plait_register_storage"]
+__all__ = ["BLOCK_CLASSES", "TASKS", "plait_register_blocks", "plait_register_tasks", "plait_register_storage"]
 
 BLOCK_CLASSES: tuple[type, ...] = (AwsCredentials, S3Bucket, AwsSecret)
 
 
 @hookimpl
-def plait_register_blocks(register: Callable[[type], None]) -> None:
-    for cls in BLOCK_CLASSES:
-        register(cls)
+def plait_register_blocks() -> list[type]:
+    return list(BLOCK_CLASSES)
 
 
 @hookimpl
-def plait_register_tasks(register: Callable[..., None]) -> None:
-    for prebuilt in TASKS:
-        register(prebuilt)
+def plait_register_tasks() -> list[Any]:
+    return list(TASKS)
 
 
 @hookimpl
-def plait_register_storage(register: Callable[[str, Callable[[str], Any]], None]) -> None:
-    register("s3", s3_bucket_from_url)
+def plait_register_storage() -> dict[str, Any]:
+    return {"s3": s3_bucket_from_url}

@@ -51,3 +51,22 @@ def test_connection_errors_do_not_carry_secrets():
         _credentials(f"http://127.0.0.1:{port}").test_connection()
     for text in (str(caught.value), repr(caught.value)):
         assert SECRET not in text and TOKEN not in text
+
+
+def test_error_explanations_mask_every_form_of_the_secrets_of_any_block():
+    """A block built in code (never saved, so nothing registered its secrets) passed to
+    ``explain``: its secrets are masked as they are, repr- and JSON-escaped and URL-encoded."""
+    from urllib.parse import quote
+
+    from botocore.exceptions import ClientError
+
+    from plait_aws.credentials import explain
+
+    secret = "a\\b'" + SECRET  # a backslash and a quote: repr doubles the one, escapes or swaps the other
+    credentials = AwsCredentials(aws_access_key_id="AKIAMASKTEST00000001", aws_secret_access_key=secret,
+                                 aws_session_token=TOKEN, region_name="us-east-1")
+    message = f"signed with {secret!r}, {json.dumps(TOKEN)} and {quote(secret, safe='')}"
+    exc = ClientError({"Error": {"Code": "SignatureDoesNotMatch", "Message": message}}, "GetCallerIdentity")
+    for block in (credentials, S3Bucket(bucket_name="b", credentials=credentials)):
+        text = explain(exc, block)
+        assert text == 'GetCallerIdentity returned SignatureDoesNotMatch: signed with "***", "***" and ***', text

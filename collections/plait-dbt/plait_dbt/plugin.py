@@ -2,11 +2,14 @@
 
 Registers the block types (the Snowflake target only when plait-snowflake is installed)
 and the prebuilt ``dbt_run`` task; nothing else.
+
+What it provides is declared in pyproject.toml (``plait.block_types``, ``plait.hooks``…), so
+plait imports this module only when one of those is first needed.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from plait.hookspecs import hookimpl
 from plait_dbt.operation import DbtCoreOperation
@@ -21,12 +24,10 @@ TASKS: tuple[Any, ...] = (dbt_run,)
 
 
 @hookimpl
-def plait_register_blocks(register: Callable[[type], None]) -> None:
-    for cls in BLOCK_CLASSES:
-        register(cls)
+def plait_register_blocks() -> list[type]:
+    return list(BLOCK_CLASSES)
 
 
 @hookimpl
-def plait_register_tasks(register: Callable[..., None]) -> None:
-    for prebuilt in TASKS:
-        register(prebuilt)
+def plait_register_tasks() -> list[Any]:
+    return list(TASKS)

@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from plait import mask_secrets
 from plait.blocks import CredentialsBlock
-from plait_snowflake.errors import SnowflakeConnectionError, SnowflakeCredentialsError, hint_for, reason_of, scrub
+from plait_snowflake.errors import SnowflakeConnectionError, SnowflakeCredentialsError, hint_for, reason_of
 
 if TYPE_CHECKING:
     from snowflake.connector import SnowflakeConnection
@@ -394,7 +395,7 @@ credentials.test_connection()
         return f"{who} ({', '.join(details)})"
 
     def secret_values(self) -> list[str]:
-        """Every secret of these credentials in clear (to scrub them from messages)."""
+        """Every secret of these credentials in clear (to mask them in messages)."""
         return [
             value.get_secret_value()
             for value in (self.password, self.private_key, self.private_key_passphrase, self.token)
@@ -405,7 +406,8 @@ credentials.test_connection()
         """The error to raise when logging in (or ``SELECT 1``) failed with ``exc``."""
         if isinstance(exc, SnowflakeConnectionError):
             return exc
-        reason = scrub(reason_of(exc), self.secret_values())
+        # plait's one masking function: registered secrets, and these (every line of a key too).
+        reason = mask_secrets(reason_of(exc), extra=self.secret_values())
         hint = hint_for(reason)
         message = f"cannot connect to Snowflake {self.describe()}: {reason}"
         return SnowflakeConnectionError(f"{message}; {hint}" if hint else message, errno=getattr(exc, "errno", None))

@@ -1,14 +1,13 @@
-"""The errors plait-snowflake raises, and how their messages are kept free of secrets.
+"""The errors plait-snowflake raises, and the words that explain them.
 
 Every message names what was attempted (the account, the user, the authenticator, the
 endpoint) and why it failed, with a hint of what to check; none contains a password, token,
-passphrase or key.
+passphrase or key (the credentials mask them with ``plait.mask_secrets``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 
 from plait.exceptions import PlaitError
 
@@ -80,16 +79,3 @@ def reason_of(exc: BaseException) -> str:
     text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
     text = re.sub(r"\s+", " ", text).strip()
     return text or type(exc).__name__
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret (and every line of a multi-line secret) replaced by ``***``."""
-    pieces: set[str] = set()
-    for secret in secrets:
-        if not secret:
-            continue
-        pieces.add(secret)
-        pieces.update(line.strip() for line in secret.splitlines())
-    for piece in sorted((p for p in pieces if len(p) >= 4), key=len, reverse=True):
-        text = text.replace(piece, "***")
-    return text

@@ -188,6 +188,22 @@ def test_connection_error_messages_are_scrubbed() -> None:
     assert "account 'myorg-myaccount' as user 'u'" in str(error)
 
 
+def test_connection_errors_mask_every_form_of_every_secret(encrypted_pem: str, passphrase: str) -> None:
+    """The driver may quote a secret escaped (repr, JSON) or a key's lines joined on one line:
+    plait's one masking function hides each form, and every line of the key."""
+    password = 'pw"Very\\Secret'  # a quote and a backslash: escaped differently by repr and JSON
+    credentials = creds(user="u", password=password, private_key=encrypted_pem, private_key_passphrase=passphrase)
+    body = [line for line in encrypted_pem.splitlines() if line and "-----" not in line]
+    raw = RuntimeError(
+        f"390100: login as u with {password!r} failed; key {' '.join(body)}; passphrase {json.dumps(passphrase)}"
+    )
+    message = str(credentials.connection_error(raw))
+    assert message.startswith("cannot connect to Snowflake account 'myorg-myaccount' as user 'u'")
+    assert "login as u with '***' failed; key " in message
+    assert "Very" not in message and passphrase not in message
+    assert not [line for line in body if line in message], "a line of the private key leaked"
+
+
 # -- against the fakesnow server ----------------------------------------------------------------------
 def test_test_connection_ok_with_password(credentials: SnowflakeCredentials) -> None:
     assert credentials.test_connection() is None

@@ -19,7 +19,7 @@ from sqlalchemy import URL, literal, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from plait import PlaitError
+from plait import PlaitError, mask_secrets, mask_url
 from plait.blocks import CredentialsBlock
 
 if TYPE_CHECKING:
@@ -65,7 +65,6 @@ _SYNC_TWIN = {"sqlite+aiosqlite": "sqlite+pysqlite"}
 _ASYNC_TWIN = {"sqlite": "sqlite+aiosqlite", "sqlite+pysqlite": "sqlite+aiosqlite"}
 
 _DRIVER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\+[A-Za-z][A-Za-z0-9_]*)?$")
-_SENSITIVE_QUERY = re.compile(r"pass|secret|token|key", re.IGNORECASE)
 _FIELD_STYLE = ("driver", "host", "port", "database", "username", "password", "query")
 
 # What a failure's text says -> what to check next.
@@ -183,7 +182,7 @@ engine = credentials.get_engine()
 
     def rendered_url(self) -> str:
         """The URL as text with the password (and password-like query values) as ``***``."""
-        return _render_masked(self.get_url())
+        return _masked(self.get_url())
 
     # -- engines -------------------------------------------------------------------------
     def get_engine(self, **kwargs: Any) -> Engine:
@@ -203,7 +202,7 @@ engine = credentials.get_engine()
         dialect = self._dialect(url)
         if getattr(dialect, "is_async", False):
             raise DatabaseConnectionError(
-                f"driver {url.drivername!r} of {_render_masked(url)} is async-only: use "
+                f"driver {url.drivername!r} of {_masked(url)} is async-only: use "
                 "AsyncSqlAlchemyConnector or get_async_engine(), or a driver that works both ways "
                 "such as 'postgresql+psycopg'"
             )
@@ -227,7 +226,7 @@ engine = credentials.get_engine()
             url = url.set(drivername=_ASYNC_TWIN[url.drivername])
         if not getattr(self._dialect(url, asynchronous=True), "is_async", False):
             raise DatabaseConnectionError(
-                f"driver {url.drivername!r} of {_render_masked(url)} is not async: use an async "
+                f"driver {url.drivername!r} of {_masked(url)} is not async: use an async "
                 "driver such as 'postgresql+asyncpg', 'postgresql+psycopg' or 'sqlite+aiosqlite'"
             )
         try:
@@ -287,36 +286,17 @@ engine = credentials.get_engine()
 
 
 # -- helpers (shared with the connectors) ----------------------------------------------------
-def _render_masked(url: URL) -> str:
-    query = {k: ("***" if _SENSITIVE_QUERY.search(k) else v) for k, v in url.query.items()}
-    return url.set(query=query).render_as_string(hide_password=True)
+def _masked(url: URL) -> str:
+    """``url`` as text with its password and password-like query values as ``***`` (plait's
+    ``mask_url``: scheme, user, host, port and database stay)."""
+    return mask_url(url.render_as_string(hide_password=False))
 
 
 def _url_secrets(url: URL) -> list[str]:
-    """Every form in which a URL's secrets could appear in a driver's message."""
-    from urllib.parse import quote_plus
-
-    found: list[str] = [url.render_as_string(hide_password=False)]
-    if url.password:
-        found += [str(url.password), quote_plus(str(url.password))]
-    for key, value in url.query.items():
-        if _SENSITIVE_QUERY.search(key):
-            found += [value] if isinstance(value, str) else list(value)
-    return found
-
-
-def _scrub_all(text: str, secrets: list[str]) -> str:
-    for secret in sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
-
-
-def scrub(text: str, credentials: DatabaseCredentials) -> str:
-    """``text`` with every secret of ``credentials`` replaced by ``***``."""
-    secrets = _url_secrets(credentials.get_url())
-    if credentials.url is not None:
-        secrets.append(credentials.url.get_secret_value())
-    return _scrub_all(text, secrets)
+    """The URL as SQLAlchemy writes it, when it holds a secret (a password, a ``sslpassword=``
+    query value): masking it hides those in every form a driver's message may quote."""
+    rendered = url.render_as_string(hide_password=False)
+    return [rendered] if mask_url(rendered) != rendered else []
 
 
 def _reason(exc: BaseException) -> str:
@@ -342,14 +322,14 @@ def connection_error(credentials: DatabaseCredentials, exc: BaseException) -> Da
     url = credentials.get_url()
     if isinstance(exc, ImportError):
         return _engine_error(exc, url)
-    reason = scrub(_reason(exc), credentials)
+    reason = mask_secrets(_reason(exc), extra=[credentials, *_url_secrets(url)])
     hint = _hint(reason)
-    message = f"cannot connect to {_render_masked(url)}: {reason}"
+    message = f"cannot connect to {_masked(url)}: {reason}"
     return DatabaseConnectionError(f"{message}; {hint}" if hint else message)
 
 
 def _engine_error(exc: BaseException, url: URL) -> DatabaseConnectionError:
-    rendered = _render_masked(url)
+    rendered = _masked(url)
     if isinstance(exc, ImportError):
         module = (getattr(exc, "name", None) or "").split(".")[0]
         if not module and "greenlet" in str(exc):
@@ -365,7 +345,7 @@ def _engine_error(exc: BaseException, url: URL) -> DatabaseConnectionError:
             f"unknown driver {url.drivername!r} for {rendered}: SQLAlchemy has no such dialect; "
             f"fix the driver (e.g. {known}) or install the package that provides it"
         )
-    reason = _scrub_all(_reason(exc), _url_secrets(url))
+    reason = mask_secrets(_reason(exc), extra=_url_secrets(url))
     return DatabaseConnectionError(f"cannot create an engine for {rendered}: {reason}")
 
 

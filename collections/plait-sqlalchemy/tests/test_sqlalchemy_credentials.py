@@ -122,6 +122,30 @@ def test_error_messages_never_contain_the_password() -> None:
     assert "postgresql+psycopg://postgres:***@127.0.0.1:5432/test" in str(error)
 
 
+def test_error_messages_mask_every_form_the_password_takes() -> None:
+    """A driver may quote the password escaped, URL-encoded, or inside the URL as SQLAlchemy
+    writes it; the one masking function (plait.mask_secrets) hides each form."""
+    from urllib.parse import quote_plus
+
+    password = "p@ss w\\rd'x"  # needs URL-encoding; a space, a backslash and a quote
+    credentials = field_credentials(password=password, query={"sslpassword": "key-pass-123", "sslmode": "require"})
+    rendered = credentials.get_url().render_as_string(hide_password=False)
+    raw = RuntimeError(
+        f"login failed for {password!r} ({quote_plus(password)}) via {rendered}; sslpassword key-pass-123 rejected"
+    )
+    message = str(connection_error(credentials, raw))
+    assert message.startswith(
+        "cannot connect to postgresql+psycopg://postgres:***@127.0.0.1:5432/test?sslmode=require&sslpassword=***: "
+    ), message
+    assert 'login failed for "***" (***) via ***; sslpassword *** rejected' in message
+    assert "ss w" not in message and "rd'x" not in message and "key-pass" not in message
+
+
+def test_a_short_password_is_masked_as_a_whole_word() -> None:
+    error = connection_error(field_credentials(password="pw1"), RuntimeError("password pw1 refused; pw12 is other"))
+    assert "password *** refused; pw12 is other" in str(error)
+
+
 # -- engines --------------------------------------------------------------------------------
 def test_get_engine_gives_a_working_engine(tmp_path: Path) -> None:
     engine = DatabaseCredentials(driver="sqlite", database=str(tmp_path / "e.db")).get_engine(echo=False)

@@ -9,6 +9,7 @@ its password masked and says what to check.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
+from plait._masking import mask
 from plait.exceptions import DatabaseError
 from plait.settings import get_settings, mask_url
 
@@ -32,6 +34,7 @@ __all__ = [
     "Database",
     "get_database",
     "database_error",
+    "absolute_database_url",
     "alembic_config",
     "HEAD_REVISION",
     "MIGRATIONS_DIR",
@@ -39,7 +42,7 @@ __all__ = [
 
 # The newest revision in migrations/versions. Kept here so the fast path needs no Alembic
 # import; tests/test_store.py checks it against the scripts.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 _HINT = (
@@ -72,9 +75,7 @@ def _reason(exc: BaseException, password: str | None) -> str:
     text = "; ".join(lines[:2]).rstrip(".") or type(exc).__name__
     if len(text) > 300:
         text = text[:297] + "..."
-    if password:
-        text = text.replace(password, "***")
-    return text
+    return mask(text, extra=(password,) if password else ())
 
 
 def database_error(
@@ -221,6 +222,12 @@ class Database:
     def dialect(self) -> str:
         """Backend name: "sqlite", "postgresql", ..."""
         return self.engine.dialect.name
+
+    @property
+    def url_digest(self) -> str:
+        """A short digest naming this database (files under PLAIT_HOME say which database
+        they belong to by it, without writing the URL or its password to disk)."""
+        return hashlib.sha256(self._url.encode()).hexdigest()[:20]
 
     def is_url(self, url: str) -> bool:
         """Whether this database was opened for ``url`` (without exposing the URL)."""
@@ -372,6 +379,22 @@ def _is_known_revision(revision: str) -> bool:
 def _looks_like_race(exc: BaseException) -> bool:
     text = str(getattr(exc, "orig", None) or exc).lower()
     return any(marker in text for marker in _RACE_MARKERS)
+
+
+def absolute_database_url(url: str) -> str:
+    """``url`` with a relative SQLite path made absolute (for a child process that may start
+    in another directory); other URLs, and URLs that do not parse, unchanged."""
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return url  # an unparseable URL fails where it is used, with plait's own message
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+        return url
+    absolute = str(Path(database).expanduser().resolve())
+    if absolute == database:
+        return url
+    return parsed.set(database=absolute).render_as_string(hide_password=False)
 
 
 def get_database() -> Database:

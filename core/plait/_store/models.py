@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, Float, Index, Integer, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -134,6 +134,8 @@ class FlowRunModel(Base):
     hostname: Mapped[str | None] = mapped_column(String)
     # Last time the owning process wrote this row; a silent Running run is Crashed.
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The owning process's heartbeat interval: silence of twice this means it is gone.
+    heartbeat_interval: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (
         Index(None, "state_type"),

@@ -27,11 +27,16 @@ from plait.blocks._base import Block
 from plait.exceptions import BlockError, BlocksFileError
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
+    from plait._store.blocks import BlocksTransaction
 
 __all__ = ["ApplyResult", "apply_blocks_file", "read_blocks_file"]
 
 _ENV = re.compile(r"(\$?)\$\{env:([^}]*)\}")
+_ENV_OPEN = re.compile(r"(\$?)\$\{env:")
+_ENV_START = re.compile(r"\$\{env:[A-Za-z0-9_]*")
+# Deeper values are refused: no block needs them, and parsing or walking them would exhaust
+# Python's recursion limit (a YAML file can even hold a list that contains itself).
+_MAX_DEPTH = 64
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ENTRY_KEYS = {"type", "name", "values"}
 _SUFFIXES = {".toml": "TOML", ".yaml": "YAML", ".yml": "YAML"}
@@ -71,7 +76,8 @@ class _BlockRef:
 
 
 # -- reading --------------------------------------------------------------------------------------
-def _parse(path: Path) -> Any:
+def _parse(path: Path) -> tuple[Any, str]:
+    """The parsed document and the file's text."""
     kind = _SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise BlocksFileError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; use .toml, .yaml or .yml")
@@ -85,20 +91,66 @@ def _parse(path: Path) -> Any:
         import tomllib
 
         try:
-            return tomllib.loads(text)
+            return tomllib.loads(text), text
         except tomllib.TOMLDecodeError as exc:
             raise BlocksFileError(f"{path}: not valid TOML: {exc}") from None
+        except RecursionError:
+            raise _too_deep_to_read(path, kind) from None
     import yaml
 
     try:
-        return yaml.safe_load(text)
+        return yaml.safe_load(text), text
     except yaml.YAMLError as exc:
         raise BlocksFileError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+    except RecursionError:
+        raise _too_deep_to_read(path, kind) from None
 
 
-def _substitute(value: Any, path: Path, entry: str, where: str, missing: list[str]) -> Any:
+def _too_deep_to_read(path: Path, kind: str) -> BlocksFileError:
+    return BlocksFileError(
+        f"{path}: cannot read it: its {kind} is nested too deeply (lists or tables inside each other "
+        f"hundreds of levels deep). A block's values need only a few levels; flatten them (at most "
+        f"{_MAX_DEPTH})."
+    )
+
+
+def _depth_problem(value: Any, where: str) -> str | None:
+    """The path of the first point in ``value`` nested deeper than ``_MAX_DEPTH``, if any."""
+    pending: list[tuple[Any, str, int]] = [(value, where, 1)]
+    while pending:
+        item, here, depth = pending.pop()
+        if depth > _MAX_DEPTH:
+            return here
+        if isinstance(item, dict):
+            pending.extend((v, f"{here}.{k}", depth + 1) for k, v in item.items())
+        elif isinstance(item, list):
+            pending.extend((v, f"{here}[{i}]", depth + 1) for i, v in enumerate(item))
+    return None
+
+
+def _line_of(text: str, snippet: str) -> str:
+    index = text.find(snippet)
+    return f", line {text.count(chr(10), 0, index) + 1}" if index >= 0 else ""
+
+
+def _check_env_braces(value: str, path: Path, entry: str, where: str, text: str) -> None:
+    """Refuse ``${env:NAME`` without its closing brace (it would be kept as literal text)."""
+    for opener in _ENV_OPEN.finditer(value):
+        if opener.group(1):  # $${env:...: literal text, braces or not
+            continue
+        if _ENV.match(value, opener.start()) is None:
+            start = _ENV_START.match(value, opener.start())
+            snippet = start.group(0) if start else "${env:"
+            raise BlocksFileError(
+                f"{path}{_line_of(text, snippet)}: block {entry}, field {where!r}: {snippet!r} has no closing "
+                f"'}}'; write {snippet}}} (or $${{env:...}} for the literal text)"
+            )
+
+
+def _substitute(value: Any, path: Path, entry: str, where: str, missing: list[str], text: str = "") -> Any:
     """``value`` with ``${env:NAME}`` replaced and ``{"$block": ...}`` marked."""
     if isinstance(value, str):
+        _check_env_braces(value, path, entry, where, text)
 
         def replace(match: re.Match[str]) -> str:
             if match.group(1):  # $${env:NAME}: the literal text ${env:NAME}
@@ -122,11 +174,11 @@ def _substitute(value: Any, path: Path, entry: str, where: str, missing: list[st
                     f"{path}: block {entry}, field {where!r}: a block reference is {{\"$block\": \"slug/name\"}} "
                     "and nothing else"
                 )
-            ref = _substitute(value["$block"], path, entry, where, missing)
+            ref = _substitute(value["$block"], path, entry, where, missing, text)
             return _BlockRef(ref.strip(), where)
-        return {k: _substitute(v, path, entry, f"{where}.{k}", missing) for k, v in value.items()}
+        return {k: _substitute(v, path, entry, f"{where}.{k}", missing, text) for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute(v, path, entry, f"{where}[{i}]", missing) for i, v in enumerate(value)]
+        return [_substitute(v, path, entry, f"{where}[{i}]", missing, text) for i, v in enumerate(value)]
     return value
 
 
@@ -139,7 +191,7 @@ def read_blocks_file(path: str | Path) -> list[_Entry]:
     from plait.blocks._references import validate_name
 
     path = Path(path)
-    document = _parse(path)
+    document, text = _parse(path)
     if not isinstance(document, dict) or not isinstance(document.get("blocks"), list):
         raise BlocksFileError(
             f"{path}: expected a top-level list `blocks` of entries with `type`, `name` and `values` "
@@ -179,7 +231,15 @@ def read_blocks_file(path: str | Path) -> list[_Entry]:
         if (slug, name) in seen:
             raise BlocksFileError(f"{path}: block {label} is defined twice in the file")
         seen.add((slug, name))
-        values = {k: _substitute(v, path, f"{slug}/{name}", k, missing) for k, v in values.items()}
+        for key, value in values.items():
+            deep = _depth_problem(value, str(key))
+            if deep is not None:
+                shown = deep if len(deep) <= 60 else deep[:57] + "..."
+                raise BlocksFileError(
+                    f"{path}: block {label}, field {shown!r}: nested more than {_MAX_DEPTH} levels deep; "
+                    "a block's values need only a few levels: flatten it"
+                )
+        values = {k: _substitute(v, path, f"{slug}/{name}", k, missing, text) for k, v in values.items()}
         entries.append(_Entry(i, slug, name, values))
     if missing:
         raise BlocksFileError(
@@ -190,12 +250,13 @@ def read_blocks_file(path: str | Path) -> list[_Entry]:
 
 
 # -- building -------------------------------------------------------------------------------------
-def _build(path: Path, entries: list[_Entry], conn: Connection) -> list[Block]:
+def _build(path: Path, entries: list[_Entry], tx: BlocksTransaction) -> list[Block]:
     from plait.blocks._load import _find, _instantiate
     from plait.blocks._references import split_reference
     from plait.blocks._schema import validation_message
     from plait.blocks._types import get_block_class
-    from plait.blocks._values import _string_leaves, _top_level_secret_fields as _secret_names
+    from plait.blocks._values import _string_leaves
+    from plait.blocks._values import _top_level_secret_fields as _secret_names
 
     defined: dict[tuple[str, str], Block] = {}
     later = {(e.slug, e.name) for e in entries}
@@ -207,7 +268,7 @@ def _build(path: Path, entries: list[_Entry], conn: Connection) -> list[Block]:
         except BlockError as exc:
             raise BlocksFileError(f"{prefix}: {exc}") from None
 
-        def resolve(value: Any) -> Any:
+        def resolve(value: Any, entry: _Entry = entry, prefix: str = prefix) -> Any:
             if isinstance(value, _BlockRef):
                 where = f"{prefix}, field {value.where!r}"
                 try:
@@ -216,6 +277,8 @@ def _build(path: Path, entries: list[_Entry], conn: Connection) -> list[Block]:
                     raise BlocksFileError(f"{where}: {exc}") from None
                 if slug is None:
                     raise BlocksFileError(f"{where}: write the reference as 'slug/name', e.g. 'webhook/{name}'")
+                if (slug, name) == (entry.slug, entry.name):
+                    raise BlocksFileError(f"{where}: a block cannot contain itself; point the field at another block")
                 if (slug, name) in defined:
                     return defined[(slug, name)]
                 if (slug, name) in later:
@@ -223,7 +286,7 @@ def _build(path: Path, entries: list[_Entry], conn: Connection) -> list[Block]:
                         f"{where}: block {value.reference!r} is defined later in the file; move it above this one"
                     )
                 try:
-                    return _instantiate(conn, _find(conn, Block, value.reference), None)
+                    return _instantiate(tx, _find(tx, Block, value.reference), None)
                 except BlockError as exc:
                     raise BlocksFileError(f"{where}: {exc}") from None
             if isinstance(value, dict):
@@ -246,18 +309,107 @@ def _build(path: Path, entries: list[_Entry], conn: Connection) -> list[Block]:
     return built
 
 
-def _action(conn: Connection, block: Block, name: str, path: Path) -> str:
-    from plait.blocks._db import _doc_by_name
-    from plait.blocks._encoding import stored_canonical_values
+# -- cycles ---------------------------------------------------------------------------------------
+Edges = list[tuple[str, str]]  # (field path, "slug/name" of a named block held there)
+
+
+def _built_edges(block: Block) -> Edges:
+    """The named blocks ``block`` holds, looking inside the unnamed nested blocks it holds
+    (those are saved as anonymous parts of it)."""
+    from plait.blocks._references import _is_anonymous
+    from plait.blocks._save import _nested_blocks
+
+    edges: Edges = []
+
+    def walk(current: Block, prefix: str) -> None:
+        for fname in type(current).nested_block_fields():
+            for child in _nested_blocks(getattr(current, fname, None)):
+                name = child._document_name
+                if name and not _is_anonymous(name):
+                    edges.append((prefix + fname, f"{child.block_type_slug}/{name}"))
+                else:
+                    walk(child, f"{prefix}{fname}.")
+
+    walk(block, "")
+    return edges
+
+
+def _stored_edges(tx: BlocksTransaction, label: str) -> Edges:
+    """The named blocks the saved block ``label`` holds, through its anonymous parts."""
+    from plait.blocks._references import _is_anonymous
+
+    slug, _, name = label.partition("/")
+    doc = tx.get_by_name(slug, name)
+    edges: Edges = []
+    seen: set[str] = set()
+
+    def walk(doc_id: str, prefix: str) -> None:
+        if doc_id in seen:  # a damaged store: do not go round forever
+            return
+        seen.add(doc_id)
+        for ref in tx.references_of(doc_id):
+            child = tx.get_by_id(ref.child_id)
+            if child is None:
+                continue
+            if _is_anonymous(child.name):
+                walk(child.id, f"{prefix}{ref.field_name}.")
+            else:
+                edges.append((prefix + ref.field_name, f"{child.slug}/{child.name}"))
+
+    if doc is not None:
+        walk(doc.id, "")
+    return edges
+
+
+def _check_cycles(
+    path: Path, entries: list[_Entry], blocks: list[Block], results: list[ApplyResult], tx: BlocksTransaction
+) -> None:
+    """Refuse a file whose blocks, together with the saved ones, would contain themselves."""
+    built = {entry.label: _built_edges(block) for entry, block in zip(entries, blocks, strict=True)}
+    stored: dict[str, Edges] = {}
+
+    def edges(label: str) -> Edges:
+        if label in built:
+            return built[label]
+        if label not in stored:
+            stored[label] = _stored_edges(tx, label)
+        return stored[label]
+
+    for entry, result in zip(entries, results, strict=True):
+        if result.action == "unchanged":
+            continue  # it changes nothing, so it closes no loop
+        start = entry.label
+        pending: list[tuple[str, list[tuple[str, str]]]] = [(start, [])]
+        seen = {start}
+        while pending:
+            node, steps = pending.pop()
+            for field_path, target in edges(node):
+                here = [*steps, (node, field_path)]
+                if target == start:
+                    loop = " → ".join(f"{label} field {f!r}" for label, f in here)
+                    raise BlocksFileError(
+                        f"{path}: block #{entry.index} {start!r}, field {here[0][1]!r}: applying the file would "
+                        f"make a cycle: {loop} → {start}. A block cannot contain itself, directly or through "
+                        "other blocks; point the field at another block."
+                    )
+                if target not in seen:
+                    seen.add(target)
+                    pending.append((target, here))
+
+
+def _action(tx: BlocksTransaction, block: Block, name: str, path: Path) -> str:
+    from plait.blocks._encoding import DamagedDocument, stored_canonical_values
     from plait.blocks._values import canonical_values
 
-    row = _doc_by_name(conn, block.block_type_slug, name)
-    if row is None:
+    doc = tx.get_by_name(block.block_type_slug, name)
+    if doc is None:
         return "created"
-    if row.schema_checksum != type(block).schema_checksum():
+    if doc.schema_checksum != type(block).schema_checksum():
         return "updated"
     try:
-        stored = stored_canonical_values(conn, row, type(block))
+        stored = stored_canonical_values(tx, doc, type(block))
+    except DamagedDocument:
+        return "updated"  # the file's values replace what cannot be read (unlike a wrong key)
     except BlockError as exc:
         raise BlocksFileError(f"{path}: block {block.block_type_slug}/{name!s}: {exc}") from None
     return "unchanged" if stored == canonical_values(block) else "updated"
@@ -284,25 +436,29 @@ def apply_blocks_file(path: str | Path, dry_run: bool = False) -> list[ApplyResu
     path = Path(path)
     entries = read_blocks_file(path)
 
-    def work(conn: Connection, write: bool) -> tuple[list[ApplyResult], _Saved, list[Block]]:
-        blocks = _build(path, entries, conn)
+    def work(tx: BlocksTransaction, write: bool) -> tuple[list[ApplyResult], _Saved, list[Block]]:
+        blocks = _build(path, entries, tx)
         for block in blocks:
             register_block_secrets(block)
         results = [
-            ApplyResult(entry.name, entry.slug, _action(conn, block, entry.name, path))
-            for entry, block in zip(entries, blocks)
+            ApplyResult(entry.name, entry.slug, _action(tx, block, entry.name, path))
+            for entry, block in zip(entries, blocks, strict=True)
         ]
+        _check_cycles(path, entries, blocks, results, tx)
         saved = _Saved()
         if write:
             now = _now()
-            for entry, block, result in zip(entries, blocks, results):
+            for entry, block, result in zip(entries, blocks, results, strict=True):
                 if result.action != "unchanged":
-                    save_in(conn, block, entry.name, True, now, saved)
+                    try:
+                        save_in(tx, block, entry.name, True, now, saved)
+                    except BlockError as exc:  # e.g. a cycle a concurrent writer closed
+                        raise BlocksFileError(f"{path}: block #{entry.index} {entry.label!r}: {exc}") from None
         return results, saved, blocks
 
     if dry_run:
-        results, _, _ = _read("read blocks from", lambda conn: work(conn, False))
+        results, _, _ = _read("read blocks from", lambda tx: work(tx, False))
         return results
-    results, saved, _ = _run_write("save blocks in", lambda conn: work(conn, True))
+    results, saved, _ = _run_write("save blocks in", lambda tx: work(tx, True))
     _mark(saved)
     return results

@@ -13,9 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import weakref
 from typing import Any, ClassVar, Self, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, Secret, SecretBytes, SecretStr
+
+from plait.exceptions import BlockError
 
 __all__ = ["Block", "SecretDict", "is_secret_annotation"]
 
@@ -39,6 +42,73 @@ def _block_classes(annotation: Any) -> list[type[Block]]:
     if isinstance(annotation, type) and issubclass(annotation, Block):
         return [annotation]
     return [c for arg in get_args(annotation) for c in _block_classes(arg)]
+
+
+def _fields(cls: type[Block]) -> dict[str, Any]:
+    """``cls.model_fields``, with forward references resolved when they can be by now."""
+    if not cls.__pydantic_complete__:
+        try:
+            cls.model_rebuild(raise_errors=False)
+        except Exception:  # pydantic's own error for a broken class comes when it is used
+            pass
+    return cls.model_fields
+
+
+# Classes whose whole tree of nested block types is known to hold no cycle.
+_TREE_CHECKED: weakref.WeakSet[type] = weakref.WeakSet()
+
+
+def _type_cycle(cls: type[Block], resolve: bool = True) -> list[str] | None:
+    """``["A.b", "B.a"]`` when block types reachable from ``cls`` hold each other in a loop."""
+    complete = True
+    done: set[type] = set()
+
+    def walk(current: type[Block], path: list[tuple[type[Block], str]]) -> list[str] | None:
+        nonlocal complete
+        fields = _fields(current) if resolve else current.model_fields
+        complete = complete and bool(current.__pydantic_complete__)
+        for name, info in fields.items():
+            for nested in _block_classes(info.annotation):
+                here = [*path, (current, name)]
+                on_path = [c for c, _ in here]
+                if nested in on_path:
+                    return [f"{c.__name__}.{f}" for c, f in here[on_path.index(nested):]]
+                if nested in done or nested in _TREE_CHECKED:
+                    continue
+                found = walk(nested, here)
+                if found:
+                    return found
+        done.add(current)
+        return None
+
+    cycle = walk(cls, [])
+    if cycle is None and complete:
+        _TREE_CHECKED.add(cls)
+    return cycle
+
+
+def _type_cycle_error(cls: type[Block], cycle: list[str]) -> BlockError:
+    first = cycle[0].split(".")[0]
+    what = "holds itself" if first == cls.__name__ else f"holds {first}, which holds itself"
+    return BlockError(
+        f"block type {cls.__name__} {what}: {' → '.join(cycle)} → {first}. Blocks are saved by reference "
+        "and loaded as a tree, so a block type cannot hold its own type, directly or through other block "
+        f"types; give the field another type (e.g. str, the name of a saved block to load with "
+        f"{first}.load(name))."
+    )
+
+
+def check_block_type(cls: type[Block]) -> None:
+    """Refuse a block type whose fields hold its own type, directly or through others.
+
+    Raises:
+        plait.exceptions.BlockError: Naming the fields of the loop and the fix.
+    """
+    if cls in _TREE_CHECKED:
+        return
+    cycle = _type_cycle(cls)
+    if cycle:
+        raise _type_cycle_error(cls, cycle)
 
 
 def _kebab(name: str) -> str:
@@ -79,10 +149,24 @@ class Block(BaseModel):
             doc = (cls.__doc__ or "").strip()
             cls.block_description = doc.split("\n\n")[0].replace("\n", " ").strip()
 
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        # Refuse a type that holds itself as soon as it is defined; a loop through a forward
+        # reference not resolvable yet is refused when the type is first used (secret_fields).
+        cycle = _type_cycle(cls, resolve=False)
+        if cycle:
+            raise _type_cycle_error(cls, cycle)
+
     # -- metadata ------------------------------------------------------------------------
     @classmethod
     def secret_fields(cls) -> list[str]:
-        """Dotted names of every secret field, nested blocks included (``credentials.password``)."""
+        """Dotted names of every secret field, nested blocks included (``credentials.password``).
+
+        Raises:
+            plait.exceptions.BlockError: The type holds its own type (it could never be saved).
+        """
+        check_block_type(cls)
         names: list[str] = []
         for name, field in cls.model_fields.items():
             if is_secret_annotation(field.annotation):

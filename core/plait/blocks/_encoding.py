@@ -7,20 +7,22 @@ blocks are saved by reference (``{"$ref": document_id}``, also listed in
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from plait.blocks._db import _doc_by_id, _tables
 from plait.blocks._references import _is_anonymous, _label
 from plait.blocks._types import _class_for
 from plait.blocks._values import _contains_block, _field_kinds, _map_blocks, _plain_fields, _reveal, _string_leaves
 from plait.exceptions import BlockError
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection, Row
-
+    from plait._store.blocks import BlockDocument, BlocksTransaction
     from plait.blocks._base import Block
 
-__all__ = ["stored_canonical_values"]
+__all__ = ["stored_canonical_values", "Chain", "DamagedDocument", "cycle_error"]
+
+# The documents a load is inside of, outermost first: (document id, "slug/name", field name).
+Chain = tuple[tuple[str, str, str], ...]
 
 
 # -- encoding ----------------------------------------------------------------------------------
@@ -50,6 +52,12 @@ def _encode_values(block: Block, child_id: Callable[[str, Block], str]) -> dict[
 
 
 # -- decoding ----------------------------------------------------------------------------------
+class DamagedDocument(BlockError):
+    """A stored document plait's save could not have written: a secret that is not an
+    encrypted token, a reference to a deleted document, a cycle. Saving the block again with
+    new values repairs it (so a blocks file that does so reports it as updated)."""
+
+
 def _decrypt_error(label: str) -> BlockError:
     return BlockError(
         f"cannot decrypt the secrets of block {label!r}: the encryption key differs from the one they "
@@ -57,37 +65,55 @@ def _decrypt_error(label: str) -> BlockError:
     )
 
 
+def _damaged_secret(label: str, field: str, value: Any) -> BlockError:
+    # Never show the value itself: whatever it is, it was meant to be secret.
+    kind = "null" if value is None else f"a {type(value).__name__}"
+    return DamagedDocument(
+        f"block {label!r} holds a damaged secret in field {field!r}: its stored \"$secret\" is {kind}, "
+        "not an encrypted token (plait's save never writes that). Save the block again with a value for "
+        "that field (overwrite=True), or re-apply your blocks file."
+    )
+
+
+def cycle_error(chain: Chain, target: BlockDocument) -> DamagedDocument:
+    """The error for a load that met ``target`` again inside itself (a cyclic store)."""
+    ids = [doc_id for doc_id, _, _ in chain]
+    start = ids.index(target.id)
+    loop = " → ".join(f"{label} field {field!r}" for _, label, field in chain[start:])
+    first = chain[start][1]
+    return DamagedDocument(
+        f"block {first!r} contains itself: {loop} → {_label(target.slug, target.name)}. A block cannot "
+        "contain itself; plait refuses to save such a cycle, so this one was written by an older plait or "
+        "by hand. Break it: save one of these blocks again with another value for that field "
+        "(overwrite=True), or delete one of them."
+    )
+
+
 def _decode_values(
-    conn: Connection,
-    row: Row,
+    tx: BlocksTransaction,
+    doc: BlockDocument,
     cls: type[Block],
     label: str,
-    child: Callable[[Row, list[type[Block]] | None, str], Any],
+    child: Callable[[BlockDocument, list[type[Block]] | None, str], Any],
     revealed: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The stored values of ``row`` with secrets decrypted and ``$ref`` handed to ``child``."""
+    """The stored values of ``doc`` with secrets decrypted and each ``$ref`` handed to
+    ``child(target document, class hints, field name)``."""
     from plait.blocks._crypto import DecryptError, decrypt_value
 
-    from sqlalchemy import select
-
-    models = _tables()
-    refs = models.BlockDocumentReferenceModel.__table__
-    schemas = models.BlockSchemaModel.__table__
     secret, _ = _field_kinds(cls)
     nested = cls.nested_block_fields()
     # Which stored fields hold references, and which secrets, as they were saved.
-    ref_fields = {
-        str(r[0]) for r in conn.execute(select(refs.c.field_name).where(refs.c.parent_document_id == row.id))
-    }
-    if row.schema_checksum != cls.schema_checksum():
-        stored = conn.execute(
-            select(schemas.c.secret_fields).where(schemas.c.checksum == row.schema_checksum)
-        ).first()
+    ref_fields = {r.field_name for r in tx.references_of(doc.id)}
+    if doc.schema_checksum != cls.schema_checksum():
+        stored = tx.schema(doc.schema_checksum)
         if stored is not None:
-            secret = secret | {str(n) for n in stored[0] or () if "." not in str(n)}
+            secret = secret | {str(n) for n in stored.secret_fields if "." not in str(n)}
     values: dict[str, Any] = {}
-    for key, raw in (row.data or {}).items():
+    for key, raw in doc.data.items():
         if key in secret and isinstance(raw, dict) and set(raw) == {"$secret"}:
+            if not isinstance(raw["$secret"], str):
+                raise _damaged_secret(label, key, raw["$secret"])
             try:
                 values[key] = decrypt_value(raw["$secret"])
             except DecryptError:
@@ -99,13 +125,13 @@ def _decode_values(
             def resolve(value: Any, _key: str = key) -> Any:
                 if isinstance(value, dict):
                     if set(value) == {"$ref"} and isinstance(value["$ref"], str):
-                        target = _doc_by_id(conn, value["$ref"])
+                        target = tx.get_by_id(value["$ref"])
                         if target is None:
-                            raise BlockError(
+                            raise DamagedDocument(
                                 f"block {label!r} refers in field {_key!r} to a block that no longer "
                                 "exists; save it again with a value for that field (overwrite=True)"
                             )
-                        return child(target, nested.get(_key), f"{label} field {_key!r}")
+                        return child(target, nested.get(_key), _key)
                     return {k: resolve(v) for k, v in value.items()}
                 if isinstance(value, list):
                     return [resolve(v) for v in value]
@@ -117,21 +143,26 @@ def _decode_values(
     return values
 
 
-def stored_canonical_values(conn: Connection, row: Row, cls: type[Block]) -> dict[str, Any]:
+def stored_canonical_values(
+    tx: BlocksTransaction, doc: BlockDocument, cls: type[Block], chain: Chain = ()
+) -> dict[str, Any]:
     """``canonical_values`` of a stored document, without building the block (decrypts)."""
     from pydantic_core import to_jsonable_python
 
     from plait.blocks._crypto import _to_plain
 
-    label = _label(row.slug, row.name)
+    label = _label(doc.slug, doc.name)
 
-    def child(target: Row, hints: list[type[Block]] | None, where: str) -> Any:
+    def child(target: BlockDocument, hints: list[type[Block]] | None, field: str) -> Any:
         if not _is_anonymous(target.name):
             return {"$block": _label(target.slug, target.name)}
-        target_cls = _class_for(target.slug, hints, _label(target.slug, target.name), conn)
-        return stored_canonical_values(conn, target, target_cls)
+        inner = (*chain, (doc.id, label, field))
+        if any(target.id == doc_id for doc_id, _, _ in inner):
+            raise cycle_error(inner, target)
+        target_cls = _class_for(target.slug, hints, _label(target.slug, target.name), tx)
+        return stored_canonical_values(tx, target, target_cls, inner)
 
-    values = _decode_values(conn, row, cls, label, child)
+    values = _decode_values(tx, doc, cls, label, child)
     secret, _ = _field_kinds(cls)
     for key in secret & set(values):
         if values[key] is not None:

@@ -7,13 +7,14 @@ the block's class before returning anything.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from plait.blocks._base import Block
-from plait.blocks._db import _doc_by_name, _iso, _read, _tables
-from plait.blocks._encoding import _decode_values
+from plait.blocks._db import _iso, _read
+from plait.blocks._encoding import Chain, _decode_values, cycle_error
 from plait.blocks._references import _is_anonymous, _label, _suggest, split_reference
 from plait.blocks._schema import _mismatch, validation_message
 from plait.blocks._types import _candidate_slugs, _class_for, _known_slugs, _registry, _unknown_type
@@ -21,31 +22,38 @@ from plait.blocks._values import register_block_secrets
 from plait.exceptions import BlockError, BlockNotFound, BlockValidationError
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection, Row
+    from plait._store.blocks import BlockDocument, BlockListing, BlocksTransaction
 
-__all__ = ["load_block", "load_document", "list_documents", "list_for_class"]
+__all__ = ["load_block", "load_document", "list_documents", "list_for_class", "describe_document"]
 
 
 # -- building a block --------------------------------------------------------------------------
-def _instantiate(conn: Connection, row: Row, hints: list[type[Block]] | None, context: str = "") -> Block:
-    label = _label(row.slug, row.name)
-    cls = _class_for(row.slug, hints, label, conn)
+def _instantiate(
+    tx: BlocksTransaction, doc: BlockDocument, hints: list[type[Block]] | None, context: str = "", chain: Chain = ()
+) -> Block:
+    """The block ``doc`` stores, nested blocks included; ``chain`` holds the documents this one
+    is nested in, so that a cyclic store fails clearly instead of recursing without end."""
+    label = _label(doc.slug, doc.name)
+    cls = _class_for(doc.slug, hints, label, tx)
 
-    def child(target: Row, child_hints: list[type[Block]] | None, where: str) -> Block:
-        return _instantiate(conn, target, child_hints, where)
+    def child(target: BlockDocument, child_hints: list[type[Block]] | None, field: str) -> Block:
+        inner = (*chain, (doc.id, label, field))
+        if any(target.id == doc_id for doc_id, _, _ in inner):
+            raise cycle_error(inner, target)
+        return _instantiate(tx, target, child_hints, f"{label} field {field!r}", inner)
 
     revealed: list[str] = []
-    values = _decode_values(conn, row, cls, label, child, revealed)
+    values = _decode_values(tx, doc, cls, label, child, revealed)
     try:
         block = cls.model_validate(values)
     except ValidationError as exc:
-        if row.schema_checksum != cls.schema_checksum():
-            raise _mismatch(conn, row, cls, exc, revealed) from None
+        if doc.schema_checksum != cls.schema_checksum():
+            raise _mismatch(tx, doc, cls, exc, revealed) from None
         where = f" (nested in {context})" if context else ""
         what = f"saved block {label!r}{where} is not a valid {cls.__name__}"
         raise BlockValidationError(validation_message(exc, what, revealed)) from None
-    block._document_id = str(row.id)
-    block._document_name = str(row.name)
+    block._document_id = doc.id
+    block._document_name = doc.name
     return block
 
 
@@ -74,57 +82,69 @@ def _resolve_slug(cls: type[Block], reference: str) -> tuple[str | None, str]:
     return slug, name
 
 
-def _names(conn: Connection, slug: str | None = None) -> list[str]:
-    from sqlalchemy import select
-
-    t = _tables().BlockDocumentModel.__table__
-    query = select(t.c.name)
-    if slug is not None:
-        query = query.where(t.c.slug == slug)
-    return [str(r[0]) for r in conn.execute(query) if not _is_anonymous(r[0])]
+def _names(tx: BlocksTransaction, slug: str | None = None) -> list[str]:
+    return [n for n in tx.names(slug) if not _is_anonymous(n)]
 
 
-def _find(conn: Connection, cls: type[Block], reference: str) -> Row:
+def _find(tx: BlocksTransaction, cls: type[Block], reference: str) -> BlockDocument:
     """The document ``cls.load(reference)`` means, or BlockNotFound with suggestions."""
-    from sqlalchemy import select
-
     slug, name = _resolve_slug(cls, reference)
     if slug is not None:
-        row = _doc_by_name(conn, slug, name)
-        if row is not None:
-            return row
-        if slug not in _known_slugs(conn):
-            raise _unknown_type(slug, conn)
+        doc = tx.get_by_name(slug, name)
+        if doc is not None:
+            return doc
+        if slug not in _known_slugs(tx):
+            raise _unknown_type(slug, tx)
         raise BlockNotFound(
-            f"no saved block {_label(slug, name)!r}{_suggest(name, _names(conn, slug))} (see `plait block ls`)"
+            f"no saved block {_label(slug, name)!r}{_suggest(name, _names(tx, slug))} (see `plait block ls`)"
         )
-    slugs = _candidate_slugs(cls)
-    t = _tables().BlockDocumentModel.__table__
-    rows = conn.execute(select(t).where(t.c.name == name, t.c.slug.in_(slugs))).fetchall() if slugs else []
-    own = [r for r in rows if r.slug == cls.block_type_slug]
+    # Only the types of documents with that name are looked up, so only the plugins that
+    # declare those types are imported (not every plugin offering blocks).
+    others = tx.find_by_name(name)
+    registry = _registry()
+    docs = [d for d in others if d.slug == cls.block_type_slug or _is_subclass(registry.get(d.slug), cls)]
+    own = [d for d in docs if d.slug == cls.block_type_slug]
     if own:
         return own[0]
-    if len(rows) == 1:
-        return rows[0]
-    if len(rows) > 1:
-        options = ", ".join(repr(_label(r.slug, r.name)) for r in rows)
+    if len(docs) == 1:
+        return docs[0]
+    if len(docs) > 1:
+        options = ", ".join(repr(_label(d.slug, d.name)) for d in docs)
         raise BlockError(f"several blocks are named {name!r} ({options}); load one as 'slug/name'")
-    others = conn.execute(select(t.c.slug).where(t.c.name == name)).fetchall()
+    slugs = _candidate_slugs(cls)
     hint = ""
     if others:
-        hint = " (a block of another type has that name: " + ", ".join(repr(_label(r[0], name)) for r in others) + ")"
-    pool = [n for s in slugs for n in _names(conn, s)]
+        hint = " (a block of another type has that name: " + ", ".join(repr(_label(d.slug, name)) for d in others) + ")"
+    pool = [n for s in slugs for n in _names(tx, s)]
     raise BlockNotFound(
         f"no saved {cls.__name__} block named {name!r}{hint}{_suggest(name, pool)} (see `plait block ls`)"
     )
 
 
+def _is_subclass(candidate: type | None, cls: type[Block]) -> bool:
+    return isinstance(candidate, type) and issubclass(candidate, cls)
+
+
+def _find_any(tx: BlocksTransaction, reference: str) -> BlockDocument:
+    """The document ``reference`` names: ``"slug/name"``, or a name no other type uses."""
+    slug, name = split_reference(reference)
+    if slug is not None:
+        return _find(tx, Block, reference)
+    docs = tx.find_by_name(name)
+    if not docs:
+        raise BlockNotFound(f"no saved block named {name!r}{_suggest(name, _names(tx))} (see `plait block ls`)")
+    if len(docs) > 1:
+        options = ", ".join(repr(_label(d.slug, d.name)) for d in docs)
+        raise BlockError(f"several blocks are named {name!r} ({options}); give 'slug/name'")
+    return docs[0]
+
+
 # -- load --------------------------------------------------------------------------------------
 def load_block(cls: type[Block], reference: str) -> Block:
-    def work(conn: Connection) -> Block:
-        row = _find(conn, cls, reference)
+    def work(tx: BlocksTransaction) -> Block:
+        doc = _find(tx, cls, reference)
         hints = [cls] if cls is not Block else None
-        return _instantiate(conn, row, hints)
+        return _instantiate(tx, doc, hints)
 
     block = _read("read blocks from", work)
     register_block_secrets(block)  # nested blocks' secrets included
@@ -138,25 +158,29 @@ def load_document(reference: str) -> Block:
         BlockNotFound: No such block (close matches suggested).
         BlockError: A bare name used by several types.
     """
-    slug, name = split_reference(reference)
+    slug, _ = split_reference(reference)
     if slug is not None:
         return load_block(Block, reference)
-
-    def work(conn: Connection) -> Block:
-        from sqlalchemy import select
-
-        t = _tables().BlockDocumentModel.__table__
-        rows = conn.execute(select(t).where(t.c.name == name)).fetchall()
-        if not rows:
-            raise BlockNotFound(f"no saved block named {name!r}{_suggest(name, _names(conn))} (see `plait block ls`)")
-        if len(rows) > 1:
-            options = ", ".join(repr(_label(r.slug, r.name)) for r in rows)
-            raise BlockError(f"several blocks are named {name!r} ({options}); give 'slug/name'")
-        return _instantiate(conn, rows[0], None)
-
-    block = _read("read blocks from", work)
+    block = _read("read blocks from", lambda tx: _instantiate(tx, _find_any(tx, reference), None))
     register_block_secrets(block)
     return block
+
+
+def describe_document(reference: str) -> dict[str, Any]:
+    """The listing entry of the saved block ``reference`` names (as ``load_document`` does),
+    without building the block: it works when the block cannot be loaded (its type is not
+    installed, its secrets were encrypted with another key, the store is damaged).
+
+    Raises:
+        BlockNotFound: No such block (close matches suggested).
+        BlockError: A bare name used by several types.
+    """
+
+    def work(tx: BlocksTransaction) -> list[BlockListing]:
+        doc = _find_any(tx, reference)
+        return [entry for entry in tx.listing([doc.slug]) if entry.id == doc.id]
+
+    return _entry(_read("read blocks from", work)[0], _registry())
 
 
 # -- list --------------------------------------------------------------------------------------
@@ -170,38 +194,22 @@ def list_documents(slug: str | None = None, include_anonymous: bool = False) -> 
     return _list(None if slug is None else [slug], include_anonymous)
 
 
+def _entry(doc: BlockListing, registry: Mapping[str, type[Block]]) -> dict[str, Any]:
+    cls = registry.get(doc.slug)
+    return {
+        "name": doc.name,
+        "slug": doc.slug,
+        "type_name": cls.block_type_name if cls is not None else (doc.type_name or doc.slug),
+        "id": doc.id,
+        "created": _iso(doc.created),
+        "updated": _iso(doc.updated),
+    }
+
+
 def _list(slugs: list[str] | None, include_anonymous: bool) -> list[dict[str, Any]]:
-    from sqlalchemy import select
-
-    models = _tables()
-    docs = models.BlockDocumentModel.__table__
-    types = models.BlockTypeModel.__table__
-
-    def work(conn: Connection) -> list[Any]:
-        query = (
-            select(docs.c.id, docs.c.name, docs.c.slug, docs.c.created, docs.c.updated, types.c.name.label("type_name"))
-            .select_from(docs.outerjoin(types, types.c.slug == docs.c.slug))
-            .order_by(docs.c.slug, docs.c.name)
-        )
-        if slugs is not None:
-            query = query.where(docs.c.slug.in_(slugs))
-        return conn.execute(query).fetchall()
-
     registry = _registry()
-    rows = []
-    for r in _read("read blocks from", work):
-        if not include_anonymous and _is_anonymous(r.name):
-            continue
-        cls = registry.get(r.slug)
-        rows.append({
-            "name": r.name,
-            "slug": r.slug,
-            "type_name": cls.block_type_name if cls is not None else (r.type_name or r.slug),
-            "id": r.id,
-            "created": _iso(r.created),
-            "updated": _iso(r.updated),
-        })
-    return rows
+    docs = _read("read blocks from", lambda tx: tx.listing(slugs))
+    return [_entry(d, registry) for d in docs if include_anonymous or not _is_anonymous(d.name)]
 
 
 def list_for_class(cls: type[Block]) -> list[dict[str, Any]]:

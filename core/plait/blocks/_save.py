@@ -11,11 +11,13 @@ Every write happens in one transaction.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from plait.blocks._db import _doc_by_id, _doc_by_name, _now, _run_write, _tables
+from plait.blocks._base import check_block_type
+from plait.blocks._db import _now, _run_write
 from plait.blocks._encoding import _encode_values
 from plait.blocks._load import _find
 from plait.blocks._references import ANONYMOUS_PREFIX, _is_anonymous, _label, validate_name
@@ -24,11 +26,67 @@ from plait.blocks._values import register_block_secrets
 from plait.exceptions import BlockError
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection, Row
-
+    from plait._store.blocks import BlockDocument, BlockReference, BlocksTransaction
     from plait.blocks._base import Block
 
-__all__ = ["save_block", "save_in", "delete_block"]
+__all__ = ["save_block", "save_in", "delete_block", "check_not_self_containing"]
+
+
+# -- cycles ------------------------------------------------------------------------------------
+def _cycle_advice() -> str:
+    return (
+        "A block cannot contain itself, directly or through other blocks (they are saved by "
+        "reference and loaded as a tree); point the field at another block."
+    )
+
+
+def _nested_blocks(value: Any) -> Iterator[Block]:
+    """The blocks in a field's value (a block, or blocks inside lists and dicts)."""
+    from plait.blocks._base import Block
+
+    if isinstance(value, Block):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _nested_blocks(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _nested_blocks(item)
+
+
+def check_not_self_containing(block: Block) -> None:
+    """Refuse a block whose nested blocks, in memory, lead back to a block they are inside.
+
+    Raises:
+        BlockError: Naming the fields of the loop.
+    """
+
+    def walk(current: Block, path: list[tuple[int, str]]) -> None:
+        for fname in type(current).nested_block_fields():
+            here = [*path, (id(current), f"{type(current).__name__} field {fname!r}")]
+            ids = [obj_id for obj_id, _ in here]
+            for child in _nested_blocks(getattr(current, fname, None)):
+                if id(child) in ids:
+                    loop = " → ".join(step for _, step in here[ids.index(id(child)):])
+                    raise BlockError(
+                        f"cannot save this {type(block).__name__}: it contains itself ({loop} → the same "
+                        f"{type(child).__name__} again). {_cycle_advice()}"
+                    )
+                walk(child, here)
+
+    walk(block, [])
+
+
+def _cycle_error(tx: BlocksTransaction, label: str, field_name: str, chain: list[BlockReference]) -> BlockError:
+    """``label`` would reach itself again through ``field_name`` and then ``chain``."""
+    steps = [f"{label} field {field_name!r}"]
+    for ref in chain:
+        parent = tx.get_by_id(ref.parent_id)
+        where = _label(parent.slug, parent.name) if parent is not None else ref.parent_id
+        steps.append(f"{where} field {ref.field_name!r}")
+    return BlockError(
+        f"cannot save block {label!r}: it would contain itself ({' → '.join(steps)} → {label}). {_cycle_advice()}"
+    )
 
 
 # -- save --------------------------------------------------------------------------------------
@@ -39,42 +97,37 @@ class _Saved:
     marks: list[tuple[Block, str, str]] = field(default_factory=list)  # (block, id, name)
 
 
-def _child_reference(conn: Connection, child: Block, now: datetime, saved: _Saved) -> str:
+def _child_reference(tx: BlocksTransaction, child: Block, now: datetime, saved: _Saved) -> str:
     """The document id a parent should reference for ``child``: its own saved document
     when it has one, else a new anonymous document holding its values."""
     name = child._document_name
     if name and not _is_anonymous(name):
-        row = _doc_by_id(conn, child._document_id) if child._document_id else None
-        if row is None or row.slug != child.block_type_slug:
-            row = _doc_by_name(conn, child.block_type_slug, name)
-        if row is not None:
-            return str(row.id)
+        doc = tx.get_by_id(child._document_id) if child._document_id else None
+        if doc is None or doc.slug != child.block_type_slug:
+            doc = tx.get_by_name(child.block_type_slug, name)
+        if doc is not None:
+            return doc.id
     doc_id = str(uuid.uuid4())
-    _write(conn, child, f"{ANONYMOUS_PREFIX}{doc_id}", now, saved, existing=None, doc_id=doc_id)
+    _write(tx, child, f"{ANONYMOUS_PREFIX}{doc_id}", now, saved, existing=None, doc_id=doc_id)
     return doc_id
 
 
 def _write(
-    conn: Connection,
+    tx: BlocksTransaction,
     block: Block,
     name: str,
     now: datetime,
     saved: _Saved,
-    existing: Row | None,
+    existing: BlockDocument | None,
     doc_id: str | None = None,
 ) -> str:
     """Insert (or, given ``existing``, replace) the document of ``block``; returns its id."""
-    from sqlalchemy import select
-
-    models = _tables()
-    docs = models.BlockDocumentModel.__table__
-    refs = models.BlockDocumentReferenceModel.__table__
     cls = type(block)
-    checksum = _record_type(conn, cls, now)
+    checksum = _record_type(tx, cls, now)
     references: list[tuple[str, str]] = []
 
     def child_id(fname: str, child: Block) -> str:
-        child_doc_id = _child_reference(conn, child, now, saved)
+        child_doc_id = _child_reference(tx, child, now, saved)
         references.append((fname, child_doc_id))
         return child_doc_id
 
@@ -82,75 +135,39 @@ def _write(
 
     old_children: list[str] = []
     if existing is not None:
-        doc_id = str(existing.id)
-        old_children = [
-            str(r.child_document_id)
-            for r in conn.execute(select(refs.c.child_document_id).where(refs.c.parent_document_id == doc_id))
-        ]
-        conn.execute(refs.delete().where(refs.c.parent_document_id == doc_id))
-        conn.execute(
-            docs.update()
-            .where(docs.c.id == doc_id)
-            .values(schema_checksum=checksum, data=data, updated=now)
-        )
+        doc_id = existing.id
+        # Only an existing document can be referenced already, so only it can close a loop.
+        for fname, child in references:
+            chain = tx.path_between([child], doc_id)
+            if chain is not None:
+                raise _cycle_error(tx, _label(existing.slug, existing.name), fname, chain)
+        old_children = tx.children_of(doc_id)
+        tx.replace_document(doc_id, schema_checksum=checksum, data=data, now=now)
     else:
         doc_id = doc_id or str(uuid.uuid4())
-        conn.execute(
-            docs.insert().values(
-                id=doc_id, name=name, slug=cls.block_type_slug, schema_checksum=checksum,
-                data=data, created=now, updated=now,
-            )
+        tx.insert_document(
+            doc_id=doc_id, name=name, slug=cls.block_type_slug, schema_checksum=checksum, data=data, now=now
         )
-    if references:
-        conn.execute(
-            refs.insert(),
-            [
-                {"id": str(uuid.uuid4()), "parent_document_id": doc_id, "field_name": f, "child_document_id": c}
-                for f, c in references
-            ],
-        )
-    _drop_orphans(conn, [c for c in old_children if c not in {c2 for _, c2 in references}])
+    tx.set_references(doc_id, references)
+    kept = {c for _, c in references}
+    tx.drop_orphans([c for c in old_children if c not in kept], anonymous_prefix=ANONYMOUS_PREFIX)
     saved.marks.append((block, doc_id, name))
     return doc_id
 
 
-def _drop_orphans(conn: Connection, candidates: list[str]) -> None:
-    """Delete anonymous documents among ``candidates`` that nothing references any more,
-    and, in turn, their own anonymous children."""
-    from sqlalchemy import func, select
-
-    models = _tables()
-    docs = models.BlockDocumentModel.__table__
-    refs = models.BlockDocumentReferenceModel.__table__
-    pending = list(dict.fromkeys(candidates))
-    while pending:
-        doc_id = pending.pop()
-        row = _doc_by_id(conn, doc_id)
-        if row is None or not _is_anonymous(row.name):
-            continue
-        users = conn.execute(select(func.count()).select_from(refs).where(refs.c.child_document_id == doc_id)).scalar()
-        if users:
-            continue
-        children = [
-            str(r.child_document_id)
-            for r in conn.execute(select(refs.c.child_document_id).where(refs.c.parent_document_id == doc_id))
-        ]
-        conn.execute(refs.delete().where(refs.c.parent_document_id == doc_id))
-        conn.execute(docs.delete().where(docs.c.id == doc_id))
-        pending.extend(children)
-
-
-def save_in(conn: Connection, block: Block, name: str, overwrite: bool, now: datetime, saved: _Saved) -> tuple[str, str]:
-    """Save ``block`` as ``name`` on ``conn`` (inside the caller's transaction).
+def save_in(
+    tx: BlocksTransaction, block: Block, name: str, overwrite: bool, now: datetime, saved: _Saved
+) -> tuple[str, str]:
+    """Save ``block`` as ``name`` in ``tx`` (inside the caller's transaction).
 
     Returns:
         ``(document id, "created" | "updated")``.
     """
     slug = block.block_type_slug
-    existing = _doc_by_name(conn, slug, name)
+    existing = tx.get_by_name(slug, name)
     if existing is not None and not overwrite:
         raise BlockError(f"block {_label(slug, name)!r} already exists; pass overwrite=True (or --overwrite)")
-    doc_id = _write(conn, block, name, now, saved, existing)
+    doc_id = _write(tx, block, name, now, saved, existing)
     return doc_id, ("created" if existing is None else "updated")
 
 
@@ -165,10 +182,12 @@ def save_block(block: Block, name: str, overwrite: bool = False) -> str:
     validate_name(name)
     if not type(block).block_type_slug:
         raise BlockError("the Block base class cannot be saved; subclass it with typed fields")
+    check_block_type(type(block))
+    check_not_self_containing(block)
 
-    def work(conn: Connection) -> tuple[str, _Saved]:
+    def work(tx: BlocksTransaction) -> tuple[str, _Saved]:
         saved = _Saved()
-        doc_id, _ = save_in(conn, block, name, overwrite, _now(), saved)
+        doc_id, _ = save_in(tx, block, name, overwrite, _now(), saved)
         return doc_id, saved
 
     doc_id, saved = _run_write("save a block in", work)
@@ -178,52 +197,45 @@ def save_block(block: Block, name: str, overwrite: bool = False) -> str:
 
 # -- delete ------------------------------------------------------------------------------------
 def delete_block(cls: type[Block], reference: str) -> None:
-    from sqlalchemy import select
-
-    models = _tables()
-    docs = models.BlockDocumentModel.__table__
-    refs = models.BlockDocumentReferenceModel.__table__
-
-    def work(conn: Connection) -> None:
-        row = _find(conn, cls, reference)
-        users = conn.execute(
-            select(refs.c.parent_document_id, refs.c.field_name).where(refs.c.child_document_id == row.id)
-        ).fetchall()
+    def work(tx: BlocksTransaction) -> None:
+        doc = _find(tx, cls, reference)
+        # A user that the block itself leads to is part of a cycle through it (a damaged
+        # store): such users never stop a delete, or neither block of the cycle could go.
+        reachable = set()
+        children = tx.children_of(doc.id)
+        users = []
+        for ref in tx.users_of(doc.id):
+            if ref.parent_id == doc.id or ref.parent_id in reachable:
+                continue
+            if tx.path_between(children, ref.parent_id) is not None:
+                reachable.add(ref.parent_id)
+                continue
+            users.append(ref)
         if users:
             names = []
-            for parent_id, field_name in users:
-                parent = _doc_by_id(conn, parent_id)
-                where = _label(parent.slug, parent.name) if parent is not None else str(parent_id)
-                owner = _named_owner(conn, parent) if parent is not None and _is_anonymous(parent.name) else None
+            for ref in users:
+                parent = tx.get_by_id(ref.parent_id)
+                where = _label(parent.slug, parent.name) if parent is not None else ref.parent_id
+                owner = _named_owner(tx, parent) if parent is not None and _is_anonymous(parent.name) else None
                 inside = f", nested in {owner!r}" if owner else ""
-                names.append(f"{where!r} (field {field_name!r}{inside})")
+                names.append(f"{where!r} (field {ref.field_name!r}{inside})")
             raise BlockError(
-                f"block {_label(row.slug, row.name)!r} is used by block {', '.join(names)}; delete that block "
+                f"block {_label(doc.slug, doc.name)!r} is used by block {', '.join(names)}; delete that block "
                 "or save it without this one first"
             )
-        children = [
-            str(r[0]) for r in conn.execute(select(refs.c.child_document_id).where(refs.c.parent_document_id == row.id))
-        ]
-        conn.execute(refs.delete().where(refs.c.parent_document_id == row.id))
-        conn.execute(docs.delete().where(docs.c.id == row.id))
-        _drop_orphans(conn, children)
+        tx.drop_orphans(tx.delete_document(doc.id), anonymous_prefix=ANONYMOUS_PREFIX)
 
     _run_write("delete a block from", work)
 
 
-def _named_owner(conn: Connection, row: Row) -> str | None:
+def _named_owner(tx: BlocksTransaction, doc: BlockDocument) -> str | None:
     """``slug/name`` of the named block an anonymous document belongs to."""
-    from sqlalchemy import select
-
-    refs = _tables().BlockDocumentReferenceModel.__table__
     for _ in range(32):  # nesting depth; guards against a damaged, cyclic store
-        parent_id = conn.execute(
-            select(refs.c.parent_document_id).where(refs.c.child_document_id == row.id)
-        ).scalar()
-        parent = _doc_by_id(conn, parent_id) if parent_id else None
+        users = tx.users_of(doc.id)
+        parent = tx.get_by_id(users[0].parent_id) if users else None
         if parent is None:
             return None
         if not _is_anonymous(parent.name):
             return _label(parent.slug, parent.name)
-        row = parent
+        doc = parent
     return None

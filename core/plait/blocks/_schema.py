@@ -8,37 +8,29 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from plait.blocks._db import _tables
+from plait._masking import mask
 from plait.blocks._references import _label
-from plait.blocks._values import MASK
 from plait.exceptions import BlockSchemaMismatch
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection, Row
-
+    from plait._store.blocks import BlockDocument, BlocksTransaction
     from plait.blocks._base import Block
 
-__all__ = ["describe_schema_change", "mask_values", "validation_message"]
+__all__ = ["describe_schema_change", "validation_message"]
 
 
 # -- validation messages -----------------------------------------------------------------------
-def mask_values(text: str, secrets: Any) -> str:
-    """``text`` with each of ``secrets`` (strings of 4+ characters) replaced by ``***``."""
-    for secret in sorted({s for s in secrets if isinstance(s, str) and len(s) >= 4}, key=len, reverse=True):
-        text = text.replace(secret, MASK)
-    return text
-
-
 def _error_text(err: Any, secrets: Any) -> str:
     """pydantic's message for one error. Its own rules never quote the input; a message a
-    validator wrote itself might, so those have ``secrets`` masked."""
+    validator wrote itself might, so those have ``secrets`` (and every registered secret)
+    masked by the one masking function."""
     from typing import get_args
 
     from pydantic_core.core_schema import ErrorType
 
     msg = str(err.get("msg", "invalid value"))
     if err.get("type") in ("value_error", "assertion_error") or err.get("type") not in get_args(ErrorType):
-        msg = mask_values(msg, secrets)
+        msg = mask(msg, extra=secrets)
     return msg
 
 
@@ -99,20 +91,17 @@ def describe_schema_change(old: dict[str, Any], new: dict[str, Any]) -> list[str
 
 
 def _mismatch(
-    conn: Connection, row: Row, cls: type[Block], exc: ValidationError, secrets: Any = ()
+    tx: BlocksTransaction, doc: BlockDocument, cls: type[Block], exc: ValidationError, secrets: Any = ()
 ) -> BlockSchemaMismatch:
-    from sqlalchemy import select
-
-    t = _tables().BlockSchemaModel.__table__
-    stored = conn.execute(select(t.c.json_schema).where(t.c.checksum == row.schema_checksum)).first()
-    changes = describe_schema_change(stored[0], cls.model_json_schema()) if stored is not None else []
+    stored = tx.schema(doc.schema_checksum)
+    changes = describe_schema_change(stored.json_schema, cls.model_json_schema()) if stored is not None else []
     if not changes:
         changes = [
             f"{'.'.join(str(p) for p in err.get('loc', ())) or '(block)'!r}: {_error_text(err, secrets)}"
             for err in exc.errors(include_url=False, include_input=False)
         ]
     return BlockSchemaMismatch(
-        f"block {_label(row.slug, row.name)!r} was saved with an older schema of {cls.__name__}; "
+        f"block {_label(doc.slug, doc.name)!r} was saved with an older schema of {cls.__name__}; "
         f"changed fields: {'; '.join(changes)}. Update it: load the values, fix them and "
         "save(..., overwrite=True), or re-apply your blocks file."
     )

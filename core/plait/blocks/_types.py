@@ -7,30 +7,30 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from plait.blocks._base import Block
-from plait.blocks._db import _tables, _upsert
 from plait.blocks._references import _suggest
 from plait.exceptions import BlockNotFound
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
+    from collections.abc import Mapping
+
+    from plait._store.blocks import BlocksTransaction
 
 __all__ = ["block_types", "get_block_class"]
 
 
 # -- registered classes ------------------------------------------------------------------------
-def _registry() -> dict[str, type[Block]]:
+def _registry() -> Mapping[str, type[Block]]:
+    """Registered classes by slug: looking one up imports only the plugin that declares it;
+    iterating imports every plugin that offers blocks."""
     from plait import plugins
 
-    return plugins.block_classes()
+    return plugins.block_registry()  # type: ignore[return-value]  # plugins cannot name Block
 
 
 def _plugin_owner(slug: str) -> str | None:
     from plait import plugins
 
-    plugins.get_plugin_manager()
-    state = getattr(plugins, "_state", None)
-    owners = getattr(getattr(state, "registry", None), "block_owner", {}) or {}
-    return owners.get(slug)
+    return plugins.block_owner(slug)
 
 
 def _candidate_slugs(cls: type[Block]) -> list[str]:
@@ -56,55 +56,42 @@ def block_types() -> list[dict[str, Any]]:
 
 
 # -- type rows ---------------------------------------------------------------------------------
-def _record_type(conn: Connection, cls: type[Block], now: datetime) -> str:
+def _record_type(tx: BlocksTransaction, cls: type[Block], now: datetime) -> str:
     """Upsert the type's row and its schema's row; returns the schema checksum."""
-    models = _tables()
+    from plait._store.blocks import BlockSchemaRecord, BlockTypeRecord
+
     owner = _plugin_owner(cls.block_type_slug) if _registry().get(cls.block_type_slug) is cls else None
-    _upsert(
-        conn,
-        models.BlockTypeModel.__table__,
-        {
-            "slug": cls.block_type_slug,
-            "name": cls.block_type_name,
-            "description": cls.block_description or "",
-            "capabilities": sorted(cls.capabilities or ()),
-            "plugin": owner,
-            "updated": now,
-        },
-        "slug",
-        update=True,
-    )
     checksum = cls.schema_checksum()
-    _upsert(
-        conn,
-        models.BlockSchemaModel.__table__,
-        {
-            "checksum": checksum,
-            "slug": cls.block_type_slug,
-            "json_schema": cls.model_json_schema(),
-            "secret_fields": cls.secret_fields(),
-            "created": now,
-        },
-        "checksum",
-        update=False,
+    tx.record_type(
+        BlockTypeRecord(
+            slug=cls.block_type_slug,
+            name=cls.block_type_name,
+            description=cls.block_description or "",
+            capabilities=sorted(cls.capabilities or ()),
+            plugin=owner,
+        ),
+        BlockSchemaRecord(
+            checksum=checksum,
+            slug=cls.block_type_slug,
+            json_schema=cls.model_json_schema(),
+            secret_fields=cls.secret_fields(),
+        ),
+        now,
     )
     return checksum
 
 
 # -- looking up a type -------------------------------------------------------------------------
-def _known_slugs(conn: Connection | None) -> set[str]:
+def _known_slugs(tx: BlocksTransaction | None) -> set[str]:
     slugs = set(_registry())
-    if conn is not None:
-        from sqlalchemy import select
-
-        t = _tables().BlockDocumentModel.__table__
-        slugs |= {str(r[0]) for r in conn.execute(select(t.c.slug).distinct())}
+    if tx is not None:
+        slugs |= tx.slugs()
     return slugs
 
 
-def _unknown_type(slug: str, conn: Connection | None = None) -> BlockNotFound:
+def _unknown_type(slug: str, tx: BlocksTransaction | None = None) -> BlockNotFound:
     return BlockNotFound(
-        f"no block type {slug!r} is registered{_suggest(slug, _known_slugs(conn))} "
+        f"no block type {slug!r} is registered{_suggest(slug, _known_slugs(tx) - {slug})} "
         "(see `plait block types`; a type comes from an installed plugin)"
     )
 
@@ -121,7 +108,7 @@ def get_block_class(slug: str) -> type[Block]:
     return cls
 
 
-def _class_for(slug: str, hints: list[type[Block]] | None, label: str, conn: Connection) -> type[Block]:
+def _class_for(slug: str, hints: list[type[Block]] | None, label: str, tx: BlocksTransaction) -> type[Block]:
     for hint in hints or ():
         if hint is not Block and hint.block_type_slug == slug:
             return hint
@@ -129,8 +116,8 @@ def _class_for(slug: str, hints: list[type[Block]] | None, label: str, conn: Con
     if cls is not None:
         return cls
     if not hints:
-        raise _unknown_type(slug, conn)
+        raise _unknown_type(slug, tx)
     raise BlockNotFound(
         f"block {label!r} is of type {slug!r}, which no installed plugin registers"
-        f"{_suggest(slug, _known_slugs(conn))} (see `plait block types`)"
+        f"{_suggest(slug, _known_slugs(tx) - {slug})} (see `plait block types`)"
     )

@@ -8,12 +8,11 @@ from typing import Any, Callable, Iterator
 
 from pydantic import BaseModel, Secret, SecretBytes, SecretStr
 
+from plait._masking import MASK, register_secret
 from plait.blocks._base import Block, is_secret_annotation
 from plait.blocks._references import _is_anonymous, _label
 
 __all__ = ["MASK", "block_to_dict", "canonical_values", "register_block_secrets", "secret_leaves"]
-
-MASK = "***"
 
 
 # -- secrets -----------------------------------------------------------------------------------
@@ -77,8 +76,6 @@ def secret_leaves(block: Block) -> list[str]:
 
 def register_block_secrets(block: Block) -> None:
     """Have run logs, state messages and console output show ``***`` for the block's secrets."""
-    from plait._logging import register_secret
-
     for value in secret_leaves(block):
         register_secret(value)
 

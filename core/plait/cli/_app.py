@@ -10,12 +10,11 @@ unexpected error instead.
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
-from urllib.parse import unquote
 
 import click
 
+from plait._masking import mask, mask_url
 from plait.cli import commands
 from plait.exceptions import PlaitError
 
@@ -31,7 +30,8 @@ class CliError(click.ClickException):
 
 
 def _secrets() -> list[str]:
-    """Passwords that must never be printed: the one in the configured database URL."""
+    """The configured database URLs that hold a secret (a password, a ``password=`` query
+    value): never printed, even before anything registered them."""
     candidates = [os.environ.get("PLAIT_DATABASE_URL")]
     try:
         from plait.settings import get_settings
@@ -39,19 +39,14 @@ def _secrets() -> list[str]:
         candidates.append(get_settings().effective_database_url)
     except Exception:  # invalid settings are reported elsewhere
         pass
-    found = []
-    for url in filter(None, candidates):
-        match = re.match(r"^[^:/]+://[^:/@]*:(.*)@", url)
-        if match and match.group(1):
-            found += [match.group(1), unquote(match.group(1))]  # as written, and decoded
-    return sorted(set(found), key=len, reverse=True)
+    # A URL without a secret is no secret: its path (the SQLite file) stays readable.
+    return [url for url in dict.fromkeys(filter(None, candidates)) if mask_url(url) != url]
 
 
 def scrub(text: str) -> str:
-    """``text`` on one line, with any database password replaced by ``***``."""
-    for secret in _secrets():
-        text = text.replace(secret, "***")
-    return " ".join(text.split())
+    """``text`` on one line, masked by the one masking function: registered secrets, and the
+    database URL's password (as written and decoded; the URL keeps its host and database)."""
+    return " ".join(mask(text, extra=_secrets()).split())
 
 
 def _settings_error(exc: Any) -> str:

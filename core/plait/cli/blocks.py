@@ -132,42 +132,12 @@ def parse_assignments(slug: str, assignments: list[str] | tuple[str, ...]) -> di
     return values
 
 
-def _secret_values(block: Any) -> list[str]:
-    """Every secret value held by ``block`` and its nested blocks, longest first."""
-    from pydantic import BaseModel, Secret, SecretBytes, SecretStr
-
-    found: list[str] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, (SecretStr, SecretBytes, Secret)):
-            raw = value.get_secret_value()
-            if isinstance(raw, bytes):
-                raw = raw.decode("utf-8", "replace")
-            if isinstance(raw, dict):
-                found.extend(str(v) for v in raw.values() if v is not None)
-                found.append(json.dumps(raw, default=str))
-            elif raw is not None:
-                found.append(str(raw))
-        elif isinstance(value, BaseModel):
-            for name in type(value).model_fields:
-                walk(getattr(value, name, None))
-        elif isinstance(value, dict):
-            for item in value.values():
-                walk(item)
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                walk(item)
-
-    walk(block)
-    return sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
-
-
 def _scrub(text: str, block: Any) -> str:
-    from plait._logging import scrub
+    """``text`` with the block's secrets (and every registered one) masked, by the one
+    masking function (``plait._masking.mask``)."""
+    from plait._masking import mask, secret_values
 
-    for secret in _secret_values(block):
-        text = text.replace(secret, MASK)
-    return scrub(text)
+    return mask(text, extra=secret_values(block))
 
 
 def _validation_message(slug: str, exc: Any) -> str:
@@ -263,11 +233,18 @@ def block_inspect(reference: str, show_secrets: bool = False) -> dict[str, Any]:
     }
 
 
+def _listing(reference: str) -> dict[str, Any]:
+    """The listing entry of a saved block, without loading it (so a block whose type is not
+    installed, or that cannot be decrypted or loaded, can still be deleted)."""
+    from plait.blocks._load import describe_document
+
+    return describe_document(reference.strip())
+
+
 def block_delete(reference: str) -> dict[str, Any]:
     """Delete a saved block; returns ``{name, slug, id}`` of what was deleted."""
-    doc = _document(reference)
-    block = doc.pop("block")
-    type(block).delete(doc["name"])
+    doc = _listing(reference)
+    _blocks().Block.delete(f"{doc['slug']}/{doc['name']}")
     return {"name": doc["name"], "slug": doc["slug"], "id": doc.get("id")}
 
 
@@ -507,7 +484,7 @@ def block_inspect_cmd(name: str, as_json: bool, show_secrets: bool) -> None:
 def block_delete_cmd(name: str, yes: bool) -> None:
     """Delete a saved block. NAME is SLUG/NAME, or a name no other type uses."""
     if not yes:
-        doc = _document(name)
+        doc = _listing(name)
         click.confirm(f"Delete block {doc['slug']}/{doc['name']}?", abort=True, err=True)
     deleted = block_delete(name)
     click.echo(f"Deleted block {deleted['slug']}/{deleted['name']}.")

@@ -95,10 +95,9 @@ def flow_run_ls(state: str | None = None, flow_name: str | None = None, limit: i
     state = normalize_state(state)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"limit must be a whole number >= 1, got {limit!r}")
-    from plait._store.database import get_database
-    from plait._store.queries import list_flow_runs
+    from plait._store.history import list_flow_runs
 
-    return list_flow_runs(get_database(), state=state, flow_name=flow_name, limit=limit)
+    return list_flow_runs(_checked_database(), state=state, flow_name=flow_name, limit=limit)
 
 
 def flow_run_inspect(flow_run_id: str) -> dict[str, Any]:
@@ -111,10 +110,9 @@ def flow_run_inspect(flow_run_id: str) -> dict[str, Any]:
     Raises:
         LookupError: No flow run, or more than one, matches ``flow_run_id``.
     """
-    from plait._store.database import get_database
-    from plait._store.queries import get_flow_run
+    from plait._store.history import get_flow_run
 
-    return get_flow_run(get_database(), flow_run_id)
+    return get_flow_run(_checked_database(), flow_run_id)
 
 
 def flow_run_logs(flow_run_id: str) -> list[dict[str, Any]]:
@@ -128,10 +126,9 @@ def flow_run_logs(flow_run_id: str) -> list[dict[str, Any]]:
     Raises:
         LookupError: No flow run, or more than one, matches ``flow_run_id``.
     """
-    from plait._store.database import get_database
-    from plait._store.queries import get_logs, resolve_flow_run_id
+    from plait._store.history import get_logs, resolve_flow_run_id
 
-    db = get_database()
+    db = _checked_database()
     run_id = resolve_flow_run_id(db, flow_run_id)
     rows = get_logs(db, run_id)
     # get_logs gives the task's name ("extract"); the CLI shows the task run's ("extract-0").
@@ -151,19 +148,20 @@ def flow_run_logs(flow_run_id: str) -> list[dict[str, Any]]:
 
 def _task_run_names(db: Any, run_id: str) -> dict[str, str]:
     """Task run id -> name ("extract-0") for the run and its subflows."""
-    from sqlalchemy import select
+    from plait._store.history import task_run_names
 
-    from plait._store.models import FlowRunModel, TaskRunModel
-
-    flows, tasks = FlowRunModel.__table__, TaskRunModel.__table__
     try:
-        with db.engine.connect() as conn:
-            ids, frontier = [run_id], [run_id]
-            while frontier:
-                children = conn.scalars(select(flows.c.id).where(flows.c.parent_flow_run_id.in_(frontier)))
-                frontier = [i for i in children if i not in ids]
-                ids.extend(frontier)
-            rows = conn.execute(select(tasks.c.id, tasks.c.name).where(tasks.c.flow_run_id.in_(ids))).all()
+        return task_run_names(db, run_id)
     except Exception:  # names are a nicety: fall back to the task names get_logs gave
         return {}
-    return {r.id: r.name for r in rows}
+
+
+def _checked_database() -> Any:
+    """The database, after runs whose process died were replayed and marked Crashed, so
+    the CLI never shows a Running run that nothing runs."""
+    from plait._recovery import detect_crashed_quietly
+    from plait._store.database import get_database
+
+    db = get_database()
+    detect_crashed_quietly(db)
+    return db

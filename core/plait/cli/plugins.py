@@ -1,7 +1,9 @@
-"""``plait plugins ls``: which plugins were found, whether they loaded, and why not.
+"""``plait plugins ls``: which plugins were found, what they declare, whether they are loaded, and why not.
 
 ``plugins_ls()`` is the plain function behind the command (tests and scripts call it); the
-click command only renders what it returns.
+click command only renders what it returns. Listing reads metadata only: a plugin that
+declares what it provides stays unimported until something it provides is needed, unless
+``--load`` asks to import every plugin (and check each against its declarations).
 """
 
 from __future__ import annotations
@@ -14,22 +16,37 @@ from plait.cli._app import PlaitGroup, json_option
 
 __all__ = ["plugins_ls", "plugins_group", "show_plugins"]
 
+_LOADED = {"loaded": ("yes", "green"), "not imported": ("not yet", ""), "failed": ("no", "red"),
+           "incompatible": ("no", "red")}
+_PROVIDES = (("block_types", "blocks"), ("storage_schemes", "storage"), ("infrastructure", "infrastructure"))
 
-def plugins_ls() -> dict[str, list[dict[str, Any]]]:
-    """Discovered plugins and the problems found while loading them.
+
+def plugins_ls(load: bool = False) -> dict[str, list[dict[str, Any]]]:
+    """Discovered plugins and the problems found so far.
+
+    Args:
+        load: Import every plugin first, so that import failures and mismatches between
+            what a plugin declares and what it registers are found now.
 
     Returns:
-        ``{"plugins": [{name, module, distribution, version, requires_plait, loaded,
-        hooks}], "diagnoses": [{plugin, version, reason, fix}]}``.
+        ``{"plugins": [{name, module, distribution, version, requires_plait, loaded, hooks,
+        status, default, declares}], "diagnoses": [{plugin, version, reason, fix}]}``.
     """
-    from dataclasses import asdict
+    from plait.plugins import diagnoses, load_all, plugins
 
-    from plait.plugins import diagnoses, plugins
-
+    if load:
+        load_all()
+    infos = plugins()
     return {
-        "plugins": [info.as_dict() for info in plugins()],
-        "diagnoses": [asdict(d) for d in diagnoses()],
+        "plugins": [info.as_dict() for info in infos],
+        "diagnoses": [{"plugin": d.plugin, "version": d.version, "reason": d.reason, "fix": d.fix}
+                      for d in diagnoses()],
     }
+
+
+def _provides(declares: dict[str, list[str]]) -> str:
+    parts = [f"{label}: {', '.join(declares[key])}" for key, label in _PROVIDES if declares.get(key)]
+    return "; ".join(parts)
 
 
 def show_plugins(data: dict[str, list[dict[str, Any]]]) -> None:
@@ -45,6 +62,7 @@ def show_plugins(data: dict[str, list[dict[str, Any]]]) -> None:
                 Column("Plait", no_wrap=True),
                 Column("Loaded", no_wrap=True),
                 Column("Hooks"),
+                Column("Provides"),
             ],
             [
                 [
@@ -52,12 +70,17 @@ def show_plugins(data: dict[str, list[dict[str, Any]]]) -> None:
                     p.get("distribution") or EMPTY,
                     p.get("version") or EMPTY,
                     p.get("requires_plait") or "any",
-                    Cell("yes", "green") if p["loaded"] else Cell("no", "red"),
+                    Cell(*_LOADED.get(p.get("status") or "", ("yes", "green") if p["loaded"] else ("no", "red"))),
                     ", ".join(p.get("hooks") or []) or EMPTY,
+                    _provides(p.get("declares") or {}) or EMPTY,
                 ]
                 for p in rows
             ],
         )
+        if any(p.get("status") == "not imported" for p in rows):
+            click.echo("")
+            print_message("Plugins marked 'not yet' are imported when something they provide is first "
+                          "needed; `plait plugins ls --load` imports them all now.")
     else:
         print_message("No plugins found (entry point group plait.plugins).")
     problems = data["diagnoses"]
@@ -80,16 +103,19 @@ def plugins_group() -> None:
 
 
 @plugins_group.command("ls")
+@click.option("--load", is_flag=True, help="Import every plugin now and check it against what it declares.")
 @json_option
-def plugins_ls_cmd(as_json: bool) -> None:
-    """List plugins: distribution, version, supported plait range, loaded, hooks.
+def plugins_ls_cmd(load: bool, as_json: bool) -> None:
+    """List plugins: distribution, version, supported plait range, loaded, hooks, what they provide.
 
-    Then lists any problems (a plugin that failed to import, supports another plait
-    version, or whose hook raised) with the reason and the fix.
+    A plugin is imported only when something it provides is needed, so some show as not
+    loaded yet. Then lists any problems (a plugin that failed to import, supports another
+    plait version, registers something other than it declares, or whose hook raised) with
+    the reason and the fix.
     """
     from plait.cli._output import echo_json
 
-    data = plugins_ls()
+    data = plugins_ls(load=load)
     if as_json:
         echo_json(data)
     else:

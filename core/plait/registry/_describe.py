@@ -2,8 +2,8 @@
 
 ``child_main()`` imports the plugin modules named on its command line, registers them with a
 private pluggy manager (never plait's global one, so only this plugin's registrations are
-seen), calls the registration hooks with collecting ``register`` callbacks and writes the
-entries as JSON. Everything is rendered as text deterministically: signatures from
+seen), calls the registration hooks through pluggy the way plait does, checks what they
+return and writes the entries as JSON. Everything is rendered as text deterministically: signatures from
 ``inspect.signature`` with annotations as written, defaults by ``repr`` without addresses.
 """
 
@@ -15,13 +15,15 @@ import json
 import re
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["describe_modules", "describe_block", "describe_callable", "format_signature", "child_main"]
 
 _QUALIFIER = re.compile(r"\b(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_]\w*)")
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+_STARS: dict[inspect._ParameterKind, str] = {inspect.Parameter.VAR_POSITIONAL: "*", inspect.Parameter.VAR_KEYWORD: "**"}
 _KINDS = {
     inspect.Parameter.POSITIONAL_ONLY: "positional-only",
     inspect.Parameter.POSITIONAL_OR_KEYWORD: "positional-or-keyword",
@@ -29,13 +31,6 @@ _KINDS = {
     inspect.Parameter.KEYWORD_ONLY: "keyword-only",
     inspect.Parameter.VAR_KEYWORD: "var-keyword",
 }
-_REGISTRATION_HOOKS = (
-    "plait_register_blocks",
-    "plait_register_tasks",
-    "plait_register_flows",
-    "plait_register_storage",
-    "plait_register_infrastructure",
-)
 
 
 class _Invalid(Exception):
@@ -91,7 +86,7 @@ def format_signature(fn: Callable[..., Any]) -> tuple[str, list[dict[str, Any]],
         if p.kind is inspect.Parameter.KEYWORD_ONLY and not seen_star:
             parts.append("*")
         seen_star = seen_star or p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.KEYWORD_ONLY)
-        prefix = {inspect.Parameter.VAR_POSITIONAL: "*", inspect.Parameter.VAR_KEYWORD: "**"}.get(p.kind, "")
+        prefix = _STARS.get(p.kind, "")
         text = prefix + p.name + (f": {annotation}" if annotation else "")
         if default is not None:
             text += f" = {default}" if annotation else f"={default}"
@@ -153,57 +148,49 @@ def describe_callable(obj: Any) -> dict[str, Any]:
 
 
 def describe_modules(modules: dict[str, Any]) -> dict[str, Any]:
-    """The ``Contents`` of plugin modules (entry point name -> module object)."""
-    import pluggy
+    """The ``Contents`` of plugin modules (entry point name -> module object).
 
-    from plait import hookspecs
-    from plait.blocks import Block
+    The modules are registered with a private plugin manager (never plait's global one) the
+    way plait registers plugins — each hook validated and guarded — and their registration
+    hooks are called through pluggy; any problem (a bad signature, a raising hook, an
+    invalid contribution) stops the description with a message naming it.
+    """
+    from plait._plugin_contract import call_registration_hooks
+    from plait._plugin_guard import guarded_plugin, new_manager
 
-    manager = pluggy.PluginManager(hookspecs.PROJECT)
-    manager.add_hookspecs(hookspecs)
+    manager = new_manager()
     hooks: set[str] = set()
-    for name, module in modules.items():
-        try:
-            manager.register(module, name=name)
-        except Exception as exc:
-            raise _Invalid(f"plugin {name}: its hooks do not match plait.hookspecs ({exc})") from None
-        hooks.update(caller.name for caller in manager.get_hookcallers(module) or ())
     blocks: dict[str, type] = {}
     tasks: list[Any] = []
     flows: list[Any] = []
     schemes: set[str] = set()
-    infrastructure: dict[str, type] = {}
+    infrastructure: dict[str, Any] = {}  # kind -> block class (checked: it has block_type_slug)
+    for name, module in modules.items():
+        raised: list[str] = []
 
-    def register_block(cls: Any) -> None:
-        if not (isinstance(cls, type) and issubclass(cls, Block)):
-            raise _Invalid(f"plait_register_blocks: register() takes a Block subclass, got {cls!r}")
-        if blocks.get(cls.block_type_slug, cls) is not cls:
-            raise _Invalid(f"block type slug {cls.block_type_slug!r} is registered by two classes")
-        blocks[cls.block_type_slug] = cls
+        def on_error(hook: str, exc: BaseException, _name: str = name, _raised: list[str] = raised) -> None:
+            _raised.append(f"hook {hook} of {_name} raised {type(exc).__name__}: {exc}")
 
-    def register_storage(scheme: str, factory: Any = None) -> None:
-        schemes.add(str(scheme).lower().removesuffix("://"))
+        proxy, problems = guarded_plugin(name, module, on_error)
+        if problems:
+            raise _Invalid(f"plugin {name}: its hooks do not match plait.hookspecs ({problems[0]})")
+        manager.register(proxy, name=name)
+        hooks.update(caller.name for caller in manager.get_hookcallers(proxy) or ())
+        got = call_registration_hooks(manager, proxy)
+        if raised:
+            raise _Invalid(raised[0])
+        if got.problems:
+            hook, reason = got.problems[0]
+            raise _Invalid(f"{hook} of {name}: {reason}")
+        for slug, cls in got.blocks.items():
+            if blocks.get(slug, cls) is not cls:
+                raise _Invalid(f"block type slug {slug!r} is registered by two classes")
+            blocks[slug] = cls
+        tasks += got.tasks
+        flows += got.flows
+        schemes.update(got.storage)
+        infrastructure.update(got.infrastructure)
 
-    def register_infrastructure(kind: str, cls: Any) -> None:
-        if not (isinstance(cls, type) and issubclass(cls, Block)):
-            raise _Invalid(f"plait_register_infrastructure: {kind!r} is not a Block subclass")
-        infrastructure[str(kind)] = cls
-
-    callbacks = {
-        "plait_register_blocks": register_block,
-        "plait_register_tasks": lambda obj, name=None: tasks.append(obj),
-        "plait_register_flows": lambda obj, name=None: flows.append(obj),
-        "plait_register_storage": register_storage,
-        "plait_register_infrastructure": register_infrastructure,
-    }
-    for hook_name in _REGISTRATION_HOOKS:
-        for impl in getattr(manager.hook, hook_name).get_hookimpls():
-            try:
-                impl.function(register=callbacks[hook_name])
-            except _Invalid:
-                raise
-            except Exception as exc:
-                raise _Invalid(f"hook {hook_name} of {impl.plugin_name} raised {type(exc).__name__}: {exc}") from None
     def callables(objs: list[Any]) -> list[dict[str, Any]]:
         entries = {}
         for obj in objs:

@@ -266,7 +266,7 @@ def _reveal(value: Any) -> Any:
 
 
 def _check_round_trip(cls: type[Block], example: Block) -> None:
-    from plait.testing import plait_test_harness
+    from plait.testing._harness import plait_test_harness
 
     identity = (example._document_id, example._document_name)
     with plait_test_harness():

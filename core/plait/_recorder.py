@@ -1,12 +1,20 @@
-"""The local recorder: buffers what the engine reports and writes it in batches.
+"""The local recorder: journals what the engine reports, then writes it in batches.
 
-The engine calls ``add_*`` on its hot path, so those methods only append to in-memory
-buffers under a lock: no database I/O, no SQLAlchemy objects. Runs are kept as the *live*
-``FlowRun``/``TaskRun`` objects in a dirty map and read at flush time, so a run that changes
-state five times between two flushes costs one row write. ``flush()`` writes everything in
-one transaction with Core ``executemany``; a background thread calls it every
-``recorder_flush_interval`` seconds (or early once ``recorder_batch_size`` records wait) and
-keeps Running flow runs' ``heartbeat_at`` fresh so a dead process is recognisable.
+The engine calls ``add_*`` on its hot path. Each call appends one line to the process's
+journal (``plait._journal``) and, under a lock held for microseconds, buffers the record in
+memory; the journal's lines reach the disk whenever a run starts or ends, so what the
+engine produced survives ``kill -9`` before the next task begins. Runs are kept as the
+*live* ``FlowRun``/``TaskRun`` objects in a dirty map and read at flush time, so a run that
+changes state five times between two flushes costs one row write. ``flush()`` writes the
+batch in one transaction through ``plait._store.runs.RunWriter`` and then deletes the
+journal segments it covered; a background thread flushes every ``recorder_flush_interval``
+seconds (or early once ``recorder_batch_size`` records wait) and keeps Running flow runs'
+heartbeats fresh.
+
+One bad record never costs the others: when the database refuses a batch because of a
+value in it, the batch is written again record by record and only the refused records are
+dropped (and logged). A database that is down keeps everything buffered (and journaled)
+for the next try.
 """
 
 from __future__ import annotations
@@ -18,67 +26,47 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam
-from sqlalchemy.sql import Insert, Update
-
-from plait._runs import FlowRun, TaskRun, utcnow
-from plait._store.database import Database, _json_dumps
-from plait._store.models import (
-    _sqlite_bind,
-    FlowRunModel,
-    LogModel,
-    ResultModel,
-    StateModel,
-    TaskRunEdgeModel,
-    TaskRunModel,
+from plait._journal import (
+    Journal,
+    edge_record,
+    flow_record,
+    log_record,
+    result_record,
+    state_record,
+    task_record,
 )
+from plait._runs import FlowRun, TaskRun, utcnow
+from plait._store.database import Database
+from plait._store.runs import BatchRows, RunWriter, clean_json, clean_text, stored_flow_run_state
 from plait.exceptions import DatabaseError
 from plait.settings import get_settings
-from plait.states import State, StateType
+from plait.states import FINAL_TYPES, State, StateType
 
-__all__ = ["DatabaseRecorder", "get_recorder", "reset_recorder", "running_flow_run_ids"]
+__all__ = ["DatabaseRecorder", "get_recorder", "reset_recorder", "running_flow_run_ids", "current_journal_dir"]
 
 logger = logging.getLogger("plait.recorder")
 
-_FLOWS = FlowRunModel.__table__
-_TASKS = TaskRunModel.__table__
-_STATES = StateModel.__table__
-_EDGES = TaskRunEdgeModel.__table__
-_LOGS = LogModel.__table__
-_RESULTS = ResultModel.__table__
-
-# Columns a flush rewrites for a run it already inserted; the rest never change.
-_FLOW_MUTABLE = (
-    "state_type", "state_name", "state_message", "run_count",
-    "start_time", "end_time", "heartbeat_at",
-)
-_TASK_MUTABLE = (
-    "state_type", "state_name", "state_message", "run_count",
-    "cache_key", "result_ref", "start_time", "end_time",
-)
 _TYPE_VALUE = {t: t.value for t in StateType}  # Enum.value is a slow descriptor
+# A task run reaching one of these makes the journal write what it holds, so every record
+# made before a task ended is on disk before the next one starts (a flow run's every state
+# does too).
+_SYNC_TYPES = FINAL_TYPES
 
 
-def _clean(text: str | None) -> str | None:
-    # PostgreSQL rejects NUL in text; one bad log line must not block every later flush.
-    if text and "\x00" in text:
-        return text.replace("\x00", "\\x00")
-    return text
-
-
-def _flow_row(run: FlowRun, now: datetime) -> dict[str, Any]:
+def _flow_row(run: FlowRun, now: datetime, heartbeat_interval: float) -> dict[str, Any]:
     state = run.state
     return {
         "id": run.id,
-        "flow_name": run.flow_name,
-        "name": run.name,
-        "parameters": run.parameters,
-        "tags": list(run.tags),
+        "flow_name": clean_text(run.flow_name),
+        "name": clean_text(run.name),
+        "parameters": clean_json(run.parameters),
+        "tags": clean_json(list(run.tags)),
         "state_type": _TYPE_VALUE[state.type],
-        "state_name": state.name,
-        "state_message": _clean(state.message),
+        "state_name": clean_text(state.name),
+        "state_message": clean_text(state.message),
         "parent_flow_run_id": run.parent_flow_run_id,
         "parent_task_run_id": run.parent_task_run_id,
         "run_count": run.run_count,
@@ -88,6 +76,7 @@ def _flow_row(run: FlowRun, now: datetime) -> dict[str, Any]:
         "pid": run.pid,
         "hostname": run.hostname,
         "heartbeat_at": now,  # any write by the owning process proves it is alive
+        "heartbeat_interval": heartbeat_interval,
     }
 
 
@@ -96,83 +85,22 @@ def _task_row(run: TaskRun) -> dict[str, Any]:
     return {
         "id": run.id,
         "flow_run_id": run.flow_run_id,
-        "task_name": run.task_name,
-        "task_key": run.task_key,
-        "name": run.name,
+        "task_name": clean_text(run.task_name),
+        "task_key": clean_text(run.task_key),
+        "name": clean_text(run.name),
         "dynamic_key": run.dynamic_key,
-        "parameters": run.parameters,
-        "tags": list(run.tags),
+        "parameters": clean_json(run.parameters),
+        "tags": clean_json(list(run.tags)),
         "state_type": _TYPE_VALUE[state.type],
-        "state_name": state.name,
-        "state_message": _clean(state.message),
+        "state_name": clean_text(state.name),
+        "state_message": clean_text(state.message),
         "run_count": run.run_count,
         "cache_key": run.cache_key,
-        "result_ref": run.result_ref,
+        "result_ref": clean_text(run.result_ref),
         "created": run.created,
         "start_time": run.start_time,
         "end_time": run.end_time,
     }
-
-
-# SQLite fast path for the rows that grow with the number of task runs (three states and
-# one run row per task): plain DB-API executemany with tuples skips SQLAlchemy's per-row
-# parameter processing, which dominated a flush. Values are encoded exactly as the column
-# types would (timestamps via the models' SQLite format, JSON via the engine's serializer).
-_TASK_COLUMNS = (
-    "id", "flow_run_id", "task_name", "task_key", "name", "dynamic_key", "parameters", "tags",
-    "state_type", "state_name", "state_message", "run_count", "cache_key", "result_ref",
-    "created", "start_time", "end_time",
-)
-_TASK_JSON = frozenset({"parameters", "tags"})
-_TASK_TIMES = frozenset({"created", "start_time", "end_time"})
-_SQLITE_TASK_UPSERT = (
-    f"INSERT INTO task_runs ({', '.join(_TASK_COLUMNS)}) VALUES ({', '.join('?' * len(_TASK_COLUMNS))}) "
-    "ON CONFLICT (id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _TASK_COLUMNS if c not in ("id", "created"))
-)
-_SQLITE_STATE_INSERT = "INSERT INTO states (run_id, run_kind, type, name, message, timestamp) VALUES (?, ?, ?, ?, ?, ?)"
-
-
-def _sqlite_insert_tasks(conn: Any, rows: list[dict[str, Any]]) -> None:
-    encoders = [
-        _json_dumps if c in _TASK_JSON else _sqlite_bind if c in _TASK_TIMES else None for c in _TASK_COLUMNS
-    ]
-    params = [
-        tuple(row[c] if enc is None else enc(row[c]) for c, enc in zip(_TASK_COLUMNS, encoders))
-        for row in rows
-    ]
-    conn.exec_driver_sql(_SQLITE_TASK_UPSERT, params)
-
-
-def _sqlite_insert_states(conn: Any, rows: list[dict[str, Any]]) -> None:
-    conn.exec_driver_sql(_SQLITE_STATE_INSERT, [
-        (r["run_id"], r["run_kind"], r["type"], r["name"], r["message"], _sqlite_bind(r["timestamp"]))
-        for r in rows
-    ])
-
-
-def _update_rows(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> list[dict[str, Any]]:
-    return [{"b_id": row["id"], **{c: row[c] for c in columns}} for row in rows]
-
-
-def _run_insert(db: Database, table: Any) -> Insert:
-    """INSERT for new runs; an upsert where the backend has one.
-
-    The inserted-id set is only this recorder's memory: a run first written by another
-    recorder (a forked child, a re-run of a crashed flow) must not fail the whole batch.
-    """
-    name = db.dialect
-    if name in ("sqlite", "postgresql"):
-        if name == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert
-        stmt = insert(table)
-        columns = [c.name for c in table.c if c.name not in ("id", "created")]
-        return stmt.on_conflict_do_update(
-            index_elements=[table.c.id], set_={c: stmt.excluded[c] for c in columns}
-        )
-    return table.insert()
 
 
 @dataclass(slots=True)
@@ -181,10 +109,12 @@ class _Batch:
 
     flows: dict[str, FlowRun] = field(default_factory=dict)
     tasks: dict[str, TaskRun] = field(default_factory=dict)
-    states: list[tuple[str, str, State]] = field(default_factory=list)
+    # (run id, "flow"|"task", owning flow run id, state)
+    states: list[tuple[str, str, str | None, State]] = field(default_factory=list)
     edges: list[dict[str, Any]] = field(default_factory=list)
     logs: list[tuple[Any, ...]] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
+    segments: list[Path] = field(default_factory=list)  # journal segments holding these records
     count: int = 0
 
     def put_back_before(self, newer: _Batch) -> _Batch:
@@ -195,6 +125,7 @@ class _Batch:
         self.edges += newer.edges
         self.logs += newer.logs
         self.results += newer.results
+        self.segments += newer.segments
         self.count += newer.count
         return self
 
@@ -204,6 +135,7 @@ class DatabaseRecorder:
 
     Args:
         db: Where to write.
+        journal: Where every record goes first (None: records live in memory until flushed).
         flush_interval: Seconds between background flushes (default: settings).
         batch_size: Buffered records that trigger an early flush (default: settings).
         heartbeat_interval: Seconds between heartbeats of Running flow runs (default: settings).
@@ -213,6 +145,7 @@ class DatabaseRecorder:
         self,
         db: Database,
         *,
+        journal: Journal | None = None,
         flush_interval: float | None = None,
         batch_size: int | None = None,
         heartbeat_interval: float | None = None,
@@ -223,33 +156,32 @@ class DatabaseRecorder:
             batch_size = batch_size or settings.recorder_batch_size
             heartbeat_interval = heartbeat_interval or settings.heartbeat_interval
         self.db = db
+        self.journal = journal
         self.flush_interval = float(flush_interval)
         self.batch_size = int(batch_size)
         self.heartbeat_interval = float(heartbeat_interval)
         self.pid = os.getpid()
         self.closed = False
 
-        self._lock = threading.Lock()  # guards _batch and _running; held for microseconds
+        self._lock = threading.Lock()  # guards _batch, _running and the journal
         self._flush_lock = threading.Lock()  # one flush at a time, from any thread
         self._batch = _Batch()
         self._running: dict[str, FlowRun] = {}  # Running flow runs, for heartbeats
-        self._inserted_flows: set[str] = set()
+        self._stored: dict[str, str] = {}  # flow run id -> state type this recorder last stored
         self._inserted_tasks: set[str] = set()
+        self._taken: set[str] = set()  # flow runs someone else ended while we ran them
+        self._fresh: TaskRun | None = None  # a new task run waiting for its first state
+        self._writer = RunWriter(db)
 
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._atexit_registered = False
 
-        self._flow_insert = _run_insert(db, _FLOWS)
-        self._task_insert = _run_insert(db, _TASKS)
-        self._flow_update: Update = _FLOWS.update().where(_FLOWS.c.id == bindparam("b_id"))
-        self._task_update: Update = _TASKS.update().where(_TASKS.c.id == bindparam("b_id"))
-
     def __repr__(self) -> str:
         return f"DatabaseRecorder({self.db.url_masked!r}, pending={self.pending})"
 
-    # -- hot path: buffer only ---------------------------------------------------------
+    # -- hot path: journal and buffer only -----------------------------------------------
     def _added(self, batch: _Batch) -> None:
         # Caller holds self._lock. Wake the writer; never wait for it.
         batch.count += 1
@@ -261,6 +193,8 @@ class DatabaseRecorder:
         with self._lock:
             batch = self._batch
             batch.flows[run.id] = run
+            if self.journal is not None:
+                self.journal.append(flow_record(run, self.heartbeat_interval))
             if run.state.type is StateType.RUNNING:
                 self._running[run.id] = run
             self._added(batch)
@@ -270,32 +204,53 @@ class DatabaseRecorder:
         with self._lock:
             batch = self._batch
             batch.tasks[run.id] = run
+            if self.journal is not None:
+                if self._fresh is not None:
+                    self.journal.append(task_record(self._fresh))
+                # journaled with its first state, which the engine reports next
+                self._fresh = run
             self._added(batch)
 
     def add_state(self, run: FlowRun | TaskRun, state: State) -> None:
         """Buffer ``state`` in the run's history and mark the run for rewriting."""
         with self._lock:
             batch = self._batch
-            if isinstance(run, TaskRun):
-                batch.states.append((run.id, "task", state))
-                batch.tasks[run.id] = run
+            if run.__class__ is TaskRun:
+                batch.states.append((run.id, "task", run.flow_run_id, state))  # type: ignore[union-attr]
+                batch.tasks[run.id] = run  # type: ignore[assignment]
+                sync = state.type in _SYNC_TYPES
             else:
-                batch.states.append((run.id, "flow", state))
-                batch.flows[run.id] = run
+                batch.states.append((run.id, "flow", run.id, state))
+                batch.flows[run.id] = run  # type: ignore[assignment]
                 if state.type is StateType.RUNNING:
-                    self._running[run.id] = run
+                    self._running[run.id] = run  # type: ignore[assignment]
                 else:
                     self._running.pop(run.id, None)
+                sync = True
+            journal = self.journal
+            if journal is not None:
+                fresh = self._fresh
+                if fresh is not None:
+                    self._fresh = None
+                    if fresh is run:
+                        journal.append(task_record(fresh, state))
+                    else:
+                        journal.append(task_record(fresh))
+                        journal.append(state_record(run, state))
+                else:
+                    journal.append(state_record(run, state))
+                if sync:
+                    journal.sync()
             self._added(batch)
 
     def add_edge(self, upstream_id: str, downstream_id: str, kind: str, parameter: str | None) -> None:
         """Buffer a dependency edge between two task runs."""
-        row = {
-            "upstream_id": upstream_id, "downstream_id": downstream_id, "kind": kind, "parameter": parameter,
-        }
+        row = {"upstream_id": upstream_id, "downstream_id": downstream_id, "kind": kind, "parameter": parameter}
         with self._lock:
             batch = self._batch
             batch.edges.append(row)
+            if self.journal is not None:
+                self.journal.append(edge_record(upstream_id, downstream_id, kind, parameter))
             self._added(batch)
 
     def add_log(
@@ -311,6 +266,8 @@ class DatabaseRecorder:
         with self._lock:
             batch = self._batch
             batch.logs.append((flow_run_id, task_run_id, level, logger, message, timestamp))
+            if self.journal is not None:
+                self.journal.append(log_record(flow_run_id, task_run_id, level, logger, message, timestamp))
             self._added(batch)
 
     def add_result(
@@ -330,6 +287,8 @@ class DatabaseRecorder:
         with self._lock:
             batch = self._batch
             batch.results.append(row)
+            if self.journal is not None:
+                self.journal.append(result_record(row))
             self._added(batch)
 
     @property
@@ -341,6 +300,14 @@ class DatabaseRecorder:
         """Ids of flow runs this recorder last saw Running (they get heartbeats)."""
         with self._lock:
             return set(self._running)
+
+    def stored_flow_run_state(self, flow_run_id: str) -> StateType | None:
+        """The state the database holds for ``flow_run_id`` (None: no such run).
+
+        Raises:
+            DatabaseError: The database cannot be read.
+        """
+        return stored_flow_run_state(self.db, flow_run_id)
 
     # -- writing -----------------------------------------------------------------------
     def flush(self) -> None:
@@ -355,69 +322,81 @@ class DatabaseRecorder:
         with self._flush_lock:
             with self._lock:
                 batch, self._batch = self._batch, _Batch()
-                beating = [i for i in self._running if i in self._inserted_flows] if heartbeat else []
+                if self.journal is not None:
+                    if self._fresh is not None:
+                        self.journal.append(task_record(self._fresh))
+                        self._fresh = None
+                    segment = self.journal.rotate()
+                    if segment is not None:
+                        batch.segments.append(segment)
+                beating = [i for i in self._running if i in self._stored] if heartbeat else []
             if not (batch.count or beating):
                 return
             try:
-                new_flows, new_tasks = self._write(batch, beating)
+                rows = self._rows(batch, beating)
+                taken = self._write(rows)
             except Exception as exc:
                 with self._lock:  # keep the records, ahead of whatever arrived meanwhile
                     self._batch = batch.put_back_before(self._batch)
                 raise self.db.error(exc, "write run history to") from None
-            self._inserted_flows.update(new_flows)
-            self._inserted_tasks.update(new_tasks)
+            for row in rows.new_flows + rows.old_flows:
+                if row["id"] not in taken:
+                    self._stored[row["id"]] = row["state_type"]
+            self._inserted_tasks.update(r["id"] for r in rows.new_tasks)
+            self._note_taken(taken)
+            Journal.discard(batch.segments)
 
-    def _write(self, batch: _Batch, beating: list[str]) -> tuple[list[str], list[str]]:
-        """Snapshot the live runs and write one batch; return the ids newly inserted."""
+    def _rows(self, batch: _Batch, beating: list[str]) -> BatchRows:
+        """Snapshot the live runs of one batch as rows."""
         now = utcnow()
-        flow_rows = [_flow_row(run, now) for run in batch.flows.values()]
-        new_flow_rows = [r for r in flow_rows if r["id"] not in self._inserted_flows]
-        old_flow_rows = [r for r in flow_rows if r["id"] in self._inserted_flows]
-        task_rows = [_task_row(run) for run in batch.tasks.values()]
-        new_task_rows = [r for r in task_rows if r["id"] not in self._inserted_tasks]
-        old_task_rows = [r for r in task_rows if r["id"] in self._inserted_tasks]
-        state_rows = [
+        rows = BatchRows(now=now)
+        hb = self.heartbeat_interval
+        for run in batch.flows.values():
+            row = _flow_row(run, now, hb)
+            expect = self._stored.get(run.id)
+            if expect is None:
+                rows.new_flows.append(row)
+            else:
+                row["expect"] = expect
+                rows.old_flows.append(row)
+        inserted = self._inserted_tasks
+        for task in batch.tasks.values():
+            (rows.old_tasks if task.id in inserted else rows.new_tasks).append(_task_row(task))
+        rows.states = [
             {
-                "run_id": run_id, "run_kind": kind, "type": _TYPE_VALUE[s.type], "name": s.name,
-                "message": _clean(s.message), "timestamp": s.timestamp,
+                "run_id": run_id, "run_kind": kind, "flow_run_id": owner, "type": _TYPE_VALUE[s.type],
+                "name": clean_text(s.name), "message": clean_text(s.message), "timestamp": s.timestamp,
             }
-            for run_id, kind, s in batch.states
+            for run_id, kind, owner, s in batch.states
         ]
-        log_rows = [
+        rows.edges = batch.edges
+        rows.logs = [
             {
-                "flow_run_id": f, "task_run_id": t, "level": level, "logger": name,
-                "message": _clean(message), "timestamp": ts,
+                "flow_run_id": f, "task_run_id": t, "level": level, "logger": clean_text(name),
+                "message": clean_text(message), "timestamp": ts,
             }
             for f, t, level, name, message, ts in batch.logs
         ]
-        beating = [i for i in beating if i not in batch.flows]  # dirty ones get it in their row
-        sqlite = self.db.dialect == "sqlite"
-        with self.db.engine.begin() as conn:
-            if new_flow_rows:
-                conn.execute(self._flow_insert, new_flow_rows)
-            if old_flow_rows:
-                conn.execute(self._flow_update, _update_rows(old_flow_rows, _FLOW_MUTABLE))
-            if new_task_rows:
-                if sqlite:
-                    _sqlite_insert_tasks(conn, new_task_rows)
-                else:
-                    conn.execute(self._task_insert, new_task_rows)
-            if old_task_rows:
-                conn.execute(self._task_update, _update_rows(old_task_rows, _TASK_MUTABLE))
-            if state_rows:
-                if sqlite:
-                    _sqlite_insert_states(conn, state_rows)
-                else:
-                    conn.execute(_STATES.insert(), state_rows)
-            if batch.edges:
-                conn.execute(_EDGES.insert(), batch.edges)
-            if log_rows:
-                conn.execute(_LOGS.insert(), log_rows)
-            if batch.results:
-                conn.execute(_RESULTS.insert(), batch.results)
-            if beating:
-                conn.execute(_FLOWS.update().where(_FLOWS.c.id.in_(beating)).values(heartbeat_at=now))
-        return [r["id"] for r in new_flow_rows], [r["id"] for r in new_task_rows]
+        rows.results = batch.results
+        rows.heartbeats = [i for i in beating if i not in batch.flows]  # dirty ones get it in their row
+        return rows
+
+    def _write(self, rows: BatchRows) -> set[str]:
+        taken, dropped, reason = self._writer.write_isolating(rows)
+        if dropped:
+            logger.error("%d record(s) of run history were refused by %s and dropped; the rest was stored (%s)",
+                         dropped, self.db.url_masked, reason)
+        return taken
+
+    def _note_taken(self, taken: set[str]) -> None:
+        for run_id in taken - self._taken:
+            logger.warning(
+                "flow run %s was ended by someone else (e.g. crash detection) while this process ran it; "
+                "its further states are not recorded", run_id,
+            )
+            with self._lock:
+                self._running.pop(run_id, None)
+        self._taken |= taken
 
     # -- background thread -------------------------------------------------------------
     def start(self) -> None:
@@ -463,7 +442,8 @@ class DatabaseRecorder:
         """Stop the background writer and flush what is left.
 
         Raises:
-            DatabaseError: The final flush failed (records stay buffered).
+            DatabaseError: The final flush failed (records stay buffered, and journaled
+                for the next reader to recover).
         """
         self.closed = True
         self._stop.set()
@@ -475,7 +455,12 @@ class DatabaseRecorder:
         if self._atexit_registered:
             atexit.unregister(self._at_exit)
             self._atexit_registered = False
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            if self.journal is not None and self.pid == os.getpid():
+                with self._lock:
+                    self.journal.close()
 
     def _at_exit(self) -> None:
         if os.getpid() != self.pid:
@@ -499,13 +484,14 @@ def get_recorder() -> DatabaseRecorder:
     """The process-wide recorder for the current ``effective_database_url``, started.
 
     A new one replaces it when the URL changed, after ``reset_recorder()``/``close()`` and
-    in a forked child (the parent's buffers and thread are the parent's business).
+    in a forked child (the parent's buffers, journal and thread are the parent's business).
 
     Raises:
         DatabaseError: The database cannot be opened.
     """
     global _recorder
-    url = get_settings().effective_database_url
+    settings = get_settings()
+    url = settings.effective_database_url
     rec = _recorder
     if _usable(rec, url):
         return rec  # type: ignore[return-value]
@@ -515,10 +501,28 @@ def get_recorder() -> DatabaseRecorder:
             return rec  # type: ignore[return-value]
         if rec is not None and rec.pid == os.getpid() and not rec.closed:
             _close_quietly(rec)
-        rec = DatabaseRecorder(Database.open(url))
+        db = Database.open(url)
+        rec = DatabaseRecorder(db, journal=_open_journal(settings.home, db))
         rec.start()
         _recorder = rec
         return rec
+
+
+def _open_journal(home: Path, db: Database) -> Journal | None:
+    try:
+        return Journal(home, db.url_digest)
+    except OSError as exc:  # e.g. a read-only home: record anyway, without crash safety
+        logger.warning("cannot keep a run journal under %s (%s); records are kept in memory until "
+                       "written, and a killed process may lose its last second of history", home, exc)
+        return None
+
+
+def current_journal_dir() -> Path | None:
+    """This process's journal directory, if its recorder has one."""
+    rec = _recorder
+    if rec is None or rec.pid != os.getpid() or rec.closed or rec.journal is None:
+        return None
+    return rec.journal.dir
 
 
 def reset_recorder() -> None:

@@ -1,177 +1,32 @@
-"""The read side of the run history, for the CLI (and later the API server).
+"""The read side of the run history, for the CLI and the server.
 
 Every function takes a ``Database`` and returns plain dicts and lists that ``json.dumps``
-accepts: timestamps are ISO 8601 strings in UTC. Listing and showing flow runs first looks
-for runs whose process died (``detect_crashed``), so what the user sees is never a Running
-run that nothing is running.
+accepts: timestamps are ISO 8601 strings in UTC. Crash detection is the caller's business
+(``plait._recovery`` runs it before the CLI reads), so reading never writes.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Row
-from sqlalchemy.exc import SQLAlchemyError
 
 from plait._runs import utcnow
 from plait._store.database import Database
-from plait._store.models import FlowRunModel, LogModel, StateModel, TaskRunEdgeModel, TaskRunModel
-from plait.exceptions import DatabaseError
-from plait.settings import get_settings
+from plait._store.runs import _E, _F, _L, _S, _T, _connect, _duration, _iso, _subflow_ids
 from plait.states import StateType
 
 __all__ = [
-    "detect_crashed",
     "list_flow_runs",
     "resolve_flow_run_id",
     "get_flow_run",
     "get_logs",
+    "task_run_names",
     "get_task_runs_without_flow",
 ]
-
-_F = FlowRunModel.__table__
-_T = TaskRunModel.__table__
-_S = StateModel.__table__
-_E = TaskRunEdgeModel.__table__
-_L = LogModel.__table__
-
-# States that need a live process behind them. Scheduled and Paused runs wait on purpose.
-_ACTIVE = (StateType.PENDING.value, StateType.RUNNING.value, StateType.RETRYING.value)
-_NOT_FINAL = tuple(t.value for t in StateType if not t.is_final)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def _duration(start: datetime | None, end: datetime | None, state_type: str, now: datetime) -> float | None:
-    """Seconds from start to end; for a run still going, to now."""
-    if start is None:
-        return None
-    if end is None:
-        if state_type not in _NOT_FINAL:
-            return None
-        end = now
-    return round((end - start).total_seconds(), 3)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True  # exists but belongs to someone else, or we cannot tell: assume alive
-    return True
-
-
-@contextmanager
-def _connect(db: Database, action: str = "read") -> Iterator[Connection]:
-    """A connection whose driver errors surface as ``DatabaseError`` (URL masked)."""
-    try:
-        with db.engine.connect() as conn:
-            yield conn
-    except SQLAlchemyError as exc:
-        raise db.error(exc, action) from None
-
-
-# -- crash detection ----------------------------------------------------------------------
-def detect_crashed(db: Database, *, crash_after: float | None = None) -> list[str]:
-    """Mark flow runs whose process is gone as Crashed, with their unfinished task runs.
-
-    A Pending/Running/Retrying flow run is crashed when it was started on this host by a
-    process that no longer exists, or when it has not written a heartbeat (or, lacking one,
-    started) for ``crash_after`` seconds. Runs of this very process are never crashed by
-    the pid check, nor while this process's recorder knows them as Running.
-
-    Args:
-        db: The database.
-        crash_after: Silence, in seconds, that means crashed (default: settings.crash_after).
-
-    Returns:
-        The ids of the flow runs newly marked Crashed.
-    """
-    from plait._store.recorder import running_flow_run_ids
-
-    if crash_after is None:
-        crash_after = get_settings().crash_after
-    now = utcnow()
-    host, me = socket.gethostname(), os.getpid()
-    ours = running_flow_run_ids()
-    stale_before = now - timedelta(seconds=crash_after)
-    verdicts: dict[str, str] = {}
-    with _connect(db, "update") as conn:
-        rows = conn.execute(
-            select(_F.c.id, _F.c.pid, _F.c.hostname, _F.c.heartbeat_at, _F.c.start_time, _F.c.created)
-            .where(_F.c.state_type.in_(_ACTIVE))
-        ).all()
-        for row in rows:
-            if row.id in ours:
-                continue
-            where = f"process {row.pid} on host {row.hostname}"
-            if row.hostname == host and row.pid and row.pid != me and not _pid_alive(row.pid):
-                verdicts[row.id] = f"{where} is gone (detected at {now.isoformat(timespec='seconds')})"
-                continue
-            last = row.heartbeat_at or row.start_time or row.created
-            if last is not None and last < stale_before:
-                silent = int((now - last).total_seconds())
-                verdicts[row.id] = (
-                    f"{where} has been silent for {silent}s, more than PLAIT_CRASH_AFTER="
-                    f"{crash_after:g}s (last heard {last.isoformat(timespec='seconds')}, "
-                    f"detected at {now.isoformat(timespec='seconds')})"
-                )
-        if not verdicts:
-            return []
-        crashed = [_crash_flow_run(conn, run_id, message, now) for run_id, message in verdicts.items()]
-        conn.commit()
-    ids = [run_id for run_id in crashed if run_id]
-    if ids:
-        logging.getLogger("plait.store").info("marked %d flow run(s) Crashed: %s", len(ids), ", ".join(ids))
-    return ids
-
-
-def _detect_crashed_quietly(db: Database) -> None:
-    # Listing must still work for a user who may read but not write the history.
-    try:
-        detect_crashed(db)
-    except DatabaseError as exc:
-        logging.getLogger("plait.store").warning("could not check for crashed runs: %s", exc)
-
-
-def _crash_flow_run(conn: Connection, run_id: str, message: str, now: datetime) -> str | None:
-    crashed = {"state_type": StateType.CRASHED.value, "state_name": StateType.CRASHED.title, "end_time": now}
-    # Conditional on the state, so a run that finished meanwhile is left alone.
-    result = conn.execute(
-        _F.update()
-        .where(_F.c.id == run_id, _F.c.state_type.in_(_ACTIVE))
-        .values(state_message=message, **crashed)
-    )
-    if result.rowcount == 0:
-        return None
-    task_ids = list(
-        conn.scalars(select(_T.c.id).where(_T.c.flow_run_id == run_id, _T.c.state_type.in_(_NOT_FINAL)))
-    )
-    task_message = f"its flow run {run_id} crashed: {message}"
-    if task_ids:
-        conn.execute(
-            _T.update()
-            .where(_T.c.flow_run_id == run_id, _T.c.state_type.in_(_NOT_FINAL))
-            .values(state_message=task_message, **crashed)
-        )
-    history = [{"run_id": run_id, "run_kind": "flow", "message": message}]
-    history += [{"run_id": t, "run_kind": "task", "message": task_message} for t in task_ids]
-    for entry in history:
-        entry.update(type=StateType.CRASHED.value, name=StateType.CRASHED.title, timestamp=now)
-    conn.execute(_S.insert(), history)
-    return run_id
 
 
 # -- flow runs ------------------------------------------------------------------------------
@@ -193,7 +48,6 @@ def list_flow_runs(
         DatabaseError: The database cannot be read.
     """
     state_type = _parse_state_filter(state) if state else None
-    _detect_crashed_quietly(db)
     counts = (
         select(_T.c.flow_run_id, func.count().label("n"))
         .where(_T.c.flow_run_id.is_not(None))
@@ -273,7 +127,6 @@ def get_flow_run(db: Database, id_or_prefix: str) -> dict[str, Any]:
         LookupError: No flow run, or more than one, matches ``id_or_prefix``.
         DatabaseError: The database cannot be read.
     """
-    _detect_crashed_quietly(db)
     run_id = resolve_flow_run_id(db, id_or_prefix)
     task_ids = select(_T.c.id).where(_T.c.flow_run_id == run_id)
     with _connect(db) as conn:
@@ -364,15 +217,6 @@ def get_flow_run(db: Database, id_or_prefix: str) -> dict[str, Any]:
     }
 
 
-def _flow_and_subflow_ids(conn: Connection, run_id: str) -> list[str]:
-    ids, frontier = [run_id], [run_id]
-    while frontier:  # one query per nesting level
-        frontier = list(conn.scalars(select(_F.c.id).where(_F.c.parent_flow_run_id.in_(frontier))))
-        frontier = [i for i in frontier if i not in ids]
-        ids.extend(frontier)
-    return ids
-
-
 def get_logs(db: Database, id_or_prefix: str) -> list[dict[str, Any]]:
     """Log lines of a flow run, its task runs and its subflow runs, oldest first.
 
@@ -385,7 +229,7 @@ def get_logs(db: Database, id_or_prefix: str) -> list[dict[str, Any]]:
     """
     run_id = resolve_flow_run_id(db, id_or_prefix)
     with _connect(db) as conn:
-        flow_ids = _flow_and_subflow_ids(conn, run_id)
+        flow_ids = _subflow_ids(conn, run_id)
         task_ids = select(_T.c.id).where(_T.c.flow_run_id.in_(flow_ids))
         rows = conn.execute(
             select(_L, _T.c.task_name, _T.c.name.label("task_run_name"))
@@ -440,3 +284,15 @@ def get_task_runs_without_flow(db: Database, limit: int = 20) -> list[dict[str, 
         }
         for t in rows
     ]
+
+
+def task_run_names(db: Database, run_id: str) -> dict[str, str]:
+    """Task run id -> name ("extract-0") for a flow run and its subflow runs.
+
+    Raises:
+        DatabaseError: The database cannot be read.
+    """
+    with _connect(db) as conn:
+        ids = _subflow_ids(conn, run_id)
+        rows = conn.execute(select(_T.c.id, _T.c.name).where(_T.c.flow_run_id.in_(ids))).all()
+    return {r.id: r.name for r in rows}

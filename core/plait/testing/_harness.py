@@ -1,15 +1,5 @@
-"""Helpers for testing flows: a throwaway PLAIT_HOME and database per test.
-
-    from plait.testing import plait_test_harness
-
-    def test_my_flow():
-        with plait_test_harness() as harness:
-            assert my_flow() == 42
-            assert harness.flow_runs()[0]["state_type"] == "COMPLETED"
-
-With pytest, the ``plait_harness`` fixture (registered automatically when plait is
-installed) does the same for one test.
-"""
+"""The test harness: a throwaway PLAIT_HOME and database per test, and a throwaway
+PostgreSQL database (see ``plait.testing``)."""
 
 from __future__ import annotations
 
@@ -23,14 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = [
-    "plait_test_harness",
-    "PlaitTestHarness",
-    "reset_state",
-    "throwaway_postgres_database",
-    "assert_block_conforms",
-    "BLOCK_CONFORMANCE_CHECKS",
-]
+__all__ = ["plait_test_harness", "PlaitTestHarness", "reset_state", "throwaway_postgres_database", "POSTGRES_ADMIN_URL"]
 
 _VARS = ("PLAIT_HOME", "PLAIT_DATABASE_URL", "PLAIT_RESULT_STORAGE")
 
@@ -54,35 +37,44 @@ class PlaitTestHarness:
 
     def flow_runs(self, **filters: Any) -> list[dict[str, Any]]:
         """Recorded flow runs, newest first (see ``plait flow-run ls``)."""
-        from plait._store import queries
+        from plait._store.history import list_flow_runs
 
-        self.flush()
-        return queries.list_flow_runs(self.database(), **filters)
+        return list_flow_runs(self._checked(), **filters)
 
     def flow_run(self, flow_run_id: str) -> dict[str, Any]:
         """One flow run with its task runs, states and edges (see ``plait flow-run inspect``)."""
-        from plait._store import queries
+        from plait._store.history import get_flow_run
 
-        self.flush()
-        return queries.get_flow_run(self.database(), flow_run_id)
+        return get_flow_run(self._checked(), flow_run_id)
 
     def logs(self, flow_run_id: str) -> list[dict[str, Any]]:
-        from plait._store import queries
+        from plait._store.history import get_logs
+
+        return get_logs(self._checked(), flow_run_id)
+
+    def _checked(self) -> Any:
+        """The database after a flush and crash detection (what ``plait flow-run`` sees)."""
+        from plait._recovery import detect_crashed_quietly
 
         self.flush()
-        return queries.get_logs(self.database(), flow_run_id)
+        db = self.database()
+        detect_crashed_quietly(db)
+        return db
 
 
 def reset_state() -> None:
-    """Close the process-wide recorder and database handles (the settings may have changed)."""
-    with contextlib.suppress(ImportError):
-        from plait._store.recorder import reset_recorder
+    """Forget what the process keeps between calls, for a fresh start after the settings
+    changed: the recorder (flushed first) and its journal, the database engines, the loaded
+    plugins with the storage built from their schemes, and cached notification rules.
+    (docs/architecture.md lists every piece of module-level state.)"""
+    from plait import notifications, plugins
+    from plait._recorder import reset_recorder
+    from plait._store.database import Database
 
-        reset_recorder()
-    with contextlib.suppress(ImportError):
-        from plait._store.database import Database
-
-        Database.dispose_all()
+    reset_recorder()
+    Database.dispose_all()
+    plugins.reset_plugins()
+    notifications.clear_cache()
 
 
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test?connect_timeout=5"
@@ -150,7 +142,3 @@ def plait_test_harness(database_url: str | None = None, keep: bool = False) -> I
                 os.environ[name] = value
         if not keep:
             shutil.rmtree(home, ignore_errors=True)
-
-
-# -- block conformance suite (see plait._conformance) -------------------------------------------
-from plait._conformance import BLOCK_CONFORMANCE_CHECKS, assert_block_conforms  # noqa: E402

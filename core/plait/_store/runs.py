@@ -1,0 +1,591 @@
+"""The run-history repository: every SQL statement about flow runs, task runs, their states,
+edges, logs and results.
+
+Write side: ``RunWriter.write(batch)`` stores one recorder batch in one transaction;
+``end_flow_runs`` is the one way a run its process could not end (crashed, killed, failed
+to start) becomes final, with its unfinished task runs and subflow runs; ``replay`` stores
+what a dead process journaled, idempotently. Read side: plain dicts and lists that
+``json.dumps`` accepts, timestamps as ISO 8601 strings in UTC, for the CLI and the server.
+
+Text is stored as it was reported, except what no database can keep: NUL becomes ``\\x00``
+and lone surrogates (``"\\ud800"``) become U+FFFD, so one odd string never fails a batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, select, text
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError, StatementError
+from sqlalchemy.sql import Insert, Update
+
+from plait._runs import HOSTNAME, utcnow
+from plait._store.database import Database, _json_dumps
+from plait._store.models import (
+    FlowRunModel,
+    LogModel,
+    ResultModel,
+    StateModel,
+    TaskRunEdgeModel,
+    TaskRunModel,
+    _sqlite_bind,
+)
+from plait.states import TRANSITIONS, StateType
+
+__all__ = [
+    "BatchRows",
+    "RunWriter",
+    "clean_text",
+    "clean_json",
+    "is_row_error",
+    "active_flow_runs",
+    "end_flow_runs",
+    "flow_run_summary",
+    "stored_flow_run_state",
+    "replay",
+]
+
+logger = logging.getLogger("plait.store")
+
+_F = FlowRunModel.__table__
+_T = TaskRunModel.__table__
+_S = StateModel.__table__
+_E = TaskRunEdgeModel.__table__
+_L = LogModel.__table__
+_R = ResultModel.__table__
+
+# States that need a live process behind them. Scheduled and Paused runs wait on purpose.
+_ACTIVE = (StateType.PENDING.value, StateType.RUNNING.value, StateType.RETRYING.value)
+_NOT_FINAL = tuple(t.value for t in StateType if not t.is_final)
+
+
+def _may_become(kind: StateType) -> tuple[str, ...]:
+    """State types from which the transition table allows a move to ``kind``."""
+    return tuple(t.value for t, following in TRANSITIONS.items() if kind in following)
+
+
+# -- text that every backend accepts ------------------------------------------------------------
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str | None) -> str | None:
+    """``text`` as a database can store it: NUL made visible, lone surrogates replaced.
+
+    PostgreSQL rejects NUL in text, and no UTF-8 codec encodes a surrogate code point;
+    either would fail the whole batch it travels in.
+    """
+    if not text or text.isascii() and "\x00" not in text:
+        return text
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def _unencodable(value: Any) -> bool:
+    if isinstance(value, str):
+        if value.isascii():
+            return False
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_unencodable(k) or _unencodable(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(map(_unencodable, value))
+    return False
+
+
+def _replace_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_replace_surrogates(k): _replace_surrogates(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_replace_surrogates(v) for v in value]
+    return value
+
+
+def clean_json(value: Any) -> Any:
+    """A JSON column value with lone surrogates in its strings replaced by U+FFFD (no
+    backend stores them); the value itself when it has none, which is nearly always."""
+    return _replace_surrogates(value) if _unencodable(value) else value
+
+
+# What a driver raises for a value it cannot send (sqlite3: OverflowError for a huge int).
+_VALUE_ERRORS = (ValueError, TypeError, OverflowError)
+
+
+def is_row_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is about the values of some row (retry the rest without it), rather
+    than about the database (missing table, lost connection: keep everything for later)."""
+    if isinstance(exc, (DataError, IntegrityError, *_VALUE_ERRORS)):
+        return True
+    return isinstance(exc, StatementError) and isinstance(exc.orig, _VALUE_ERRORS)
+
+
+@contextmanager
+def _connect(db: Database, action: str = "read") -> Iterator[Connection]:
+    """A connection whose driver errors surface as ``DatabaseError`` (URL masked)."""
+    try:
+        with db.engine.connect() as conn:
+            yield conn
+    except SQLAlchemyError as exc:
+        raise db.error(exc, action) from None
+
+
+@contextmanager
+def _transaction(db: Database, action: str = "update") -> Iterator[Connection]:
+    try:
+        with db.engine.begin() as conn:
+            yield conn
+    except SQLAlchemyError as exc:
+        raise db.error(exc, action) from None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _duration(start: datetime | None, end: datetime | None, state_type: str, now: datetime) -> float | None:
+    """Seconds from start to end; for a run still going, to now."""
+    if start is None:
+        return None
+    if end is None:
+        if state_type not in _NOT_FINAL:
+            return None
+        end = now
+    return round((end - start).total_seconds(), 3)
+
+
+# -- writing a recorder batch ------------------------------------------------------------------
+# Columns a flush rewrites for a run it already inserted; the rest never change.
+FLOW_MUTABLE = (
+    "state_type", "state_name", "state_message", "run_count",
+    "start_time", "end_time", "heartbeat_at",
+)
+TASK_MUTABLE = (
+    "state_type", "state_name", "state_message", "run_count",
+    "cache_key", "result_ref", "start_time", "end_time",
+)
+# SQLite fast path for the rows that grow with the number of task runs (three states and
+# one run row per task): plain DB-API executemany with tuples skips SQLAlchemy's per-row
+# parameter processing, which dominated a flush. Values are encoded exactly as the column
+# types would (timestamps via the models' SQLite format, JSON via the engine's serializer).
+_TASK_COLUMNS = (
+    "id", "flow_run_id", "task_name", "task_key", "name", "dynamic_key", "parameters", "tags",
+    "state_type", "state_name", "state_message", "run_count", "cache_key", "result_ref",
+    "created", "start_time", "end_time",
+)
+_TASK_JSON = frozenset({"parameters", "tags"})
+_TASK_TIMES = frozenset({"created", "start_time", "end_time"})
+_SQLITE_TASK_UPSERT = (
+    f"INSERT INTO task_runs ({', '.join(_TASK_COLUMNS)}) VALUES ({', '.join('?' * len(_TASK_COLUMNS))}) "
+    "ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _TASK_COLUMNS if c not in ("id", "created"))
+)
+_SQLITE_STATE_INSERT = "INSERT INTO states (run_id, run_kind, type, name, message, timestamp) VALUES (?, ?, ?, ?, ?, ?)"
+
+
+@dataclass(slots=True)
+class BatchRows:
+    """One batch as rows. Flow rows carry ``expect``: the state type this writer last stored
+    for the run (None: not stored by this writer yet)."""
+
+    new_flows: list[dict[str, Any]] = field(default_factory=list)
+    old_flows: list[dict[str, Any]] = field(default_factory=list)
+    new_tasks: list[dict[str, Any]] = field(default_factory=list)
+    old_tasks: list[dict[str, Any]] = field(default_factory=list)
+    states: list[dict[str, Any]] = field(default_factory=list)
+    edges: list[dict[str, Any]] = field(default_factory=list)
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)
+    heartbeats: list[str] = field(default_factory=list)
+    now: datetime = field(default_factory=utcnow)
+
+    def pieces(self) -> Iterator[BatchRows]:
+        """This batch split into one-row batches (to find the row no database accepts)."""
+        for name in ("new_flows", "old_flows", "new_tasks", "old_tasks", "states", "edges", "logs", "results"):
+            for row in getattr(self, name):
+                piece = BatchRows(now=self.now)
+                getattr(piece, name).append(row)
+                yield piece
+
+
+def _upsert(db: Database, table: Any) -> Insert:
+    """INSERT for new runs; an upsert where the backend has one.
+
+    A run first written by another writer (a forked child, a re-run of a crashed flow) must
+    not fail the whole batch.
+    """
+    name = db.dialect
+    if name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        return table.insert()
+    stmt = insert(table)
+    columns = [c.name for c in table.c if c.name not in ("id", "created")]
+    # A flow run that ended stays ended. Spelled out with literals: executemany takes no
+    # expanding IN parameters.
+    final = ", ".join(f"'{t.value}'" for t in StateType if t.is_final)
+    where = text(f"{table.name}.state_type NOT IN ({final})") if table is _F else None
+    return stmt.on_conflict_do_update(
+        index_elements=[table.c.id], set_={c: stmt.excluded[c] for c in columns}, where=where
+    )
+
+
+class RunWriter:
+    """Writes recorder batches to one database (statements prepared once)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.sqlite = db.dialect == "sqlite"
+        self._flow_insert = _upsert(db, _F)
+        self._task_insert = _upsert(db, _T)
+        # Only when the stored state is the one this writer last stored: a run that someone
+        # else ended meanwhile (crash detection) is never moved on from its final state.
+        self._flow_update: Update = _F.update().where(
+            _F.c.id == bindparam("b_id"), _F.c.state_type == bindparam("b_expect")
+        )
+        self._task_update: Update = _T.update().where(_T.c.id == bindparam("b_id"))
+
+    def write(self, rows: BatchRows) -> set[str]:
+        """Store one batch in one transaction.
+
+        Returns:
+            Ids of flow runs whose stored state was changed by someone else since this
+            writer last wrote them; nothing of theirs (nor of their task runs) was stored.
+
+        Raises:
+            SQLAlchemyError: The transaction failed and was rolled back.
+        """
+        with self.db.engine.begin() as conn:
+            taken = self._write_flows(conn, rows)
+            tasks_new, tasks_old, states = rows.new_tasks, rows.old_tasks, rows.states
+            if taken:  # someone else ended these flow runs: leave them and their task runs be
+                tasks_new = [r for r in tasks_new if r["flow_run_id"] not in taken]
+                tasks_old = [r for r in tasks_old if r["flow_run_id"] not in taken]
+                states = [s for s in states if s["flow_run_id"] not in taken]
+            if tasks_new:
+                if self.sqlite:
+                    _sqlite_insert_tasks(conn, tasks_new)
+                else:
+                    conn.execute(self._task_insert, tasks_new)
+            if tasks_old:
+                conn.execute(self._task_update, [{"b_id": r["id"], **{c: r[c] for c in TASK_MUTABLE}} for r in tasks_old])
+            if states:
+                state_rows = [{k: v for k, v in s.items() if k != "flow_run_id"} for s in states]
+                if self.sqlite:
+                    _sqlite_insert_states(conn, state_rows)
+                else:
+                    conn.execute(_S.insert(), state_rows)
+            if rows.edges:
+                conn.execute(_E.insert(), rows.edges)
+            if rows.logs:
+                conn.execute(_L.insert(), rows.logs)
+            if rows.results:
+                conn.execute(_R.insert(), rows.results)
+            beating = [i for i in rows.heartbeats if i not in taken]
+            if beating:
+                conn.execute(
+                    _F.update().where(_F.c.id.in_(beating), _F.c.state_type.in_(_NOT_FINAL)).values(heartbeat_at=rows.now)
+                )
+        return taken
+
+    def write_isolating(self, rows: BatchRows) -> tuple[set[str], int, str]:
+        """``write(rows)``; when a value in it is refused, write record by record instead.
+
+        Returns:
+            ``(taken, dropped, reason)``: as ``write``, how many records were refused (and
+            not stored) and the database's reason for the first refusal.
+
+        Raises:
+            SQLAlchemyError: The database itself failed (nothing of the batch is kept
+                stored, except records already written one by one, which are idempotent runs).
+        """
+        try:
+            return self.write(rows), 0, ""
+        except (SQLAlchemyError, *_VALUE_ERRORS) as exc:
+            if not is_row_error(exc):
+                raise
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
+        taken: set[str] = set()
+        dropped = 0
+        for piece in rows.pieces():
+            try:
+                taken |= self.write(piece)
+            except (SQLAlchemyError, *_VALUE_ERRORS) as exc:
+                if not is_row_error(exc):
+                    raise
+                dropped += 1
+        if rows.heartbeats:
+            taken |= self.write(BatchRows(heartbeats=rows.heartbeats, now=rows.now))
+        return taken, dropped, reason
+
+    def _write_flows(self, conn: Connection, rows: BatchRows) -> set[str]:
+        if rows.new_flows:
+            conn.execute(self._flow_insert, [{k: v for k, v in r.items() if k != "expect"} for r in rows.new_flows])
+        taken: set[str] = set()
+        for row in rows.old_flows:  # few per batch: one statement each, to see each rowcount
+            values = {"b_id": row["id"], "b_expect": row["expect"], **{c: row[c] for c in FLOW_MUTABLE}}
+            if conn.execute(self._flow_update, values).rowcount == 0:
+                taken.add(row["id"])
+        return taken
+
+
+def _sqlite_insert_tasks(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    encoders = [
+        _json_dumps if c in _TASK_JSON else _sqlite_bind if c in _TASK_TIMES else None for c in _TASK_COLUMNS
+    ]
+    params = [
+        tuple(row[c] if enc is None else enc(row[c]) for c, enc in zip(_TASK_COLUMNS, encoders))
+        for row in rows
+    ]
+    conn.exec_driver_sql(_SQLITE_TASK_UPSERT, params)
+
+
+def _sqlite_insert_states(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    conn.exec_driver_sql(_SQLITE_STATE_INSERT, [
+        (r["run_id"], r["run_kind"], r["type"], r["name"], r["message"], _sqlite_bind(r["timestamp"]))
+        for r in rows
+    ])
+
+
+def stored_flow_run_state(db: Database, flow_run_id: str) -> StateType | None:
+    """The stored state type of a flow run, or None when there is no such run.
+
+    Raises:
+        DatabaseError: The database cannot be read.
+    """
+    with _connect(db) as conn:
+        value = conn.scalar(select(_F.c.state_type).where(_F.c.id == flow_run_id))
+    return StateType(value) if value else None
+
+
+# -- ending runs that their process cannot end ---------------------------------------------------
+def active_flow_runs(db: Database) -> list[Row[Any]]:
+    """Pending, Running and Retrying flow runs: ``id, pid, hostname, heartbeat_at,
+    heartbeat_interval, start_time, created`` (for crash detection).
+
+    Raises:
+        DatabaseError: The database cannot be read.
+    """
+    with _connect(db) as conn:
+        return list(conn.execute(
+            select(_F.c.id, _F.c.pid, _F.c.hostname, _F.c.heartbeat_at, _F.c.heartbeat_interval,
+                   _F.c.start_time, _F.c.created)
+            .where(_F.c.state_type.in_(_ACTIVE))
+        ).all())
+
+
+def _subflow_ids(conn: Connection, run_id: str) -> list[str]:
+    ids, frontier = [run_id], [run_id]
+    while frontier:  # one query per nesting level
+        frontier = [i for i in conn.scalars(select(_F.c.id).where(_F.c.parent_flow_run_id.in_(frontier))) if i not in ids]
+        ids.extend(frontier)
+    return ids
+
+
+def end_flow_runs(
+    db: Database,
+    verdicts: dict[str, str],
+    kind: StateType = StateType.CRASHED,
+    *,
+    subflows: bool = False,
+    create: dict[str, dict[str, Any]] | None = None,
+) -> list[str]:
+    """End flow runs their process could not end, with their unfinished task runs.
+
+    Each run moves to ``kind`` only if the transition table allows it from its stored state
+    (a run that finished meanwhile keeps its own verdict); its task runs that are not final
+    follow, and so do its subflow runs (and theirs) when ``subflows`` is true.
+
+    Args:
+        db: The database.
+        verdicts: Flow run id -> state message (why it ended).
+        kind: The final state type to give them (Crashed, Failed, Cancelled).
+        subflows: Also end the runs' unfinished subflow runs (they ran in the same process).
+        create: Flow run id -> ``{flow_name, parameters, pid}`` for runs that may not exist
+            yet (their process died before writing anything): such a run is created, ended.
+
+    Returns:
+        The ids of the runs given in ``verdicts`` that were ended (created ones included).
+
+    Raises:
+        DatabaseError: The database cannot be written.
+    """
+    if not kind.is_final:
+        raise ValueError(f"end_flow_runs() ends runs: give a final state type, not {kind.value}")
+    for attempt in (1, 2):
+        try:
+            with db.engine.begin() as conn:
+                return _end_in(conn, verdicts, kind, subflows, create or {})
+        except IntegrityError:
+            if attempt == 2:
+                raise db.error(IntegrityError("", None, Exception("flow run created concurrently")), "update") from None
+            continue  # a run appeared between our check and our insert: end it instead
+        except SQLAlchemyError as exc:
+            raise db.error(exc, "update") from None
+    return []
+
+
+def _end_in(
+    conn: Connection, verdicts: dict[str, str], kind: StateType, subflows: bool, create: dict[str, dict[str, Any]]
+) -> list[str]:
+    now = utcnow()
+    allowed = _may_become(kind)
+    values = {"state_type": kind.value, "state_name": kind.title, "end_time": now}
+    ended: list[str] = []
+    history: list[dict[str, Any]] = []
+    for run_id, message in verdicts.items():
+        ids = _subflow_ids(conn, run_id) if subflows else [run_id]
+        for each in ids:
+            own = each == run_id
+            text = clean_text(message if own else f"its parent flow run {run_id} ended: {message}")
+            # conditional on the stored state, so a run that finished meanwhile is left alone
+            updated = conn.execute(
+                _F.update().where(_F.c.id == each, _F.c.state_type.in_(allowed)).values(state_message=text, **values)
+            ).rowcount
+            if not updated:
+                if own and each in create and conn.scalar(select(_F.c.id).where(_F.c.id == each)) is None:
+                    _insert_ended(conn, each, kind, text or "", create[each], now)
+                    ended.append(each)
+                    history.append({"run_id": each, "run_kind": "flow", "message": text})
+                if own:
+                    break  # already final (or just created): its own verdict stands
+                continue
+            if own:
+                ended.append(each)
+            history.append({"run_id": each, "run_kind": "flow", "message": text})
+            task_ids = list(conn.scalars(
+                select(_T.c.id).where(_T.c.flow_run_id == each, _T.c.state_type.in_(allowed))
+            ))
+            if task_ids:
+                task_message = clean_text(f"its flow run {each} ended: {message}")
+                conn.execute(_T.update().where(_T.c.id.in_(task_ids)).values(state_message=task_message, **values))
+                history += [{"run_id": t, "run_kind": "task", "message": task_message} for t in task_ids]
+    for entry in history:
+        entry.update(type=kind.value, name=kind.title, timestamp=now)
+    if history:
+        conn.execute(_S.insert(), history)
+    return ended
+
+
+def _insert_ended(conn: Connection, run_id: str, kind: StateType, message: str, info: dict[str, Any], now: datetime) -> None:
+    conn.execute(_F.insert().values(
+        id=run_id, flow_name=info.get("flow_name") or "unknown", name=info.get("name") or run_id[:8],
+        parameters=clean_json(info.get("parameters") or {}), tags=[],
+        state_type=kind.value, state_name=kind.title, state_message=message,
+        parent_flow_run_id=None, parent_task_run_id=None, run_count=0,
+        created=now, start_time=None, end_time=now, pid=info.get("pid"), hostname=HOSTNAME,
+        heartbeat_at=None, heartbeat_interval=None,
+    ))
+
+
+def flow_run_summary(db: Database, flow_run_id: str) -> dict[str, Any] | None:
+    """``{id, flow_name, state_type, state_message, pid}`` of a flow run, or None if unknown.
+
+    Raises:
+        DatabaseError: The database cannot be read.
+    """
+    with _connect(db) as conn:
+        row = conn.execute(
+            select(_F.c.id, _F.c.flow_name, _F.c.state_type, _F.c.state_message, _F.c.pid).where(_F.c.id == flow_run_id)
+        ).first()
+    if row is None:
+        return None
+    return {"id": row.id, "flow_name": row.flow_name, "state_type": row.state_type,
+            "state_message": row.state_message, "pid": row.pid}
+
+
+# -- replaying a dead process's journal ---------------------------------------------------------
+def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def replay(db: Database, rows: BatchRows) -> None:
+    """Store what a dead process journaled, idempotently.
+
+    ``rows.new_flows``/``new_tasks`` hold each run's newest snapshot (``_partial`` when it
+    has only the changing columns: the run's row was stored earlier). The process's last
+    batch may already be stored (it died between commit and clean-up): runs the store holds
+    as final keep their state, and states, logs, edges and results already present are not
+    added twice.
+
+    Raises:
+        DatabaseError: The database cannot be written.
+    """
+    flows = {r["id"]: _clean_row(r) for r in rows.new_flows}
+    tasks = {r["id"]: _clean_row(r) for r in rows.new_tasks}
+    with _transaction(db) as conn:
+        for table, runs, mutable in ((_F, flows, FLOW_MUTABLE), (_T, tasks, TASK_MUTABLE)):
+            stored = _stored_states(conn, table, list(runs))
+            fresh = [r for i, r in runs.items() if i not in stored and not r.get("_partial")]
+            if fresh:
+                conn.execute(table.insert(), fresh)
+            for run_id, row in runs.items():
+                if stored.get(run_id) in _NOT_FINAL:
+                    conn.execute(table.update().where(table.c.id == run_id).values(**{c: row[c] for c in mutable}))
+        run_ids = list({s["run_id"] for s in rows.states})
+        seen_states = _existing(conn, _S.c.run_id, run_ids, (_S.c.run_id, _S.c.type, _S.c.timestamp))
+        states = [
+            {k: (clean_text(v) if k == "message" else v) for k, v in s.items() if k != "flow_run_id"}
+            for s in rows.states if (s["run_id"], s["type"], s["timestamp"]) not in seen_states
+        ]
+        if states:
+            conn.execute(_S.insert(), states)
+        down = list({e["downstream_id"] for e in rows.edges})
+        seen_edges = _existing(conn, _E.c.downstream_id, down, (_E.c.upstream_id, _E.c.downstream_id, _E.c.kind))
+        edges = [e for e in rows.edges if (e["upstream_id"], e["downstream_id"], e["kind"]) not in seen_edges]
+        if edges:
+            conn.execute(_E.insert(), edges)
+        owners = list({r["flow_run_id"] for r in rows.logs if r["flow_run_id"]})
+        seen_logs = _existing(conn, _L.c.flow_run_id, owners, (_L.c.task_run_id, _L.c.timestamp, _L.c.message))
+        logs = [
+            {**r, "message": clean_text(r["message"])} for r in rows.logs
+            if (r["task_run_id"], r["timestamp"], clean_text(r["message"])) not in seen_logs
+        ]
+        if logs:
+            conn.execute(_L.insert(), logs)
+        producers = list({r["task_run_id"] for r in rows.results})
+        seen_results = _existing(conn, _R.c.task_run_id, producers, (_R.c.task_run_id, _R.c.path))
+        results = [r for r in rows.results if (r["task_run_id"], r["path"]) not in seen_results]
+        if results:
+            conn.execute(_R.insert(), results)
+
+
+def _clean_row(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    for key in ("state_message", "name", "flow_name", "task_name"):
+        if isinstance(out.get(key), str):
+            out[key] = clean_text(out[key])
+    for key in ("parameters", "tags"):
+        if key in out:
+            out[key] = clean_json(out[key])
+    return out
+
+
+def _stored_states(conn: Connection, table: Any, ids: list[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for chunk in _chunks(ids):
+        found.update((r[0], r[1]) for r in conn.execute(select(table.c.id, table.c.state_type).where(table.c.id.in_(chunk))))
+    return found
+
+
+def _existing(conn: Connection, key: Any, keys: list[str], columns: tuple[Any, ...]) -> set[tuple[Any, ...]]:
+    seen: set[tuple[Any, ...]] = set()
+    for chunk in _chunks(keys):
+        seen.update(tuple(r) for r in conn.execute(select(*columns).where(key.in_(chunk))))
+    return seen
