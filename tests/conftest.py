@@ -10,10 +10,9 @@ import pytest
 from plait.testing import throwaway_postgres_database
 
 
-
 def _reset_store() -> None:
-    from plait._store.database import Database
     from plait._recorder import reset_recorder
+    from plait._store.database import Database
 
     reset_recorder()
     Database.dispose_all()

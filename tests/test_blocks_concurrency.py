@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -132,14 +133,14 @@ def test_concurrent_overwrites_never_tear_a_load(plait_env: str, tmp_path: Path)
 def _insert_elsewhere(name: str) -> None:
     """Commit a document through another connection of the same database."""
     import uuid
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from plait._store.database import Database, get_database
     from plait._store.models import BlockDocumentModel
 
     other = Database(get_database().engine.url.render_as_string(hide_password=False), migrate=False)
     try:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         with other.engine.begin() as conn:
             conn.execute(BlockDocumentModel.__table__.insert().values(
                 id=str(uuid.uuid4()), name=name, slug="outer", schema_checksum="x", data={}, created=now, updated=now,

@@ -83,8 +83,8 @@ def cli_ok():
 
 
 def _reset_store() -> None:
-    from plait._store.database import Database
     from plait._recorder import reset_recorder
+    from plait._store.database import Database
 
     reset_recorder()
     Database.dispose_all()
@@ -115,13 +115,13 @@ def table(text: str, first_header: str) -> list[dict[str, str]]:
     header = lines[start]
     # multi-word headers ("CACHE KEY") are joined with one space; columns with two or more
     starts = [m.start() for m in re.finditer(r"(?:(?<=\s{2})|^)\S", header)]
-    names = [header[a:b].strip() for a, b in zip(starts, [*starts[1:], None])]
+    names = [header[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=False)]
     rows = []
     for line in lines[start + 1 :]:
         if not line.strip():
             break
-        cells = [line[a:b].strip() if b else line[a:].strip() for a, b in zip(starts, [*starts[1:], None])]
-        rows.append(dict(zip(names, cells)))
+        cells = [line[a:b].strip() if b else line[a:].strip() for a, b in zip(starts, [*starts[1:], None], strict=False)]
+        rows.append(dict(zip(names, cells, strict=False)))
     return rows
 
 

@@ -143,12 +143,13 @@ def table(text: str, first_header: str) -> list[dict[str, str]]:
     start = next(i for i, line in enumerate(lines) if line.startswith(first_header))
     header = lines[start]
     starts = [m.start() for m in re.finditer(r"(?:(?<=\s{2})|^)\S", header)]
-    names = [header[a:b].strip() for a, b in zip(starts, [*starts[1:], None])]
+    names = [header[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=False)]
     rows = []
     for line in lines[start + 1 :]:
         if not line.strip():
             break
-        rows.append(dict(zip(names, (line[a:b].strip() for a, b in zip(starts, [*starts[1:], None])))))
+        cells = (line[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=False))
+        rows.append(dict(zip(names, cells, strict=False)))
     return rows
 
 

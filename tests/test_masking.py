@@ -10,9 +10,10 @@ from collections.abc import Iterator
 from urllib.parse import quote, quote_plus
 
 import pytest
+from pydantic import BaseModel, SecretBytes, SecretStr
+
 from plait import _masking
 from plait._masking import MASK, forget_secrets, mask, mask_url, register_secret, secret_values
-from pydantic import BaseModel, SecretBytes, SecretStr
 
 LINE = "12:00:01.123 | INFO    | Task run 'load-0' - loaded 1204 rows into orders from s3://bucket/k.csv in 0.53s"
 

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -80,7 +81,7 @@ def test_create_list_and_delete_round_trip(rules_env: str) -> None:
 
 def test_the_rules_store_hands_out_plain_records(rules_env: str) -> None:
     from dataclasses import is_dataclass
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from plait._store import rules
     from plait.notifications import create_rule
@@ -89,7 +90,7 @@ def test_the_rules_store_hands_out_plain_records(rules_env: str) -> None:
     created = create_rule("webhook/ops", name="on", tags=["prod"])
     off = rules.NotificationRule(id="00000000-0000-0000-0000-0000000000ff", name="off", block="webhook/ops",
                                  flow_name="*", states=["FAILED"], enabled=False,
-                                 created=datetime.now(timezone.utc))
+                                 created=datetime.now(UTC))
     rules.insert_rule(off)
     stored = rules.list_rules()
     assert [r.name for r in stored] == ["on", "off"]
@@ -120,10 +121,9 @@ def test_states_are_validated_in_any_case(rules_env: str) -> None:
 
 
 def test_block_must_exist_and_be_able_to_notify(rules_env: str) -> None:
-    from plait_blocks import JSON, Secret
-
     from plait.exceptions import BlockError, BlockNotFound
     from plait.notifications import create_rule, list_rules
+    from plait_blocks import JSON, Secret
 
     save_webhook("ops")
     with pytest.raises(BlockNotFound) as missing:
@@ -318,9 +318,8 @@ def fine_flow() -> int:
 
 
 def test_failed_flow_run_is_delivered_to_the_webhook(rules_env: str, hook_server: str) -> None:
-    from plait_blocks.plugin import wait_for_deliveries
-
     from plait.notifications import create_rule
+    from plait_blocks.plugin import wait_for_deliveries
 
     save_webhook("ops", f"{hook_server}/alerts/T0K3N")
     save_webhook("prod-only", f"{hook_server}/prod")
@@ -332,7 +331,7 @@ def test_failed_flow_run_is_delivered_to_the_webhook(rules_env: str, hook_server
     assert fine_flow() == 1
     assert wait_for_deliveries(timeout=30)
 
-    got = sorted(((r["path"], r["body"]["flow_name"], r["body"]["state_type"]) for r in _Hook.received))
+    got = sorted((r["path"], r["body"]["flow_name"], r["body"]["state_type"]) for r in _Hook.received)
     assert got == [
         ("/alerts/T0K3N", "etl-fine", "COMPLETED"),
         ("/alerts/T0K3N", "etl-notified", "FAILED"),

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from plait import flow, plugins, task
 from plait.blocks import get_block_class
 
@@ -236,6 +237,7 @@ def test_two_plugins_declaring_one_slug_is_a_diagnosis(site: Path) -> None:
 
 def test_plugins_ls_shows_what_is_not_imported_yet(site: Path, tmp_path: Path) -> None:
     from click.testing import CliRunner
+
     from plait.cli import cli
 
     source = marked(tmp_path / "listed", BLOCK_PLUGIN.format(cls="Listed", module="lazy_listed"))

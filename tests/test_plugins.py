@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from plait import flow, hookspecs, plugins, task
 from plait.plugins import PluginError
 

@@ -16,11 +16,12 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import pytest
+from pydantic import BaseModel, SecretBytes, SecretStr
+
 from plait import flow, task
 from plait.exceptions import InvalidOptions
 from plait.results import LocalStorage, read_result, read_result_ref, write_result
 from plait.testing import PlaitTestHarness, plait_test_harness
-from pydantic import BaseModel, SecretBytes, SecretStr
 
 CORE = Path(__file__).resolve().parents[1] / "core" / "plait"
 
@@ -174,6 +175,7 @@ def test_a_cached_encrypted_result_is_shared_across_processes(harness: PlaitTest
 
 def test_another_key_cannot_read_an_encrypted_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from cryptography.fernet import Fernet
+
     from plait.results import ResultRefused
 
     monkeypatch.setenv("PLAIT_HOME", str(tmp_path / "home"))

@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 from cryptography.fernet import Fernet
+
 from plait import flow, task
 from plait.results import MAGIC, LocalStorage, ResultRefused, read_result, read_result_ref, type_mismatch, write_result
 from plait.testing import PlaitTestHarness, plait_test_harness

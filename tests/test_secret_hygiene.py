@@ -181,7 +181,7 @@ def save_canary_blocks(tmp_path: Path, env: dict[str, str]) -> None:
 
 def table_rows_with_canary(url: str) -> list[str]:
     """``table.column`` of every stored value containing the canary, in any table."""
-    from sqlalchemy import create_engine, inspect, select, table, column
+    from sqlalchemy import column, create_engine, inspect, select, table
 
     engine = create_engine(url)
     found = []
@@ -190,7 +190,7 @@ def table_rows_with_canary(url: str) -> list[str]:
             for name in inspect(conn).get_table_names():
                 columns = [c["name"] for c in inspect(conn).get_columns(name)]
                 for row in conn.execute(select(*(column(c) for c in columns)).select_from(table(name))):
-                    for col, value in zip(columns, row):
+                    for col, value in zip(columns, row, strict=False):
                         text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
                         if CANARY in text:
                             found.append(f"{name}.{col}")
@@ -271,7 +271,7 @@ def test_a_saved_secret_is_found_nowhere(hygiene_env: dict[str, str], tmp_path: 
     variants = [v for args in commands_to_check for v in (args, [*args, "--json"])]
     with ThreadPoolExecutor(max_workers=8) as pool:  # independent readers
         outputs = list(pool.map(lambda variant: plait(*variant, env=env), variants))
-    for variant, done in zip(variants, outputs):
+    for variant, done in zip(variants, outputs, strict=False):
         assert done.returncode == 0, f"plait {' '.join(variant)}: {done.stderr}"
         assert CANARY not in done.stdout + done.stderr, f"canary in `plait {' '.join(variant)}`:\n{_around(done.stdout + done.stderr)}"
         if variant[-1] == "--json":

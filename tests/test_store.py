@@ -10,9 +10,10 @@ import textwrap
 import threading
 import time
 import traceback
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import event, func, inspect, select, text
@@ -196,7 +197,7 @@ def test_recorder_round_trip(database_url: str) -> None:
     _move(rec, notify, StateType.COMPLETED)
     _move(rec, load, StateType.RUNNING)
     _move(rec, load, StateType.FAILED, "ValueError: bad rows")
-    t0 = datetime(2024, 1, 1, 12, 0, tzinfo=timezone.utc)
+    t0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
     rec.add_log(flow.id, None, logging.INFO, "plait.flow", "flow started", t0)
     rec.add_log(flow.id, extract.id, logging.WARNING, "plait.task", "retrying", t0 + timedelta(seconds=1))
     rec.add_log(flow.id, load.id, logging.ERROR, "plait.task", "bad\x00rows", t0 + timedelta(seconds=2))
@@ -276,7 +277,7 @@ def test_a_run_written_by_another_recorder_is_updated_not_duplicated(database_ur
 def test_odd_values_do_not_poison_a_batch(database_url: str) -> None:
     db = Database.open(database_url)
     rec = _recorder(db)
-    when = datetime(2024, 2, 3, tzinfo=timezone.utc)
+    when = datetime(2024, 2, 3, tzinfo=UTC)
     flow = _flow("odd", parameters={"when": when, "path": Path("/x")}, state=State(StateType.PENDING, "a\x00b"))
     rec.add_flow_run(flow)
     rec.add_state(flow, flow.state)
@@ -552,7 +553,7 @@ def test_a_silent_run_is_crashed_after_crash_after(plait_env: str) -> None:
     live = get_recorder()  # the process recorder knows mine-1 as Running
     live.add_flow_run(mine)
     live.add_state(mine, mine.state)
-    long_ago = datetime.now(timezone.utc) - timedelta(hours=2)
+    long_ago = datetime.now(UTC) - timedelta(hours=2)
     with db.engine.begin() as conn:
         conn.execute(
             FlowRunModel.__table__.update()
@@ -589,7 +590,7 @@ def test_resolve_flow_run_id_by_prefix(database_url: str) -> None:
 def test_list_flow_runs_filters_and_orders(database_url: str) -> None:
     db = Database.open(database_url)
     rec = _recorder(db)
-    base = datetime(2024, 5, 1, tzinfo=timezone.utc)
+    base = datetime(2024, 5, 1, tzinfo=UTC)
     runs = [("etl", StateType.COMPLETED), ("etl", StateType.FAILED), ("report", None)]
     for i, (name, final) in enumerate(runs):
         flow = _flow(f"run-{i}", flow_name=name, created=base + timedelta(minutes=i))

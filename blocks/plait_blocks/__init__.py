@@ -10,7 +10,6 @@ They are a plugin like any collection: ``plait_blocks.plugin`` is registered und
 """
 
 from plait import __version__ as _plait_version
-
 from plait_blocks.notifications import (
     DeliveryError,
     Email,

@@ -18,7 +18,6 @@ from typing import Any
 
 from plait import mask_secrets  # the one masking function
 from plait.hookspecs import hookimpl
-
 from plait_blocks.notifications import Email, SlackWebhook, Webhook, deliver_event
 from plait_blocks.process import Process
 from plait_blocks.storage import LocalFileSystem, local_file_system_from_url

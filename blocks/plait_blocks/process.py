@@ -98,7 +98,10 @@ print(result.state_type, result.flow_run_id, result.message)
     )
     working_dir: str | None = Field(
         default=None,
-        description="Directory the process starts in (default: the current one); a relative entrypoint path is resolved from it.",
+        description=(
+            "Directory the process starts in (default: the current one); a relative entrypoint path is "
+            "resolved from it."
+        ),
     )
     timeout_seconds: float | None = Field(
         default=None,
@@ -107,11 +110,15 @@ print(result.state_type, result.flow_run_id, result.message)
     )
     python: str | None = Field(
         default=None,
-        description="Python interpreter to run the flow with; plait must be installed in it (default: this interpreter).",
+        description=(
+            "Python interpreter to run the flow with; plait must be installed in it (default: this interpreter)."
+        ),
     )
     stream_output: bool = Field(
         default=True,
-        description="Echo the process's stdout and stderr here as it runs (they are stored in the run's logs either way).",
+        description=(
+            "Echo the process's stdout and stderr here as it runs (they are stored in the run's logs either way)."
+        ),
     )
 
     @field_validator("env")
@@ -240,7 +247,8 @@ class _Launch:
             threading.Thread(target=self.pump, args=(proc.stderr, True), name="plait-process-stderr", daemon=True),
         ]
         if big:
-            readers.append(threading.Thread(target=self.feed, args=(proc.stdin,), name="plait-process-stdin", daemon=True))
+            feeder = threading.Thread(target=self.feed, args=(proc.stdin,), name="plait-process-stdin", daemon=True)
+            readers.append(feeder)
         for reader in readers:
             reader.start()
         try:

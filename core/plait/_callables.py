@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import random
 import re
 import typing
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from plait._masking import MASK, register_secret, secret_values
 from plait._masking import mask as scrub
@@ -32,14 +34,14 @@ class Signature:
         )
         self.secret_names = _secret_parameters(fn, self.sig)
 
-    def bind(self, owner: str, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def bind(self, owner: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """Arguments by parameter name, defaults applied; a clear error when they do not fit.
 
         The values of parameters annotated as secrets (``SecretStr``...) are registered for
         masking, so a plain string passed to one is never stored or logged in clear.
         """
         if self.simple and not kwargs and len(args) == len(self.names):
-            arguments = dict(zip(self.names, args))
+            arguments = dict(zip(self.names, args, strict=True))
         else:
             try:
                 bound = self.sig.bind(*args, **kwargs)
@@ -53,7 +55,7 @@ class Signature:
             _register_secret_argument(arguments.get(name))
         return arguments
 
-    def call_arguments(self, parameters: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+    def call_arguments(self, parameters: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Split bound parameters back into ``(args, kwargs)`` for the call."""
         if self.simple:
             return tuple(parameters.values()), {}
@@ -179,6 +181,8 @@ def jsonable(value: Any, depth: int = 0) -> Any:
     before its repr (which pydantic masks anyway) is taken.
     """
     if isinstance(value, _PLAIN):
+        if isinstance(value, float) and not math.isfinite(value):
+            return repr(value)  # JSON has no NaN or infinity (PostgreSQL refuses them)
         if isinstance(value, str):
             value = scrub(value)  # a secret passed as an argument is not stored in history
             if len(value) > 500:

@@ -14,10 +14,12 @@ import logging
 import random
 import threading
 import time
-from typing import Any, Generator
+from collections.abc import Callable, Generator
+from typing import Any, cast
 
-from plait._logging import scrub
 from plait._context import FlowRunContext, TaskRunContext, flow_run_var, task_run_var
+from plait._masking import mask as scrub
+from plait._options import RunOptions
 from plait._runs import FlowRun, TaskRun, advance
 from plait.exceptions import CrashedRun, SerializationError, UpstreamFailed
 from plait.futures import resolve_futures
@@ -44,7 +46,16 @@ class Call:
 
     __slots__ = ("fn", "args", "kwargs", "timeout", "what", "flow_ctx", "task_ctx")
 
-    def __init__(self, fn, args, kwargs, timeout, what, flow_ctx=None, task_ctx=None) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None,
+        what: str,
+        flow_ctx: FlowRunContext | None = None,
+        task_ctx: TaskRunContext | None = None,
+    ) -> None:
         self.fn, self.args, self.kwargs, self.timeout = fn, args, kwargs, timeout
         self.what, self.flow_ctx, self.task_ctx = what, flow_ctx, task_ctx
 
@@ -79,7 +90,7 @@ class Call:
                 return Outcome(await coro)
             try:
                 return Outcome(await asyncio.wait_for(coro, self.timeout))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return Outcome(error=TimeoutError(f"{self.what} exceeded its timeout of {self.timeout:g}s"))
         except Exception as exc:
             return Outcome(error=exc)
@@ -87,7 +98,9 @@ class Call:
             self._exit(tokens)
 
 
-def _call_with_timeout(fn, args, kwargs, timeout: float, what: str) -> Any:
+def _call_with_timeout(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float, what: str
+) -> Any:
     """Run a sync function in a helper thread and give up waiting after ``timeout``.
 
     Python cannot kill a thread: a timed-out body keeps running in the background, but the
@@ -148,7 +161,7 @@ class Do:
 
     __slots__ = ("fn", "args")
 
-    def __init__(self, fn, *args) -> None:
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
         self.fn, self.args = fn, args
 
     def run_sync(self) -> Outcome:
@@ -195,7 +208,7 @@ def drive_sync(steps: Steps) -> State:
             else:
                 action = steps.send(result)
     except StopIteration as stop:
-        return stop.value
+        return cast(State, stop.value)  # what the Steps generator returned (StopIteration is untyped)
 
 
 async def drive_async(steps: Steps) -> State:
@@ -210,7 +223,7 @@ async def drive_async(steps: Steps) -> State:
             else:
                 action = steps.send(result)
     except StopIteration as stop:
-        return stop.value
+        return cast(State, stop.value)  # what the Steps generator returned (StopIteration is untyped)
 
 
 # -- shared helpers ------------------------------------------------------------------------
@@ -227,14 +240,14 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def retry_delay(options: Any, retry_number: int) -> float:
+def retry_delay(options: RunOptions, retry_number: int) -> float:
     delay = options.retry_delay(retry_number)
     if options.retry_jitter_factor and delay:
         delay = max(0.0, delay * (1 + random.uniform(-1, 1) * options.retry_jitter_factor))
     return delay
 
 
-def wants_retry(options: Any, owner: Any, run: Any, exc: BaseException) -> bool:
+def wants_retry(options: RunOptions, owner: Any, run: Any, exc: BaseException) -> bool:
     if run.run_count > options.retries:
         return False
     if options.retry_condition is None:
@@ -261,7 +274,7 @@ def task_steps(
     try:
         if upstream:
             states = yield Resolve([f for f, _, _ in upstream])
-            for state, (future, _kind, _name) in zip(states, upstream):
+            for state, (future, _kind, _name) in zip(states, upstream, strict=True):
                 if not state.is_completed():
                     cause = f"upstream task run {future.task_run.name!r} is {state.type.title}"
                     error = UpstreamFailed(cause)
@@ -301,7 +314,9 @@ def task_steps(
             if outcome.error is None:
                 ref = None
                 if storage is not None:
-                    saved = yield Do(task.save_result, storage, cache_key or run.id, outcome.value, run, flow_ctx, recorder)
+                    saved = yield Do(
+                        task.save_result, storage, cache_key or run.id, outcome.value, run, flow_ctx, recorder
+                    )
                     if saved.error is not None:
                         return _fail_task(run, saved.error, recorder)
                     ref = saved.value
@@ -309,16 +324,16 @@ def task_steps(
                 if flow_ctx is not None:
                     flow_ctx.track_result(outcome.value, run.id)
                 return set_state(run, State(StateType.COMPLETED, data=outcome.value, result_ref=ref), recorder)
-            exc = outcome.error
-            if not wants_retry(options, task, run, exc):
-                return _fail_task(run, exc, recorder)
+            failure = outcome.error
+            if not wants_retry(options, task, run, failure):
+                return _fail_task(run, failure, recorder)
             delay = retry_delay(options, run.run_count)
             set_state(run, State(
-                StateType.RETRYING, f"attempt {run.run_count} failed: {describe_error(exc)}; "
-                f"retrying in {delay:.3g}s", data=exc,
+                StateType.RETRYING, f"attempt {run.run_count} failed: {describe_error(failure)}; "
+                f"retrying in {delay:.3g}s", data=failure,
             ), recorder)
             task.run_logger(run).warning("attempt %d failed with %s; retrying in %.3gs",
-                                         run.run_count, describe_error(exc), delay)
+                                         run.run_count, describe_error(failure), delay)
             if delay:
                 yield Sleep(delay)
     except BaseException as exc:  # interrupted (Ctrl-C, SystemExit, cancellation)
@@ -344,7 +359,9 @@ def _task_logger(run: TaskRun) -> Any:
 
 
 # -- flow runs -----------------------------------------------------------------------------
-def flow_steps(flow: Any, run: FlowRun, ctx: FlowRunContext, args: tuple, kwargs: dict, is_top: bool) -> Steps:
+def flow_steps(
+    flow: Any, run: FlowRun, ctx: FlowRunContext, args: tuple[Any, ...], kwargs: dict[str, Any], is_top: bool
+) -> Steps:
     """The life of one flow run: attempts of the body, waiting on its tasks, the verdict."""
     options = flow.options
     recorder = ctx.recorder

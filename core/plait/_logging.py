@@ -11,24 +11,24 @@ import io
 import logging
 import sys
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from plait._context import flow_run_var, task_run_var
 from plait._masking import RegisteredSecrets
-from plait._masking import register_secret as register_secret  # re-exported: plait.register_secret
 from plait._masking import mask as scrub
+from plait._masking import register_secret as register_secret  # re-exported: plait.register_secret
 
 RUN_LOGGER_NAME = "plait.runs"
 _setup_lock = threading.Lock()
-_configured_for: tuple | None = None
+_configured_for: tuple[str, bool] | None = None  # (logging_level, log_to_console) last set up
 
 
-class RunLoggerAdapter(logging.LoggerAdapter):
+class RunLoggerAdapter(logging.LoggerAdapter[logging.Logger]):
     """Adds the run ids and a label ("Task run 'x-0'") to every record."""
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        kwargs["extra"] = {**self.extra, **(kwargs.get("extra") or {})}
+        kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
         return msg, kwargs
 
 
@@ -48,8 +48,8 @@ def get_run_logger() -> RunLoggerAdapter:
         return run_logger_for(run.flow_run_id, run.id, f"Task run {run.name!r}")
     flow_ctx = flow_run_var.get()
     if flow_ctx is not None:
-        run = flow_ctx.flow_run
-        return run_logger_for(run.id, None, f"Flow run {run.name!r}")
+        flow_run = flow_ctx.flow_run
+        return run_logger_for(flow_run.id, None, f"Flow run {flow_run.name!r}")
     from plait.exceptions import PlaitError
 
     raise PlaitError(
@@ -71,7 +71,7 @@ class _QuietErrors:
             )
 
 
-class _ConsoleHandler(_QuietErrors, logging.StreamHandler):
+class _ConsoleHandler(_QuietErrors, logging.StreamHandler[io.TextIOBase]):
     pass
 
 
@@ -89,7 +89,7 @@ class RecorderHandler(_QuietErrors, logging.Handler):
                 message = message + "\n" + _format_exception(record.exc_info)
             current_run_recorder().add_log(
                 flow_run_id, task_run_id, record.levelno, record.name, scrub(message),
-                datetime.fromtimestamp(record.created, timezone.utc),
+                datetime.fromtimestamp(record.created, UTC),
             )
         except Exception:  # logging must never break a run
             self.handleError(record)
@@ -117,7 +117,9 @@ class ConsoleFormatter(logging.Formatter):
         label = getattr(record, "run_label", None) or record.name
         stamp = datetime.fromtimestamp(record.created).strftime("%H:%M:%S.%f")[:-3]
         text = f"{stamp} | {record.levelname:<7} | {label} - {record.getMessage()}"
-        if record.exc_info and record.levelno >= logging.ERROR and logging.getLogger("plait").isEnabledFor(logging.DEBUG):
+        if record.exc_info and record.levelno >= logging.ERROR and (
+            logging.getLogger("plait").isEnabledFor(logging.DEBUG)
+        ):
             text += "\n" + _format_exception(record.exc_info)
         return scrub(text)
 
@@ -182,7 +184,9 @@ def install_print_capture() -> None:
     builtins.print = _capturing_print
 
 
-def _capturing_print(*args: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None, flush: bool = False) -> None:
+def _capturing_print(
+    *args: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None, flush: bool = False
+) -> None:
     task_ctx = task_run_var.get()
     flow_ctx = flow_run_var.get()
     wants = task_ctx.log_prints if task_ctx is not None else (flow_ctx.log_prints if flow_ctx else False)

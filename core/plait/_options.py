@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from plait.exceptions import InvalidOptions
 
@@ -90,7 +91,11 @@ class RunOptions:
             raise InvalidOptions(
                 f"{kind} retry_delay_seconds must be a number >= 0 or a non-empty list of them, got {delay!r}"
             )
-        set_(self, "retry_delay_seconds", tuple(float(d) for d in delays) if isinstance(delay, (list, tuple)) else float(delay))
+        set_(
+            self,
+            "retry_delay_seconds",
+            tuple(float(d) for d in delays) if isinstance(delay, (list, tuple)) else float(delay),
+        )
         if self.retry_jitter_factor is not None and (
             not isinstance(self.retry_jitter_factor, (int, float)) or self.retry_jitter_factor < 0
         ):
@@ -105,7 +110,8 @@ class RunOptions:
             or self.timeout_seconds <= 0
         ):
             raise InvalidOptions(f"{kind} timeout_seconds must be a number > 0, got {self.timeout_seconds!r}")
-        tags = (self.tags,) if isinstance(self.tags, str) else tuple(self.tags or ())
+        given_tags: Any = self.tags  # as passed in the options: one string or any iterable of them
+        tags = (given_tags,) if isinstance(given_tags, str) else tuple(given_tags or ())
         if not all(isinstance(t, str) for t in tags):
             raise InvalidOptions(f"{kind} tags must be strings, got {self.tags!r}")
         set_(self, "tags", tags)
@@ -159,12 +165,16 @@ class TaskOptions(RunOptions):
         policy = coerce_cache_policy(self.cache_policy)  # raises InvalidOptions on a bad one
         object.__setattr__(self, "cache_policy", policy)
         if self.cache_key_fn is not None and not callable(self.cache_key_fn):
-            raise InvalidOptions(f"cache_key_fn must be a callable (context, parameters) -> str, got {self.cache_key_fn!r}")
-        expiration = self.cache_expiration
+            raise InvalidOptions(
+                f"cache_key_fn must be a callable (context, parameters) -> str, got {self.cache_key_fn!r}"
+            )
+        expiration: object = self.cache_expiration  # as passed in the options: seconds are accepted too
         if isinstance(expiration, (int, float)) and not isinstance(expiration, bool):
             expiration = timedelta(seconds=expiration)
         if expiration is not None and (not isinstance(expiration, timedelta) or expiration.total_seconds() <= 0):
-            raise InvalidOptions(f"cache_expiration must be a positive timedelta or seconds, got {self.cache_expiration!r}")
+            raise InvalidOptions(
+                f"cache_expiration must be a positive timedelta or seconds, got {self.cache_expiration!r}"
+            )
         object.__setattr__(self, "cache_expiration", expiration)
         if self.persist_result is False and self.caches:
             raise InvalidOptions(

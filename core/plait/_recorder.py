@@ -81,22 +81,24 @@ def _flow_row(run: FlowRun, now: datetime, heartbeat_interval: float) -> dict[st
 
 
 def _task_row(run: TaskRun) -> dict[str, Any]:
+    # Free text is cleaned (messages, parameters); names come from code, and a bad one costs
+    # only its own row (the writer stores the rest of the batch without it).
     state = run.state
     return {
         "id": run.id,
         "flow_run_id": run.flow_run_id,
-        "task_name": clean_text(run.task_name),
-        "task_key": clean_text(run.task_key),
-        "name": clean_text(run.name),
+        "task_name": run.task_name,
+        "task_key": run.task_key,
+        "name": run.name,
         "dynamic_key": run.dynamic_key,
         "parameters": clean_json(run.parameters),
-        "tags": clean_json(list(run.tags)),
+        "tags": run.tags,
         "state_type": _TYPE_VALUE[state.type],
-        "state_name": clean_text(state.name),
+        "state_name": state.name,
         "state_message": clean_text(state.message),
         "run_count": run.run_count,
         "cache_key": run.cache_key,
-        "result_ref": clean_text(run.result_ref),
+        "result_ref": run.result_ref,
         "created": run.created,
         "start_time": run.start_time,
         "end_time": run.end_time,
@@ -326,9 +328,7 @@ class DatabaseRecorder:
                     if self._fresh is not None:
                         self.journal.append(task_record(self._fresh))
                         self._fresh = None
-                    segment = self.journal.rotate()
-                    if segment is not None:
-                        batch.segments.append(segment)
+                    batch.segments += self.journal.rotate()
                 beating = [i for i in self._running if i in self._stored] if heartbeat else []
             if not (batch.count or beating):
                 return
@@ -365,14 +365,14 @@ class DatabaseRecorder:
         rows.states = [
             {
                 "run_id": run_id, "run_kind": kind, "flow_run_id": owner, "type": _TYPE_VALUE[s.type],
-                "name": clean_text(s.name), "message": clean_text(s.message), "timestamp": s.timestamp,
+                "name": s.name, "message": clean_text(s.message), "timestamp": s.timestamp,
             }
             for run_id, kind, owner, s in batch.states
         ]
         rows.edges = batch.edges
         rows.logs = [
             {
-                "flow_run_id": f, "task_run_id": t, "level": level, "logger": clean_text(name),
+                "flow_run_id": f, "task_run_id": t, "level": level, "logger": name,
                 "message": clean_text(message), "timestamp": ts,
             }
             for f, t, level, name, message, ts in batch.logs

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from plait.states import FINAL_TYPES, State, StateType, check_transition
@@ -25,7 +25,7 @@ HOSTNAME = socket.gethostname()
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class _Run:

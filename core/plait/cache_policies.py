@@ -63,7 +63,7 @@ class CachePolicy:
     def key_parts(self, context: Any, parameters: dict[str, Any]) -> list[Any] | None:
         raise NotImplementedError
 
-    def __add__(self, other: CachePolicy) -> CachePolicy:
+    def __add__(self, other: object) -> CachePolicy:
         if not isinstance(other, CachePolicy):
             return NotImplemented
         mine = self.policies if isinstance(self, Compound) else (self,)
@@ -168,7 +168,7 @@ def coerce_cache_policy(value: Any) -> CachePolicy | None:
     if isinstance(value, (list, tuple)):
         combined = NO_CACHE
         for item in value:
-            combined = combined + coerce_cache_policy(item)  # type: ignore[operator]
+            combined = combined + coerce_cache_policy(item)
         return combined
     raise InvalidOptions(
         f"cache_policy must be a CachePolicy (e.g. plait.cache_policies.INPUTS) or its name, got {value!r}"

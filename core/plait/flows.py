@@ -35,7 +35,7 @@ class Flow(Generic[P, R]):
         self.description = options.description or inspect.getdoc(fn)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = Signature(fn)
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def with_options(self, **changes: Any) -> Flow[P, R]:
         """A copy of this flow with some options replaced (validated like the decorator)."""
@@ -74,7 +74,7 @@ class Flow(Generic[P, R]):
     async def _call_async(self, steps: Any, return_state: bool) -> Any:
         return _finish(await drive_async(steps), return_state)
 
-    def _prepare(self, args: tuple, kwargs: dict) -> Any:
+    def _prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         from plait._logging import install_print_capture, setup_logging
         from plait._recording import current_recorder
         from plait.settings import get_settings
@@ -118,9 +118,13 @@ class Flow(Generic[P, R]):
             task_runner=(self.options.task_runner or InProcessTaskRunner()).duplicate(),
             recorder=recorder,
             log_prints=log_prints,
-            persist_results=settings.persist_results if self.options.persist_result is None else self.options.persist_result,
+            persist_results=(
+                settings.persist_results if self.options.persist_result is None else self.options.persist_result
+            ),
         )
-        call_args, call_kwargs = self.signature.call_arguments(parameters) if self.options.validate_parameters else (args, kwargs)
+        call_args, call_kwargs = (
+            self.signature.call_arguments(parameters) if self.options.validate_parameters else (args, kwargs)
+        )
         return flow_steps(self, run, ctx, call_args, call_kwargs, is_top=is_top)
 
     # -- used by the engine ----------------------------------------------------------------

@@ -26,8 +26,9 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from plait.exceptions import PlaitError
 from plait.flows import Flow
@@ -125,7 +126,7 @@ def _flows_in(module: Any) -> list[str]:
     return sorted(name for name, value in vars(module).items() if isinstance(value, Flow))
 
 
-def load_flow(entrypoint: str) -> Flow:
+def load_flow(entrypoint: str) -> Flow[..., Any]:
     """The flow an entrypoint names.
 
     Args:
@@ -203,7 +204,9 @@ def _mark_console_run_logs() -> None:
 
     setup_logging()
     plait_logger = logging.getLogger("plait")
-    consoles = [h for h in plait_logger.handlers if getattr(h, "_plait", False) and isinstance(h, logging.StreamHandler)]
+    consoles = [
+        h for h in plait_logger.handlers if getattr(h, "_plait", False) and isinstance(h, logging.StreamHandler)
+    ]
     for console in consoles:
         console.addFilter(lambda record: not _is_run_record(record))
         marked = _ControlLineHandler()
@@ -326,7 +329,7 @@ def record_infrastructure_log(flow_run_id: str, level: int | str, message: str) 
     Raises:
         DatabaseError: The database cannot be opened.
     """
-    from plait._logging import scrub
+    from plait._masking import mask as scrub
     from plait._runs import utcnow
 
     if isinstance(level, str):
@@ -400,8 +403,10 @@ def mark_flow_run(
     flush_records()  # our own log lines first, so they sort before the final state
     from plait._callables import jsonable, run_name
 
-    info = {"flow_name": flow_name, "name": run_name(), "parameters": {str(k): jsonable(v) for k, v in (parameters or {}).items()},
-            "pid": pid}
+    info = {
+        "flow_name": flow_name, "name": run_name(),
+        "parameters": {str(k): jsonable(v) for k, v in (parameters or {}).items()}, "pid": pid,
+    }
     ended = runs.end_flow_runs(get_database(), {flow_run_id: message}, kind, subflows=True,
                                create={flow_run_id: info})
     return bool(ended)

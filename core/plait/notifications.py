@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from plait.states import StateType
@@ -209,7 +209,7 @@ def create_rule(
         tags=tags_,
         states=states_,
         enabled=bool(enabled),
-        created=datetime.now(timezone.utc),
+        created=datetime.now(UTC),
     )
     try:
         rules.insert_rule(rule)
@@ -308,4 +308,6 @@ def matching_rules(event: Any) -> list[dict[str, Any]]:
             _last_warning[0] = now
             logger.warning("cannot read notification rules: %s", exc)
         return []
-    return [dict(rule, tags=list(rule["tags"]), states=list(rule["states"])) for rule in rules if rule_matches(rule, event)]
+    return [
+        dict(rule, tags=list(rule["tags"]), states=list(rule["states"])) for rule in rules if rule_matches(rule, event)
+    ]

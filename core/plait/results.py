@@ -29,7 +29,7 @@ import pickle
 import tempfile
 import types
 import typing
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import unquote
@@ -316,7 +316,7 @@ def write_result(
         payload, encryption = _encrypt(payload), "fernet"
     header = {
         "serializer": serializer,
-        "created": datetime.now(timezone.utc).isoformat(),
+        "created": datetime.now(UTC).isoformat(),
         "expires_at": expires_at.isoformat() if expires_at else None,
         "key": key,
         "encryption": encryption,
@@ -368,7 +368,7 @@ def read_result(storage: Any, key: str, *, now: datetime | None = None, ref: str
     if written_at != key and not (ref and ref.endswith("/" + str(written_at))):
         raise refuse(f"it was written as {written_at!r} and copied here")
     expires_at = header.get("expires_at")
-    if expires_at and datetime.fromisoformat(expires_at) <= (now or datetime.now(timezone.utc)):
+    if expires_at and datetime.fromisoformat(expires_at) <= (now or datetime.now(UTC)):
         raise ResultMissing(f"{key}: expired at {expires_at}")
     payload = blob[header_end + 1:]
     if header.get("encryption") == "fernet":
@@ -422,7 +422,8 @@ def type_name(annotation: Any) -> str:
     """How an annotation reads in messages: ``int``, ``list[int]``, ``Optional[dict[str, int]]``."""
     if annotation is None or annotation is type(None):
         return "None"
-    if isinstance(annotation, type) and not isinstance(annotation, types.GenericAlias):
+    generic = isinstance(annotation, types.GenericAlias)  # list[int] passes isinstance(_, type) too
+    if isinstance(annotation, type) and not generic:
         return annotation.__qualname__
     return repr(annotation).replace("typing.", "")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 
-class StateType(str, enum.Enum):
+class StateType(str, enum.Enum):  # noqa: UP042 - str() of a member stays "StateType.X", as it always was
     SCHEDULED = "SCHEDULED"
     PENDING = "PENDING"
     RUNNING = "RUNNING"
@@ -45,8 +45,10 @@ class StateType(str, enum.Enum):
     CANCELLED = "CANCELLED"
     PAUSED = "PAUSED"
 
+    # Shadows str.title() on purpose: a state type's title ("Completed") is public API, and
+    # calling title() on the value was never meant. mypy sees the str method being replaced.
     @property
-    def title(self) -> str:
+    def title(self) -> str:  # type: ignore[override]
         return _TITLES[self]
 
     @property
@@ -153,7 +155,7 @@ class State:
         _set(self, "type", kind)
         _set(self, "message", message)
         _set(self, "name", name or _TITLES[kind])  # type: ignore[index]
-        _set(self, "timestamp", timestamp or datetime.now(timezone.utc))
+        _set(self, "timestamp", timestamp or datetime.now(UTC))
         _set(self, "data", data)
         _set(self, "result_ref", result_ref)
 

@@ -10,13 +10,13 @@ import functools
 import inspect
 import logging
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from plait._callables import Signature, jsonable, new_id
 from plait._context import FlowRunContext, flow_run_var, task_run_var
 from plait._engine import drive_async, drive_sync, task_steps
-from plait._options import TaskOptions, build_options
+from plait._options import FlowOptions, TaskOptions, build_options
 from plait._runs import TaskRun
 from plait.exceptions import ParameterBindError
 from plait.futures import PlaitFuture, PlaitFutureList, _running_loop, iter_futures, iter_values
@@ -53,7 +53,7 @@ class Task(Generic[P, R]):
         self.task_key = f"{fn.__module__}.{fn.__qualname__}"
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = Signature(fn)
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
         if options.log_prints:
             from plait._logging import install_print_capture
 
@@ -138,7 +138,9 @@ class Task(Generic[P, R]):
         self: Task[P, Coroutine[Any, Any, T]], *args: Any, wait_for: Iterable[Any] | None = None, **kwargs: Any
     ) -> PlaitFutureList[T]: ...
     @overload
-    def map(self: Task[P, T], *args: Any, wait_for: Iterable[Any] | None = None, **kwargs: Any) -> PlaitFutureList[T]: ...
+    def map(
+        self: Task[P, T], *args: Any, wait_for: Iterable[Any] | None = None, **kwargs: Any
+    ) -> PlaitFutureList[T]: ...
     def map(self, *args: Any, wait_for: Iterable[Any] | None = None, **kwargs: Any) -> Any:
         """Submit one run per item of the iterable arguments; ``unmapped(x)`` stays whole."""
         columns: dict[int | str, Sequence[Any]] = {}
@@ -202,12 +204,17 @@ class Task(Generic[P, R]):
 
     # -- one run ---------------------------------------------------------------------------
     def _prepare(
-        self, args: tuple, kwargs: dict, wait_for: Iterable[Any] | None, sources: list | None = None
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        wait_for: Iterable[Any] | None,
+        sources: list[tuple[str, str | None]] | None = None,
     ) -> tuple[TaskRun, Any, Any]:
         from plait._recording import current_recorder
 
         flow_ctx = flow_run_var.get()
         parameters = self.signature.bind(f"task {self.name!r}", args, kwargs)
+        flow_run_id: str | None
         if flow_ctx is not None:
             recorder = flow_ctx.recorder
             dynamic_key = flow_ctx.next_dynamic_key(self.task_key)
@@ -235,7 +242,9 @@ class Task(Generic[P, R]):
             recorder.add_edge(upstream_id, run.id, "data", name)
         return run, task_steps(self, run, parameters, upstream, flow_ctx, recorder), flow_ctx
 
-    def _upstream(self, run: TaskRun, parameters: dict, wait_for: Any, flow_ctx: Any, recorder: Any) -> list:
+    def _upstream(
+        self, run: TaskRun, parameters: dict[str, Any], wait_for: Any, flow_ctx: Any, recorder: Any
+    ) -> list[tuple[PlaitFuture[Any], str, str | None]]:
         """Futures to wait for, and dependency edges (futures and results passed in)."""
         upstream: list[tuple[PlaitFuture[Any], str, str | None]] = []
         seen: set[tuple[str, str | None]] = set()
@@ -256,7 +265,7 @@ class Task(Generic[P, R]):
         return upstream
 
     # -- used by the engine ----------------------------------------------------------------
-    def call_arguments(self, parameters: dict[str, Any]) -> tuple[tuple, dict]:
+    def call_arguments(self, parameters: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         return self.signature.call_arguments(parameters)
 
     def log_prints_for(self, flow_ctx: FlowRunContext | None) -> bool:
@@ -287,8 +296,10 @@ class Task(Generic[P, R]):
     def serializer(self, flow_ctx: FlowRunContext | None) -> str:
         if self.options.result_serializer:
             return self.options.result_serializer
-        if flow_ctx is not None and flow_ctx.flow.options.result_serializer:
-            return flow_ctx.flow.options.result_serializer
+        if flow_ctx is not None:
+            flow_options: FlowOptions = flow_ctx.flow.options  # the context holds its flow untyped (no import cycle)
+            if flow_options.result_serializer:
+                return flow_options.result_serializer
         from plait.settings import get_settings
 
         return get_settings().result_serializer
@@ -301,7 +312,9 @@ class Task(Generic[P, R]):
         except Unhashable as exc:
             self.run_logger(task_ctx.task_run).warning("not cached this time: %s", exc)
         except Exception as exc:
-            self.run_logger(task_ctx.task_run).warning("cache key could not be computed (%s: %s); running without cache", type(exc).__name__, exc)
+            self.run_logger(task_ctx.task_run).warning(
+                "cache key could not be computed (%s: %s); running without cache", type(exc).__name__, exc
+            )
         return None
 
     def encrypts_for(self, flow_ctx: FlowRunContext | None) -> bool:
@@ -357,7 +370,7 @@ class Task(Generic[P, R]):
         from plait.results import storage_uri, write_result
 
         expiration = self.options.cache_expiration
-        expires_at = datetime.now(timezone.utc) + expiration if expiration and run.cache_key else None
+        expires_at = datetime.now(UTC) + expiration if expiration and run.cache_key else None
         serializer = self.serializer(flow_ctx)
         ref = write_result(storage, key, value, serializer, expires_at=expires_at, owner=f"task {self.name!r}",
                            encrypt=self.encrypts_for(flow_ctx))

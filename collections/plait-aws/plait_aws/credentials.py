@@ -16,10 +16,11 @@ import json
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, ClassVar, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -320,7 +321,7 @@ print(s3.list_buckets()["Buckets"])
         )
         expiration = temporary.get("Expiration")
         if isinstance(expiration, datetime) and expiration.tzinfo is None:
-            expiration = expiration.replace(tzinfo=timezone.utc)
+            expiration = expiration.replace(tzinfo=UTC)
         return _Connection(assumed, expires_at=expiration if isinstance(expiration, datetime) else None)
 
 
@@ -347,7 +348,7 @@ class _Connection:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def expiring(self) -> bool:
-        return self.expires_at is not None and datetime.now(timezone.utc) >= self.expires_at - _RENEW_BEFORE
+        return self.expires_at is not None and datetime.now(UTC) >= self.expires_at - _RENEW_BEFORE
 
 
 _CACHE: OrderedDict[str, _Connection] = OrderedDict()
@@ -396,7 +397,10 @@ def explain(exc: BaseException, credentials: Block | None = None) -> str:
         url = exc.kwargs.get("endpoint_url", "?")
         text = f"could not connect to {url}; check endpoint_url/region and that the service is reachable"
     elif isinstance(exc, (ConnectTimeoutError, ReadTimeoutError)):
-        text = f"timed out ({exc}); check the network, or raise connect_timeout/read_timeout in client_parameters.config"
+        text = (
+            f"timed out ({exc}); check the network, or raise connect_timeout/read_timeout in "
+            "client_parameters.config"
+        )
     elif isinstance(exc, NoCredentialsError):
         text = (
             "no AWS credentials found; set aws_access_key_id and aws_secret_access_key or profile_name "

@@ -9,8 +9,9 @@ parts uploaded in parallel).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, ClassVar, Iterable
+from typing import IO, Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, field_validator
@@ -238,7 +239,9 @@ print(bucket.list_objects(prefix="reports/"))
         return target
 
     # -- listing -----------------------------------------------------------------------------
-    def list_objects(self, prefix: str = "", page_size: int = 1000, max_items: int | None = None) -> list[dict[str, Any]]:
+    def list_objects(
+        self, prefix: str = "", page_size: int = 1000, max_items: int | None = None
+    ) -> list[dict[str, Any]]:
         """Objects whose path starts with ``prefix``, as S3 describes them (``Key`` — the full
         key —, ``Size``, ``LastModified``, ``ETag``…), in key order. Pages of ``page_size``
         (at most 1000) are fetched until all, or ``max_items``, are listed."""
@@ -312,8 +315,10 @@ print(bucket.list_objects(prefix="reports/"))
             if errors:
                 shown = "; ".join(f"{e.get('Key')}: {e.get('Code')} {e.get('Message', '')}".strip() for e in errors[:3])
                 more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
-                raise AwsError(f"S3 refused to delete {len(errors)} object(s) in bucket {self.bucket_name!r}: {shown}{more}",
-                               code=errors[0].get("Code"))
+                raise AwsError(
+                    f"S3 refused to delete {len(errors)} object(s) in bucket {self.bucket_name!r}: {shown}{more}",
+                    code=errors[0].get("Code"),
+                )
             deleted.extend(d["Key"] for d in response.get("Deleted", []))
         return deleted
 

@@ -51,7 +51,8 @@ secret.write_secret("a-new-password")
 
     def _errors(self, action: str, *, missing: bool = False) -> Any:
         where = f"{action} secret {self.secret_name!r}"
-        return aws_errors(where, self.credentials, missing=f"no secret {self.secret_name!r} in Secrets Manager" if missing else None)
+        absent = f"no secret {self.secret_name!r} in Secrets Manager" if missing else None
+        return aws_errors(where, self.credentials, missing=absent)
 
     def read_secret(self, version_id: str | None = None, version_stage: str | None = None) -> str | bytes:
         """The secret's value (``str``, or ``bytes`` for a binary secret); the current version

@@ -14,8 +14,9 @@ import re
 import shlex
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from plait_dbt.exceptions import DbtError, DbtProjectNotFound
 
@@ -43,7 +44,8 @@ def check_project(project_dir: str | Path) -> Path:
         raise DbtProjectNotFound(f"project_dir {path} does not exist; give the directory holding dbt_project.yml")
     if not path.is_dir():
         raise DbtProjectNotFound(f"project_dir {path} is a file; give the directory holding dbt_project.yml")
-    nearby = sorted(p.parent for p in path.glob("*/dbt_project.yml")) + sorted(p.parent for p in path.glob("*/*/dbt_project.yml"))
+    nearby = sorted(p.parent for p in path.glob("*/dbt_project.yml"))
+    nearby += sorted(p.parent for p in path.glob("*/*/dbt_project.yml"))
     hint = f"; did you mean {nearby[0]}?" if nearby else ""
     raise DbtProjectNotFound(
         f"no dbt_project.yml in {path}: project_dir must be the directory of a dbt project{hint}"

@@ -17,7 +17,8 @@ result (``execution_time``, ``started_at``, ``completed_at``) and in the run's l
 from __future__ import annotations
 
 import heapq
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from plait import get_run_logger, runtime, task
 from plait_dbt.artifacts import FAILED_STATUSES, DbtNodeResult, DbtRunResult

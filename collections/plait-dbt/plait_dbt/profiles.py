@@ -12,8 +12,9 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Union
+from typing import Any, ClassVar, Union
 
 import yaml
 from pydantic import Field, model_validator
@@ -24,7 +25,7 @@ from plait_dbt.targets import TARGET_CONFIG_CLASSES, DbtTargetConfigs
 
 __all__ = ["DbtCliProfile", "TargetConfigs"]
 
-TargetConfigs = Union[TARGET_CONFIG_CLASSES]  # type: ignore[valid-type]
+TargetConfigs = Union[TARGET_CONFIG_CLASSES]  # type: ignore[valid-type]  # noqa: UP007 - a union built from a tuple at run time
 """Any target configuration block: DuckDbTargetConfigs | PostgresTargetConfigs | SnowflakeTargetConfigs."""
 
 _JINJA = ("{{", "{%", "{#")

@@ -91,7 +91,8 @@ class DbtTargetConfigs(Block):
 
     def check_adapter(self) -> None:
         """Raise DbtProfileError unless the dbt adapter for this target is installed."""
-        if importlib.util.find_spec("dbt") is None or importlib.util.find_spec(f"dbt.adapters.{self.adapter_type}") is None:
+        adapter = f"dbt.adapters.{self.adapter_type}"
+        if importlib.util.find_spec("dbt") is None or importlib.util.find_spec(adapter) is None:
             raise DbtProfileError(
                 f"{type(self).__name__} needs the dbt adapter {self.adapter_package!r}, which is not installed: "
                 f"pip install {self.adapter_package}"

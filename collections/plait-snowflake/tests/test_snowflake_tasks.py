@@ -14,7 +14,6 @@ from snowflake.connector.errors import ProgrammingError
 from plait import flow
 from plait.blocks import Block
 from plait.testing import PlaitTestHarness
-from plait_snowflake._load import plan_rows
 from plait_snowflake import (
     PandasNotInstalledError,
     SnowflakeConnector,
@@ -24,6 +23,7 @@ from plait_snowflake import (
     snowflake_multi_query,
     snowflake_query,
 )
+from plait_snowflake._load import plan_rows
 
 
 def task_runs(harness: PlaitTestHarness) -> list[dict[str, Any]]:

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from plait.testing import throwaway_postgres_database
-
 from plait_sqlalchemy import DatabaseCredentials
 
 PG_HOST = "127.0.0.1"

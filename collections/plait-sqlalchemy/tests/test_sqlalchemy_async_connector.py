@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy.exc import DBAPIError
 
 from plait.blocks import Block
-
 from plait_sqlalchemy import AsyncSqlAlchemyConnector, DatabaseConnectionError, DatabaseCredentials, SqlAlchemyConnector
 
 NAMES = ["ada", "grace", "edsger", "barbara", "donald"]

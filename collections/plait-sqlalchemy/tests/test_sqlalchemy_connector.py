@@ -8,7 +8,8 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import column, select, table as sql_table
+from sqlalchemy import column, select
+from sqlalchemy import table as sql_table
 from sqlalchemy.exc import DBAPIError
 
 from plait_sqlalchemy import DatabaseConnectionError, DatabaseCredentials, SqlAlchemyConnector

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table, func, select
 from sqlalchemy.engine import Connection, Row
@@ -59,10 +59,11 @@ __all__ = [
     "transact",
 ]
 
-_D: Table = BlockDocumentModel.__table__  # type: ignore[assignment]
-_R: Table = BlockDocumentReferenceModel.__table__  # type: ignore[assignment]
-_S: Table = BlockSchemaModel.__table__  # type: ignore[assignment]
-_T: Table = BlockTypeModel.__table__  # type: ignore[assignment]
+# A declarative model's __table__ is typed as a FromClause; these models each map one Table.
+_D: Table = cast(Table, BlockDocumentModel.__table__)
+_R: Table = cast(Table, BlockDocumentReferenceModel.__table__)
+_S: Table = cast(Table, BlockSchemaModel.__table__)
+_T: Table = cast(Table, BlockTypeModel.__table__)
 
 # PostgreSQL SQLSTATEs worth another try: serialization_failure, deadlock_detected.
 _RETRY_SQLSTATES = ("40001", "40P01")

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Row
 
 from plait._runs import utcnow
 from plait._store.database import Database
@@ -100,7 +101,7 @@ def resolve_flow_run_id(db: Database, id_or_prefix: str) -> str:
         if conn.scalar(select(_F.c.id).where(_F.c.id == prefix)) is not None:
             return prefix
         like = _F.c.id.startswith(prefix, autoescape=True)  # "%" and "_" match themselves
-        matches = list(conn.scalars(select(_F.c.id).where(like).limit(2)))
+        matches: list[str] = list(conn.scalars(select(_F.c.id).where(like).limit(2)))
         if len(matches) > 1:
             count = conn.scalar(select(func.count()).where(like))
     if not matches:
@@ -110,7 +111,7 @@ def resolve_flow_run_id(db: Database, id_or_prefix: str) -> str:
     return matches[0]
 
 
-def _history(rows: list[Row[Any]]) -> dict[str, list[dict[str, Any]]]:
+def _history(rows: Sequence[Row[Any]]) -> dict[str, list[dict[str, Any]]]:
     by_run: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         by_run[r.run_id].append(

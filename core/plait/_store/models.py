@@ -11,7 +11,7 @@ schema reads well and the read side can use them in ``select()``.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, DateTime, Float, Index, Integer, MetaData, String, Text, UniqueConstraint
@@ -54,8 +54,8 @@ SERIAL_ID = BigInteger().with_variant(Integer(), "sqlite")
 def _sqlite_bind(value: datetime | None) -> str | None:
     if value is None:
         return None
-    if value.tzinfo is not None and value.tzinfo is not timezone.utc:
-        value = value.astimezone(timezone.utc)
+    if value.tzinfo is not None and value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
     # SQLAlchemy's own SQLite storage format ("YYYY-MM-DD HH:MM:SS.ffffff", cut before any
     # "+00:00"), so the text sorts chronologically and plain DateTime columns can read it.
     return value.isoformat(" ", "microseconds")[:26]
@@ -64,7 +64,7 @@ def _sqlite_bind(value: datetime | None) -> str | None:
 def _sqlite_result(value: str | None) -> datetime | None:
     if value is None:
         return None
-    return datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -82,15 +82,16 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
+        moment: datetime = value  # the DateTime impl reads a datetime back
+        if moment.tzinfo is None:
+            return moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC)
 
     # On SQLite one plain function per value replaces TypeDecorator's chain (our hook, then
     # the dialect's strftime-style formatting): a 100k-task flush binds ~600k timestamps.

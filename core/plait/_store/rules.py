@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import cast
 
 from sqlalchemy import Table, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -18,7 +19,8 @@ from plait._store.models import NotificationRuleModel
 
 __all__ = ["NotificationRule", "RuleNameTaken", "insert_rule", "list_rules", "delete_rule"]
 
-_N: Table = NotificationRuleModel.__table__  # type: ignore[assignment]
+# A declarative model's __table__ is typed as a FromClause; this model maps one Table.
+_N: Table = cast(Table, NotificationRuleModel.__table__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import Table, bindparam, select, text
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError, StatementError
 from sqlalchemy.sql import Insert, Update
@@ -40,6 +39,9 @@ from plait._store.models import (
 )
 from plait.states import TRANSITIONS, StateType
 
+if TYPE_CHECKING:
+    from sqlalchemy.dialects import postgresql, sqlite
+
 __all__ = [
     "BatchRows",
     "RunWriter",
@@ -55,12 +57,13 @@ __all__ = [
 
 logger = logging.getLogger("plait.store")
 
-_F = FlowRunModel.__table__
-_T = TaskRunModel.__table__
-_S = StateModel.__table__
-_E = TaskRunEdgeModel.__table__
-_L = LogModel.__table__
-_R = ResultModel.__table__
+# A declarative model's __table__ is typed as a FromClause; these models each map one Table.
+_F: Table = cast(Table, FlowRunModel.__table__)
+_T: Table = cast(Table, TaskRunModel.__table__)
+_S: Table = cast(Table, StateModel.__table__)
+_E: Table = cast(Table, TaskRunEdgeModel.__table__)
+_L: Table = cast(Table, LogModel.__table__)
+_R: Table = cast(Table, ResultModel.__table__)
 
 # States that need a live process behind them. Scheduled and Paused runs wait on purpose.
 _ACTIVE = (StateType.PENDING.value, StateType.RUNNING.value, StateType.RETRYING.value)
@@ -221,20 +224,24 @@ class BatchRows:
                 yield piece
 
 
-def _upsert(db: Database, table: Any) -> Insert:
+def _upsert(db: Database, table: Table) -> Insert:
     """INSERT for new runs; an upsert where the backend has one.
 
     A run first written by another writer (a forked child, a re-run of a crashed flow) must
     not fail the whole batch.
     """
     name = db.dialect
+    stmt: sqlite.Insert | postgresql.Insert
     if name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(table)
     elif name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        stmt = postgresql_insert(table)
     else:
         return table.insert()
-    stmt = insert(table)
     columns = [c.name for c in table.c if c.name not in ("id", "created")]
     # A flow run that ended stays ended. Spelled out with literals: executemany takes no
     # expanding IN parameters.
@@ -283,7 +290,9 @@ class RunWriter:
                 else:
                     conn.execute(self._task_insert, tasks_new)
             if tasks_old:
-                conn.execute(self._task_update, [{"b_id": r["id"], **{c: r[c] for c in TASK_MUTABLE}} for r in tasks_old])
+                conn.execute(
+                    self._task_update, [{"b_id": r["id"], **{c: r[c] for c in TASK_MUTABLE}} for r in tasks_old]
+                )
             if states:
                 state_rows = [{k: v for k, v in s.items() if k != "flow_run_id"} for s in states]
                 if self.sqlite:
@@ -299,7 +308,9 @@ class RunWriter:
             beating = [i for i in rows.heartbeats if i not in taken]
             if beating:
                 conn.execute(
-                    _F.update().where(_F.c.id.in_(beating), _F.c.state_type.in_(_NOT_FINAL)).values(heartbeat_at=rows.now)
+                    _F.update()
+                    .where(_F.c.id.in_(beating), _F.c.state_type.in_(_NOT_FINAL))
+                    .values(heartbeat_at=rows.now)
                 )
         return taken
 
@@ -349,7 +360,7 @@ def _sqlite_insert_tasks(conn: Connection, rows: list[dict[str, Any]]) -> None:
         _json_dumps if c in _TASK_JSON else _sqlite_bind if c in _TASK_TIMES else None for c in _TASK_COLUMNS
     ]
     params = [
-        tuple(row[c] if enc is None else enc(row[c]) for c, enc in zip(_TASK_COLUMNS, encoders))
+        tuple(row[c] if enc is None else enc(row[c]) for c, enc in zip(_TASK_COLUMNS, encoders, strict=True))
         for row in rows
     ]
     conn.exec_driver_sql(_SQLITE_TASK_UPSERT, params)
@@ -392,7 +403,8 @@ def active_flow_runs(db: Database) -> list[Row[Any]]:
 def _subflow_ids(conn: Connection, run_id: str) -> list[str]:
     ids, frontier = [run_id], [run_id]
     while frontier:  # one query per nesting level
-        frontier = [i for i in conn.scalars(select(_F.c.id).where(_F.c.parent_flow_run_id.in_(frontier))) if i not in ids]
+        children: list[str] = list(conn.scalars(select(_F.c.id).where(_F.c.parent_flow_run_id.in_(frontier))))
+        frontier = [i for i in children if i not in ids]
         ids.extend(frontier)
     return ids
 
@@ -433,7 +445,9 @@ def end_flow_runs(
                 return _end_in(conn, verdicts, kind, subflows, create or {})
         except IntegrityError:
             if attempt == 2:
-                raise db.error(IntegrityError("", None, Exception("flow run created concurrently")), "update") from None
+                raise db.error(
+                    IntegrityError("", None, Exception("flow run created concurrently")), "update"
+                ) from None
             continue  # a run appeared between our check and our insert: end it instead
         except SQLAlchemyError as exc:
             raise db.error(exc, "update") from None
@@ -468,7 +482,7 @@ def _end_in(
             if own:
                 ended.append(each)
             history.append({"run_id": each, "run_kind": "flow", "message": text})
-            task_ids = list(conn.scalars(
+            task_ids: list[str] = list(conn.scalars(
                 select(_T.c.id).where(_T.c.flow_run_id == each, _T.c.state_type.in_(allowed))
             ))
             if task_ids:
@@ -482,7 +496,9 @@ def _end_in(
     return ended
 
 
-def _insert_ended(conn: Connection, run_id: str, kind: StateType, message: str, info: dict[str, Any], now: datetime) -> None:
+def _insert_ended(
+    conn: Connection, run_id: str, kind: StateType, message: str, info: dict[str, Any], now: datetime
+) -> None:
     conn.execute(_F.insert().values(
         id=run_id, flow_name=info.get("flow_name") or "unknown", name=info.get("name") or run_id[:8],
         parameters=clean_json(info.get("parameters") or {}), tags=[],
@@ -577,10 +593,11 @@ def _clean_row(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _stored_states(conn: Connection, table: Any, ids: list[str]) -> dict[str, str]:
+def _stored_states(conn: Connection, table: Table, ids: list[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     for chunk in _chunks(ids):
-        found.update((r[0], r[1]) for r in conn.execute(select(table.c.id, table.c.state_type).where(table.c.id.in_(chunk))))
+        query = select(table.c.id, table.c.state_type).where(table.c.id.in_(chunk))
+        found.update((r[0], r[1]) for r in conn.execute(query))
     return found
 
 

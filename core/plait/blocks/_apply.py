@@ -199,7 +199,9 @@ def read_blocks_file(path: str | Path) -> list[_Entry]:
         )
     unknown_top = sorted(set(document) - {"blocks"})
     if unknown_top:
-        raise BlocksFileError(f"{path}: unknown top-level key(s) {', '.join(map(repr, unknown_top))}; only `blocks` is read")
+        raise BlocksFileError(
+            f"{path}: unknown top-level key(s) {', '.join(map(repr, unknown_top))}; only `blocks` is read"
+        )
     entries: list[_Entry] = []
     seen: set[tuple[str, str]] = set()
     missing: list[str] = []
@@ -215,7 +217,9 @@ def read_blocks_file(path: str | Path) -> list[_Entry]:
             )
         slug, name, values = raw.get("type"), raw.get("name"), raw.get("values", {})
         if not isinstance(slug, str) or not slug.strip():
-            raise BlocksFileError(f"{path}: block {where}: `type` (a block type slug, see `plait block types`) is missing")
+            raise BlocksFileError(
+                f"{path}: block {where}: `type` (a block type slug, see `plait block types`) is missing"
+            )
         if not isinstance(name, str) or not name.strip():
             raise BlocksFileError(f"{path}: block {where} ({slug}): `name` is missing")
         slug, name = slug.strip(), name.strip()

@@ -45,7 +45,7 @@ def validation_message(exc: ValidationError, what: str, secrets: Any = ()) -> st
 
 
 # -- schema changes ----------------------------------------------------------------------------
-def _type_label(prop: dict[str, Any]) -> str:
+def _type_label(prop: Any) -> str:  # a schema property: a dict, or junk in a damaged schema
     if not isinstance(prop, dict):
         return "any"
     if "$ref" in prop:

@@ -4,7 +4,8 @@ its nested blocks, and the plain JSON forms built from them (``block_to_dict`` f
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from pydantic import BaseModel, Secret, SecretBytes, SecretStr
 
@@ -140,7 +141,9 @@ def block_to_dict(block: Block, reveal_secrets: bool = False) -> dict[str, Any]:
     ``reveal_secrets`` (nested blocks become nested dicts, masked the same way)."""
     cls = type(block)
     secret, nested = _field_kinds(cls)
-    plain = {n for n in cls.model_fields if n not in secret and not (n in nested and _contains_block(getattr(block, n)))}
+    plain = {
+        n for n in cls.model_fields if n not in secret and not (n in nested and _contains_block(getattr(block, n)))
+    }
     out = _plain_fields(block, plain)
     for fname in cls.model_fields:
         value = getattr(block, fname)
@@ -162,7 +165,9 @@ def canonical_values(block: Block) -> dict[str, Any]:
 
     cls = type(block)
     secret, nested = _field_kinds(cls)
-    plain = {n for n in cls.model_fields if n not in secret and not (n in nested and _contains_block(getattr(block, n)))}
+    plain = {
+        n for n in cls.model_fields if n not in secret and not (n in nested and _contains_block(getattr(block, n)))
+    }
     out = _plain_fields(block, plain)
 
     def child(value: Block) -> Any:

@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 import click
+from click.decorators import FC
 
 from plait._masking import mask, mask_url
 from plait.cli import commands
@@ -101,7 +102,9 @@ def _version() -> str:
     return plait.__version__
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts) instead of a table.")
+def json_option(fn: FC) -> FC:
+    """The --json flag of the listing commands."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts) instead of a table.")(fn)
 
 
 @click.group(cls=PlaitGroup, context_settings=CONTEXT)

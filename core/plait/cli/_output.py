@@ -282,7 +282,7 @@ def print_lines(rows: Sequence[Sequence[Cell | str]], message_of: Sequence[str])
     indent = " " * (sum(widths) + 2 * len(widths))
     rich = use_rich()
     console = _console() if rich else None
-    for row, cells, message in zip(texts, rows, message_of):
+    for row, cells, message in zip(texts, rows, message_of, strict=True):
         lines = (message or "").splitlines() or [""]
         if console is not None:
             from rich.text import Text
@@ -295,7 +295,7 @@ def print_lines(rows: Sequence[Sequence[Cell | str]], message_of: Sequence[str])
             text.append("\n".join([lines[0], *(indent + line for line in lines[1:])]))
             console.print(text, overflow="fold")
         else:
-            lead = "  ".join(t.ljust(w) for t, w in zip(row, widths))
+            lead = "  ".join(t.ljust(w) for t, w in zip(row, widths, strict=True))
             click.echo(f"{lead}  {lines[0]}".rstrip())
             for line in lines[1:]:
                 click.echo(f"{indent}{line}".rstrip())

@@ -168,7 +168,9 @@ def _document(reference: str) -> dict[str, Any]:
 def block_types() -> list[dict[str, Any]]:
     """Every registered block type: ``{slug, name, description, capabilities, secret_fields,
     plugin}``."""
-    return _blocks().block_types()
+    import plait.blocks as blocks
+
+    return blocks.block_types()
 
 
 def block_ls(type_slug: str | None = None, include_anonymous: bool = False) -> list[dict[str, Any]]:
@@ -178,7 +180,8 @@ def block_ls(type_slug: str | None = None, include_anonymous: bool = False) -> l
         type_slug: Only blocks of this type.
         include_anonymous: Also blocks saved without a name (nested blocks saved inline).
     """
-    blocks = _blocks()
+    import plait.blocks as blocks
+
     if type_slug:
         blocks.get_block_class(type_slug)  # an unknown type is an error, not an empty list
     return blocks.list_documents(slug=type_slug or None, include_anonymous=include_anonymous)
@@ -269,7 +272,9 @@ def block_test(reference: str) -> dict[str, Any]:
     try:
         test()
     except NotImplementedError:
-        raise BlockError(f"block {label} cannot test its connection: type {doc['slug']!r} does not implement test_connection()") from None
+        raise BlockError(
+            f"block {label} cannot test its connection: type {doc['slug']!r} does not implement test_connection()"
+        ) from None
     except Exception as exc:
         text = str(exc).strip()
         reason = f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -142,7 +142,7 @@ def flow_run_logs(flow_run_id: str) -> list[dict[str, Any]]:
         else:
             row.setdefault("task_run_name", None)
             owner = row.get("flow_run_id")
-            row["source"] = "flow" if owner in (None, run_id) else f"subflow {owner[:8]}"
+            row["source"] = "flow" if owner is None or owner == run_id else f"subflow {owner[:8]}"
     return rows
 
 

@@ -38,7 +38,7 @@ def _is_plait_root(path: Path) -> bool:
     if not (path / "collections").is_dir() or not pyproject.is_file():
         return False
     try:
-        return _read_toml(pyproject).get("project", {}).get("name") == "plait"
+        return bool(_read_toml(pyproject).get("project", {}).get("name") == "plait")
     except RegistryError:
         return False
 
@@ -121,7 +121,7 @@ def describe_plugins(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise RegistryError(f"describing the plugins failed (exit {proc.returncode}): {detail}")
         results = json.loads(out.read_text(encoding="utf-8"))
-    failed = [(job, r) for job, r in zip(jobs, results) if not r.get("ok")]
+    failed = [(job, r) for job, r in zip(jobs, results, strict=True) if not r.get("ok")]
     if failed:
         job, result = failed[0]
         message = f"{job['label']}: {result['message']}"
@@ -144,7 +144,9 @@ def _collection(root: Path, registry_dir: Path, directory: Path) -> tuple[dict[s
     if not name:
         raise RegistryError(f"{where}: [project] has no name")
     if name != directory.name:
-        raise RegistryError(f"{where}: the distribution is named {name!r} but its directory is {directory.name!r}; make them the same")
+        raise RegistryError(
+            f"{where}: the distribution is named {name!r} but its directory is {directory.name!r}; make them the same"
+        )
     for key in ("version", "description"):
         if not isinstance(project.get(key), str):
             dynamic = " (dynamic values are not supported)" if key in (project.get("dynamic") or []) else ""
@@ -207,8 +209,8 @@ def build_document(root: str | os.PathLike[str] | None = None, registry_dir: Pat
         entries.append(entry)
         jobs.append(job)
     builtin_contents, *contents = describe_plugins(jobs)
-    collections = {entry["name"]: {**entry, **more} for entry, more in zip(entries, contents)}
-    document = {
+    collections = {entry["name"]: {**entry, **more} for entry, more in zip(entries, contents, strict=True)}
+    document: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "generated_by": GENERATED_BY,
         "plait": {"version": builtin["version"]},
@@ -226,7 +228,9 @@ def render(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def build_registry(root: str | os.PathLike[str] | None = None, output: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+def build_registry(
+    root: str | os.PathLike[str] | None = None, output: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
     """Build and write registry.json (default: ``<root>/registry.json``); return a summary.
 
     Returns:

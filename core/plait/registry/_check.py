@@ -67,7 +67,9 @@ def diff_documents(committed: Any, source: Any, loc: tuple[Any, ...] = ()) -> li
             if key not in source:
                 lines.append(f"{json_path((*loc, key))}: in registry.json but not in source")
             elif key not in committed:
-                lines.append(f"{json_path((*loc, key))}: missing from registry.json (source has {_describe(source[key])})")
+                lines.append(
+                    f"{json_path((*loc, key))}: missing from registry.json (source has {_describe(source[key])})"
+                )
             else:
                 lines += diff_documents(committed[key], source[key], (*loc, key))
         return lines
@@ -75,7 +77,8 @@ def diff_documents(committed: Any, source: Any, loc: tuple[Any, ...] = ()) -> li
         lines = []
         if len(committed) != len(source):
             lines.append(f"{path}: registry.json has {len(committed)} items, source has {len(source)}")
-        for i, (old, new) in enumerate(zip(committed, source)):
+        # the length difference is reported above; compare the items both lists have
+        for i, (old, new) in enumerate(zip(committed, source, strict=False)):
             lines += diff_documents(old, new, (*loc, i))
         return lines
     if committed == source and type(committed) is type(source):

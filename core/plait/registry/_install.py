@@ -9,9 +9,10 @@ from __future__ import annotations
 import difflib
 import subprocess
 import sys
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from plait.registry._model import Collection, LoadedRegistry, RegistryError
 

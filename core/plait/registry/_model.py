@@ -157,9 +157,10 @@ def json_path(loc: tuple[Any, ...] | list[Any]) -> str:
 
 def validate_document(data: Any, source: str = "registry.json") -> Registry:
     """The document as a ``Registry``; ``RegistryError`` naming the JSON paths of the problems."""
-    if isinstance(data, dict) and isinstance(data.get("schema_version"), int) and data["schema_version"] > SCHEMA_VERSION:
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if isinstance(version, int) and version > SCHEMA_VERSION:
         raise RegistryError(
-            f"{source} uses schema version {data['schema_version']}; this plait reads version "
+            f"{source} uses schema version {version}; this plait reads version "
             f"{SCHEMA_VERSION}: upgrade plait"
         )
     try:

@@ -13,6 +13,7 @@ against what every block must get right.
 """
 
 from plait.testing._blocks import BLOCK_CONFORMANCE_CHECKS, assert_block_conforms
+from plait.testing._collections import CollectionSuite
 from plait.testing._harness import (
     POSTGRES_ADMIN_URL,
     PlaitTestHarness,
@@ -29,4 +30,5 @@ __all__ = [
     "POSTGRES_ADMIN_URL",
     "assert_block_conforms",
     "BLOCK_CONFORMANCE_CHECKS",
+    "CollectionSuite",
 ]

@@ -19,11 +19,14 @@ import json
 import re
 import socket
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Secret, SecretBytes, SecretStr
 
 if TYPE_CHECKING:
+    import _socket
+
     from plait.blocks import Block
 
 __all__ = ["BLOCK_CONFORMANCE_CHECKS", "assert_block_conforms"]
@@ -124,7 +127,7 @@ def _revalidation_input(block: Block) -> dict[str, Any]:
     from plait.blocks._values import _contains_block, _field_kinds, _map_blocks, _reveal
 
     cls = type(block)
-    out = json.loads(block.model_dump_json())
+    out: dict[str, Any] = json.loads(block.model_dump_json())
     secret, nested = _field_kinds(cls)
     for name in cls.model_fields:
         value = getattr(block, name)
@@ -325,12 +328,13 @@ def _offline() -> Iterator[None]:
     real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
     real_getaddrinfo = socket.getaddrinfo
 
-    def connect(self: socket.socket, address: Any) -> Any:
+    # typeshed declares these methods on _socket.socket, the C base class of socket.socket
+    def connect(self: _socket.socket, address: Any) -> None:
         if not _is_local(address):
             raise _NetworkUsed(f"tried to connect to {address!r}")
-        return real_connect(self, address)
+        real_connect(self, address)
 
-    def connect_ex(self: socket.socket, address: Any) -> Any:
+    def connect_ex(self: _socket.socket, address: Any) -> int:
         if not _is_local(address):
             raise _NetworkUsed(f"tried to connect to {address!r}")
         return real_connect_ex(self, address)
@@ -342,13 +346,13 @@ def _offline() -> Iterator[None]:
 
     socket.socket.connect = connect  # type: ignore[method-assign]
     socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
-    socket.getaddrinfo = getaddrinfo  # type: ignore[assignment]
+    socket.getaddrinfo = getaddrinfo
     try:
         yield
     finally:
         socket.socket.connect = real_connect  # type: ignore[method-assign]
         socket.socket.connect_ex = real_connect_ex  # type: ignore[method-assign]
-        socket.getaddrinfo = real_getaddrinfo  # type: ignore[assignment]
+        socket.getaddrinfo = real_getaddrinfo
 
 
 # -- the entry point ------------------------------------------------------------------------------

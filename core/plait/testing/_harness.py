@@ -9,9 +9,10 @@ import shutil
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 __all__ = ["plait_test_harness", "PlaitTestHarness", "reset_state", "throwaway_postgres_database", "POSTGRES_ADMIN_URL"]
 

@@ -23,7 +23,7 @@ _ID = sa.String(36)
 _TS = sa.DateTime(timezone=True)
 
 
-def _serial() -> sa.types.TypeEngine:
+def _serial() -> sa.types.TypeEngine[int]:
     # 64-bit on servers; SQLite only autoincrements a column declared INTEGER PRIMARY KEY.
     return sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
