@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -193,23 +194,11 @@ def get_flow_run(db: Database, id_or_prefix: str) -> dict[str, Any]:
         ],
         "task_runs": [
             {
-                "id": t.id,
-                "task_name": t.task_name,
+                **_task_summary(t, now),
                 "task_key": t.task_key,
-                "name": t.name,
                 "dynamic_key": t.dynamic_key,
                 "parameters": t.parameters,
                 "tags": t.tags,
-                "state_type": t.state_type,
-                "state_name": t.state_name,
-                "state_message": t.state_message,
-                "start_time": _iso(t.start_time),
-                "end_time": _iso(t.end_time),
-                "duration_seconds": _duration(t.start_time, t.end_time, t.state_type, now),
-                "run_count": t.run_count,
-                "retries": max(t.run_count - 1, 0),
-                "cache_key": t.cache_key,
-                "result_ref": t.result_ref,
                 "states": histories.get(t.id, []),
                 "upstream": upstream.get(t.id, []),
             }
@@ -267,24 +256,26 @@ def get_task_runs_without_flow(db: Database, limit: int = 20) -> list[dict[str, 
             .order_by(_T.c.created.desc(), _T.c.id.desc())
             .limit(limit)
         ).all()
-    return [
-        {
-            "id": t.id,
-            "task_name": t.task_name,
-            "name": t.name,
-            "state_type": t.state_type,
-            "state_name": t.state_name,
-            "state_message": t.state_message,
-            "start_time": _iso(t.start_time),
-            "end_time": _iso(t.end_time),
-            "duration_seconds": _duration(t.start_time, t.end_time, t.state_type, now),
-            "run_count": t.run_count,
-            "retries": max(t.run_count - 1, 0),
-            "cache_key": t.cache_key,
-            "result_ref": t.result_ref,
-        }
-        for t in rows
-    ]
+    return [_task_summary(t, now) for t in rows]
+
+
+def _task_summary(t: Row[Any], now: datetime) -> dict[str, Any]:
+    """The fields of a task run every listing shows."""
+    return {
+        "id": t.id,
+        "task_name": t.task_name,
+        "name": t.name,
+        "state_type": t.state_type,
+        "state_name": t.state_name,
+        "state_message": t.state_message,
+        "start_time": _iso(t.start_time),
+        "end_time": _iso(t.end_time),
+        "duration_seconds": _duration(t.start_time, t.end_time, t.state_type, now),
+        "run_count": t.run_count,
+        "retries": max(t.run_count - 1, 0),
+        "cache_key": t.cache_key,
+        "result_ref": t.result_ref,
+    }
 
 
 def task_run_names(db: Database, run_id: str) -> dict[str, str]:
