@@ -10,7 +10,7 @@
         load(transform(extract()))
 """
 
-from plait import plugins as _plugins  # noqa: F401 - connects plugin discovery to plait.results (storage schemes)
+from plait import results as _results
 from plait import runtime
 from plait._logging import get_run_logger, register_secret
 from plait._masking import mask_secrets, mask_url
@@ -45,6 +45,21 @@ from plait.task_runners import InProcessTaskRunner, TaskRunner, ThreadPoolTaskRu
 from plait.tasks import Task, task, unmapped
 
 __version__ = "0.1.0"
+
+
+def _find_scheme(scheme: str) -> None:
+    """plait.results may not import the plugin layer above it, and importing that layer
+    costs every ``import plait`` tens of milliseconds; the package, above both, connects them
+    when a URL first names a scheme nobody registered (importing plait.plugins installs the
+    plugins' own finder in place of this one)."""
+    from plait import plugins  # noqa: F401
+
+    finder = _results._SCHEME_FACTORIES.get("*")
+    if finder is not None and finder is not _find_scheme:
+        finder(scheme)
+
+
+_results.register_storage_scheme("*", _find_scheme)
 
 __all__ = [
     "Cached",
