@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,3 +45,22 @@ def plait_env(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("PLAIT_DATABASE_URL", database_url)
     yield database_url
     _reset_store()
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A directory on sys.path where a test installs fake plugin distributions; plugins are
+    rediscovered before and after, and modules imported from it are forgotten."""
+    from plait import plugins
+
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delenv("PLAIT_PLUGINS", raising=False)
+    monkeypatch.delenv("PLAIT_PLUGINS_STRICT", raising=False)
+    plugins.reset_plugins()
+    yield site
+    for name, module in list(sys.modules.items()):
+        if str(getattr(module, "__file__", None) or "").startswith(str(site)):
+            del sys.modules[name]
+    plugins.reset_plugins()

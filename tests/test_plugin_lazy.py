@@ -15,8 +15,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import pytest
-
 from plait import flow, plugins, task
 from plait.blocks import get_block_class
 
@@ -106,18 +104,6 @@ def plait_task_run_state_changed(task_run, state):
 '''
 
 
-@pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    site = tmp_path / "site"
-    site.mkdir()
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.delenv("PLAIT_PLUGINS", raising=False)
-    monkeypatch.delenv("PLAIT_PLUGINS_STRICT", raising=False)
-    plugins.reset_plugins()
-    yield site
-    for name in [m for m in sys.modules if m.startswith("lazy_")]:
-        del sys.modules[name]
-    plugins.reset_plugins()
 
 
 def _status(name: str) -> str:

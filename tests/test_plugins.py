@@ -113,18 +113,6 @@ def make_distribution(site: Path, name: str, source: str, requires_plait: str | 
     (info / "entry_points.txt").write_text(text)
 
 
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    site = tmp_path / "site"
-    site.mkdir()
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.delenv("PLAIT_PLUGINS", raising=False)
-    monkeypatch.delenv("PLAIT_PLUGINS_STRICT", raising=False)
-    plugins.reset_plugins()
-    yield site
-    for name in [m for m in sys.modules if m.startswith("fake_")]:
-        del sys.modules[name]
-    plugins.reset_plugins()
 
 
 def test_builtin_blocks_load_through_the_entry_point(site):

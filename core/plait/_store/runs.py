@@ -137,19 +137,11 @@ def is_row_error(exc: BaseException) -> bool:
 
 
 @contextmanager
-def _connect(db: Database, action: str = "read") -> Iterator[Connection]:
-    """A connection whose driver errors surface as ``DatabaseError`` (URL masked)."""
+def _connect(db: Database, action: str = "read", *, write: bool = False) -> Iterator[Connection]:
+    """A connection (in a transaction committed at the end when ``write``) whose driver errors
+    surface as ``DatabaseError`` (URL masked)."""
     try:
-        with db.engine.connect() as conn:
-            yield conn
-    except SQLAlchemyError as exc:
-        raise db.error(exc, action) from None
-
-
-@contextmanager
-def _transaction(db: Database, action: str = "update") -> Iterator[Connection]:
-    try:
-        with db.engine.begin() as conn:
+        with db.engine.begin() if write else db.engine.connect() as conn:
             yield conn
     except SQLAlchemyError as exc:
         raise db.error(exc, action) from None
@@ -545,7 +537,7 @@ def replay(db: Database, rows: BatchRows) -> None:
     """
     flows = {r["id"]: _clean_row(r) for r in rows.new_flows}
     tasks = {r["id"]: _clean_row(r) for r in rows.new_tasks}
-    with _transaction(db) as conn:
+    with _connect(db, "update", write=True) as conn:
         for table, runs, mutable in ((_F, flows, FLOW_MUTABLE), (_T, tasks, TASK_MUTABLE)):
             stored = _stored_states(conn, table, list(runs))
             fresh = [r for i, r in runs.items() if i not in stored and not r.get("_partial")]
