@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-basics test lint bench setup clean
+.PHONY: demo demo-basics demo-server test lint bench setup clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,11 @@ $(STAMP): pyproject.toml $(COLLECTIONS)
 demo: $(STAMP)
 	PLAIT_HOME=$${PLAIT_HOME:-$(CURDIR)/.plait-demo} $(BIN)/python examples/warehouse/flow.py
 	PLAIT_HOME=$${PLAIT_HOME:-$(CURDIR)/.plait-demo} $(BIN)/plait flow-run ls --limit 10
+
+# the main job against a plait server: a server process, the job recording to it from a
+# second process (PLAIT_API_URL), then the runs listed through the API
+demo-server: $(STAMP)
+	DEMO_HOME=$${DEMO_HOME:-$(CURDIR)/.plait-demo-server} $(BIN)/python examples/server_demo.py
 
 # the core engine alone: retries, caching, map and a failure
 demo-basics: $(STAMP)
@@ -40,4 +45,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .plait-demo
+	rm -rf $(VENV) .plait-demo .plait-demo-server

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from pathlib import Path
 
 CASES: dict[str, str] = {
     # name -> script; each prints one JSON object
@@ -101,10 +102,15 @@ CASES: dict[str, str] = {
 }
 
 
-def run_case(name: str, *args: str, home: str) -> tuple[float, float, float]:
-    """Run a case in a fresh process: (figure printed, wall seconds, peak RSS MiB)."""
+def run_case(name: str, *args: str, home: str, api_url: str | None = None) -> tuple[float, float, float]:
+    """Run a case in a fresh process: (figure printed, wall seconds, peak RSS MiB); with
+    ``api_url``, the case records to that plait server instead of its own SQLite file."""
     env = {**os.environ, "PLAIT_HOME": home, "PLAIT_LOG_TO_CONSOLE": "false"}
     env.pop("PLAIT_DATABASE_URL", None)
+    env.pop("PLAIT_API_URL", None)
+    env.pop("PLAIT_API_KEY", None)
+    if api_url:
+        env["PLAIT_API_URL"] = api_url
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as handle:
         handle.write(CASES[name])
     wrapper = (
@@ -125,11 +131,11 @@ def run_case(name: str, *args: str, home: str) -> tuple[float, float, float]:
     return figure, wall, rss_kib / 1024
 
 
-def median_case(name: str, *args: str, repeat: int) -> tuple[float, float, float]:
+def median_case(name: str, *args: str, repeat: int, api_url: str | None = None) -> tuple[float, float, float]:
     results = []
     for _ in range(repeat):
         with tempfile.TemporaryDirectory(prefix="plait-bench-") as home:
-            results.append(run_case(name, *args, home=home))
+            results.append(run_case(name, *args, home=home, api_url=api_url))
     return (
         statistics.median(r[0] for r in results),
         statistics.median(r[1] for r in results),
@@ -160,6 +166,16 @@ def main() -> None:
     per_task = (seq - seq_base) / n * 1e6
     row(f"sequential task overhead ({n} tasks, history on)", per_task, seq_base / n * 1e6, "µs/task",
         "<= 50 µs", per_task <= 50)
+
+    # the same tasks recording to a plait server on this machine (its own SQLite store)
+    from plait.testing import running_server
+
+    with tempfile.TemporaryDirectory(prefix="plait-bench-server-") as server_home:
+        with running_server(f"sqlite:///{server_home}/plait.db", Path(server_home), auth=False) as server:
+            remote, _, _ = median_case("sequential_plait", str(n), repeat=repeat, api_url=server.api_url)
+    remote_per_task = (remote - seq_base) / n * 1e6
+    row(f"sequential task overhead ({n} tasks, recorded to a local plait server)", remote_per_task, per_task,
+        "µs/task", "<= 2x the local figure", remote_per_task <= 2 * per_task)
 
     for size, target_s, target_mb in ((10_000, 1.0, None), (100_000, 10.0, 600.0)):
         if opts.quick and size > 10_000:

@@ -19,6 +19,16 @@ def _reset_store() -> None:
     Database.dispose_all()
 
 
+@pytest.fixture(autouse=True)
+def _plait_logging_reset() -> Iterator[None]:
+    """A test that ran a flow leaves plait's console handler behind, which stops plait's
+    records reaching the root logger (and caplog): undone after every test."""
+    yield
+    from plait._logging import reset_logging
+
+    reset_logging()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A URL of an empty database: a SQLite file, or a fresh PostgreSQL database.

@@ -23,6 +23,28 @@ def _history(home: Path):
         return [(run, harness.flow_run(run["id"])) for run in harness.flow_runs(limit=20)]
 
 
+@pytest.mark.slow
+def test_demo_server_runs_the_main_job_against_a_server(tmp_path):
+    """`make demo-server`: a server process, the job recording to it from a second process,
+    the runs listed through the API; the job's own home holds no run database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLAIT_")}
+    env["DEMO_HOME"] = str(tmp_path / "demo")
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "server_demo.py"), "--orders", "40"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "[announcement received] plait: flow 'warehouse-daily'" in done.stdout
+    listed = done.stdout.rsplit("plait flow-run ls --limit 10", 1)[1]
+    assert "warehouse-daily" in listed and "Completed" in listed
+    assert "Where to look:" in done.stdout
+    assert not (tmp_path / "demo" / "worker" / "plait.db").exists()  # everything went to the server
+    from plait.testing import plait_test_harness
+
+    with plait_test_harness(database_url=f"sqlite:///{tmp_path / 'demo' / 'server' / 'plait.db'}") as harness:
+        runs = {r["flow_name"]: r for r in harness.flow_runs(limit=20)}
+    assert runs["warehouse-daily"]["state_type"] == "COMPLETED"
+    assert runs["warehouse-daily"]["task_run_count"] > 10
+
+
 def test_main_job_extract_land_load_dbt_announce(tmp_path):
     home = tmp_path / "home"
     done = _run(ROOT / "examples" / "warehouse" / "flow.py", home, "--orders", "120")

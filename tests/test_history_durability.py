@@ -340,3 +340,36 @@ def test_stored_history_never_moves_on_from_a_final_state(database_url: str) -> 
     with db.engine.connect() as conn:
         types = conn.execute(text("select type from states where run_id = 'ended' order by id")).scalars().all()
     assert types == ["PENDING", "RUNNING", "CRASHED"]
+
+
+def test_a_task_ending_after_a_flush_is_replayed_whole_and_once(database_url: str, tmp_path: Path) -> None:
+    """A task is journaled as one record when it ends; its states stored by an earlier
+    flush are not repeated, and a replay of the journal adds only what the store lacks."""
+    from plait._journal import Journal, decode_segments
+    from plait._recovery import recover_journals
+
+    db = Database.open(database_url)
+    home = tmp_path / "home"
+    journal = Journal(home, db.url_digest)
+    rec = DatabaseRecorder(db, journal=journal, flush_interval=60, batch_size=10**6, heartbeat_interval=60)
+    flow = FlowRun(id="span-flow", flow_name="f", name="n", parameters={}, state=State(StateType.PENDING))
+    rec.add_flow_run(flow)
+    rec.add_state(flow, flow.state)
+    task = TaskRun(id="span-task", flow_run_id=flow.id, task_name="t", task_key="t-1", name="t-0",
+                   parameters={"x": 1}, state=State(StateType.PENDING))
+    rec.add_task_run(task)
+    rec.add_state(task, task.state)
+    rec.add_state(task, advance(task, State(StateType.RUNNING)))
+    rec.flush()  # Pending and Running are stored; the journal starts afresh
+    rec.add_state(task, advance(task, State(StateType.COMPLETED)))
+    [record] = decode_segments(sorted(journal.dir.glob("*.jsonl")))["states"]
+    assert record["type"] == "COMPLETED"  # only the state the store lacks
+    # the process dies here: the journal is all that knows the task completed
+    assert journal._lock_fd is not None
+    os.close(journal._lock_fd)  # as the kernel does for a killed process
+    journal._lock_fd = None
+    assert recover_journals(db, home) == {os.getpid()}
+    detail = history.get_flow_run(db, flow.id)
+    [stored] = detail["task_runs"]
+    assert stored["state_type"] == "COMPLETED"
+    assert [s["type"] for s in stored["states"]] == ["PENDING", "RUNNING", "COMPLETED"]

@@ -22,12 +22,12 @@ LAYERS: list[list[str]] = [
     ["plait", "plait.flows", "plait.tasks", "plait.futures", "plait.task_runners", "plait._engine",
      "plait._context", "plait._callables", "plait._options", "plait.cache_policies", "plait.runtime",
      "plait._logging"],
-    ["plait._recording", "plait._recovery", "plait._recorder", "plait._journal"],
+    ["plait._recording", "plait._recovery", "plait._recorder", "plait._journal", "plait._sinks", "plait._spool"],
     ["plait.notifications", "plait.blocks", "plait.plugins", "plait._plugin_state", "plait._plugin_discovery",
      "plait._plugin_guard", "plait._plugin_records", "plait._plugin_contract", "plait.hookspecs", "plait.results"],
-    ["plait._store"],
+    ["plait._store", "plait._api"],
     ["plait.states", "plait.settings", "plait.exceptions", "plait._runs", "plait._masking", "plait._keys",
-     "plait._version"],
+     "plait._version", "plait._batch"],
 ]
 RANK = {group: rank for rank, layer in enumerate(LAYERS) for group in layer}
 

@@ -185,10 +185,14 @@ def test_the_old_secret_list_still_works(secrets: list[str]) -> None:
 
 
 def _per_call(text: str, calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        mask(text)
-    return (time.perf_counter() - start) / calls
+    """Seconds per call, best of five rounds: a busy machine slows some rounds, not all."""
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(calls):
+            mask(text)
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best
 
 
 def test_masking_stays_fast_with_thousands_of_secrets(secrets: list[str]) -> None:
@@ -197,13 +201,13 @@ def test_masking_stays_fast_with_thousands_of_secrets(secrets: list[str]) -> Non
     few = [f"few-{uuid.uuid4().hex}" for _ in range(5)]
     register(secrets, *few)
     _masking.wait_for_rebuild()
-    with_few = _per_call(LINE, 3000)
+    with_few = _per_call(LINE, 1000)
     many = [f"many-{uuid.uuid4().hex}\\\"'" for _ in range(5000)]
     start = time.perf_counter()
     register(secrets, *many)
     registering = time.perf_counter() - start
     _masking.wait_for_rebuild()
-    with_many = _per_call(LINE, 3000)
+    with_many = _per_call(LINE, 1000)
     hit = f"{LINE} {many[2500]!r}"
     assert mask(hit) == f"{LINE} '***'"
     assert with_many < 100e-6, f"{with_many * 1e6:.1f} µs per clean line with 5,000 secrets"

@@ -439,7 +439,11 @@ def test_plait_trace_plugins_prints_every_hook_call(site, tmp_path):
 
 
 # -- isolation ---------------------------------------------------------------------------------
-def test_plait_task_run_state_changed_raising_is_one_diagnosis_per_plugin_and_hook(site, plait_harness, caplog):
+def test_plait_task_run_state_changed_raising_is_one_diagnosis_per_plugin_and_hook(
+    site, plait_harness, caplog, monkeypatch
+):
+    # plait's own console handler would take plait's records instead of the root's (caplog's)
+    monkeypatch.setenv("PLAIT_LOG_TO_CONSOLE", "false")
     make_distribution(site, "fake-flaky", textwrap.dedent(
         '''
         from plait.hookspecs import hookimpl

@@ -31,7 +31,7 @@ CANARY = "s3cr3t-canary"
 TABLES = {
     "flow_runs", "task_runs", "states", "task_run_edges", "logs", "results", "alembic_version",
     "block_types", "block_schemas", "block_documents", "block_document_references",
-    "notification_rules",
+    "notification_rules", "events", "api_keys", "ingested_batches", "flow_run_tags", "service_leases",
 }
 
 
@@ -101,8 +101,9 @@ def test_migrations_create_every_table_matching_the_models(database_url: str) ->
     with db.engine.connect() as conn:
         assert set(inspect(conn).get_table_names()) == TABLES
         assert {ix["name"] for ix in inspect(conn).get_indexes("flow_runs")} == {
-            "ix_flow_runs_state_type", "ix_flow_runs_flow_name", "ix_flow_runs_created",
-            "ix_flow_runs_parent_flow_run_id",
+            # keyset order (created, id) behind every filter the API offers
+            "ix_flow_runs_created_id", "ix_flow_runs_flow_name_created_id", "ix_flow_runs_state_type_created_id",
+            "ix_flow_runs_parent_flow_run_id_created_id",
         }
         # The hand-written migration and the models describe the same schema.
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)

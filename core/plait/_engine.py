@@ -21,7 +21,7 @@ from plait._context import FlowRunContext, TaskRunContext, flow_run_var, task_ru
 from plait._masking import mask as scrub
 from plait._options import RunOptions
 from plait._runs import FlowRun, TaskRun, advance
-from plait.exceptions import CrashedRun, SerializationError, UpstreamFailed
+from plait.exceptions import CrashedRun, PlaitError, SerializationError, UpstreamFailed
 from plait.futures import resolve_futures
 from plait.states import State, StateType
 
@@ -406,7 +406,10 @@ def flow_steps(
         raise
     finally:
         if is_top:
-            recorder.flush()
+            try:
+                recorder.flush()
+            except PlaitError as exc:  # the history waits (buffered, journaled); the verdict stands
+                logger.warning("run history not written yet, kept and retried: %s", exc)
 
 
 def root_cause(exc: BaseException) -> BaseException:

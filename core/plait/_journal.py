@@ -29,12 +29,13 @@ import shutil
 import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from plait._batch import from_micros, micros
 from plait._runs import HOSTNAME, FlowRun, TaskRun
-from plait.states import State
+from plait.states import State, StateType
 
 __all__ = [
     "Journal",
@@ -59,19 +60,9 @@ logger = logging.getLogger("plait.recorder")
 _encode = repr
 
 
-def _micros(value: datetime | None) -> int | None:
-    """A timestamp as whole microseconds since the epoch: far cheaper than arithmetic on
-    datetimes, and an int costs far less to write than a float. Exact until 2038 (the float
-    from ``timestamp()`` is within a quarter microsecond until then, so rounding recovers
-    it); later, a replayed timestamp may be a microsecond off."""
-    return None if value is None else round(value.timestamp() * 1_000_000)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _when(micros: int | None) -> datetime | None:
-    return None if micros is None else _EPOCH + timedelta(microseconds=micros)
+_micros = micros
+_when = from_micros
+_TYPE_VALUE = {t: t.value for t in StateType}  # Enum.value is a slow descriptor
 
 
 def journal_root(home: Path) -> Path:
@@ -91,25 +82,22 @@ def flow_record(run: FlowRun, heartbeat_interval: float) -> Record:
     )
 
 
-def task_record(run: TaskRun, first: State | None = None) -> Record:
-    """A new task run; with ``first``, also the first entry of its state history."""
-    record = (
-        "T", run.id, run.flow_run_id, run.task_name, run.task_key, run.name, run.dynamic_key,
-        run.parameters, run.tags, _micros(run.created),
-    )
-    if first is None:
-        return record
-    return (*record, first.type.value, first.name, first.message, _micros(first.timestamp))
+def task_record(run: TaskRun, states: list[State]) -> Record:
+    """A task run as it is now, with the states it reached since it was last journaled or
+    stored: one record per task, written when the task ends (a replay inserts or updates
+    its row and adds the states it does not hold yet)."""
+    flat: list[Any] = [
+        "K", run.id, run.flow_run_id, run.task_name, run.task_key, run.name, run.dynamic_key,
+        run.parameters, run.tags, _micros(run.created), run.run_count, _micros(run.start_time),
+        _micros(run.end_time), run.cache_key, run.result_ref,
+    ]
+    for state in states:  # flat: four fields a state, no tuple each
+        flat += (_TYPE_VALUE[state.type], state.name, state.message, round(state.timestamp.timestamp() * 1e6))
+    return tuple(flat)
 
 
-def state_record(run: FlowRun | TaskRun, state: State) -> Record:
-    """The state and the run's fields that change with it, so a replay can rebuild the row."""
-    if run.__class__ is TaskRun:
-        return (
-            "t", run.id, state.type.value, state.name, state.message, _micros(state.timestamp), run.run_count,
-            _micros(run.start_time), _micros(run.end_time), run.cache_key, run.result_ref,  # type: ignore[union-attr]
-            run.flow_run_id,  # type: ignore[union-attr]
-        )
+def state_record(run: FlowRun, state: State) -> Record:
+    """A flow run's state and the fields that change with it, so a replay can rebuild the row."""
     return (
         "f", run.id, state.type.value, state.name, state.message, _micros(state.timestamp), run.run_count,
         _micros(run.start_time), _micros(run.end_time),
@@ -378,7 +366,7 @@ def decode_segments(segments: list[Path]) -> dict[str, Any]:
                     "state_type": "PENDING", "state_name": "Pending", "state_message": None, "run_count": 0,
                     "start_time": None, "end_time": None, "heartbeat_at": None,
                 }
-            elif tag == "T":
+            elif tag == "T":  # a new task run, as journals of plait before 0.2 wrote them
                 tasks[rec[1]] = {
                     "id": rec[1], "flow_run_id": rec[2], "task_name": rec[3], "task_key": rec[4], "name": rec[5],
                     "dynamic_key": rec[6], "parameters": rec[7], "tags": rec[8], "created": _when(rec[9]),
@@ -391,7 +379,21 @@ def decode_segments(segments: list[Path]) -> dict[str, Any]:
                         "run_id": rec[1], "run_kind": "task", "type": rec[10], "name": rec[11],
                         "message": rec[12], "timestamp": _when(rec[13]), "flow_run_id": rec[2],
                     })
-            elif tag in ("f", "t"):
+            elif tag == "K":
+                task = tasks[rec[1]] = {
+                    "id": rec[1], "flow_run_id": rec[2], "task_name": rec[3], "task_key": rec[4], "name": rec[5],
+                    "dynamic_key": rec[6], "parameters": rec[7], "tags": rec[8], "created": _when(rec[9]),
+                    "run_count": rec[10], "start_time": _when(rec[11]), "end_time": _when(rec[12]),
+                    "cache_key": rec[13], "result_ref": rec[14],
+                    "state_type": "PENDING", "state_name": "Pending", "state_message": None,
+                }
+                for i in range(15, len(rec) - 3, 4):
+                    task.update(state_type=rec[i], state_name=rec[i + 1], state_message=rec[i + 2])
+                    states.append({
+                        "run_id": rec[1], "run_kind": "task", "type": rec[i], "name": rec[i + 1],
+                        "message": rec[i + 2], "timestamp": _when(rec[i + 3]), "flow_run_id": rec[2],
+                    })
+            elif tag in ("f", "t"):  # "t": a task's state, as journals of plait before 0.2 wrote them
                 runs = flows if tag == "f" else tasks
                 run = runs.get(rec[1])
                 if run is None:  # created in a segment already stored: only its changes are here

@@ -156,8 +156,23 @@ def setup_logging() -> None:
             console.setFormatter(ConsoleFormatter())
             console._plait = True  # type: ignore[attr-defined]
             plait_logger.addHandler(console)
-            plait_logger.propagate = False
+        # plait's console handler replaces the root's; without it plait's records go up again
+        plait_logger.propagate = not settings.log_to_console
         _configured_for = key
+
+
+def reset_logging() -> None:
+    """Undo ``configure_logging``: plait's handlers removed, records propagate to the root."""
+    global _configured_for
+    with _setup_lock:
+        for name in (RUN_LOGGER_NAME, "plait"):
+            target = logging.getLogger(name)
+            for handler in list(target.handlers):
+                if getattr(handler, "_plait", False):
+                    handler.close()
+                    target.removeHandler(handler)
+        logging.getLogger("plait").propagate = True
+        _configured_for = None
 
 
 class _StderrProxy(io.TextIOBase):

@@ -24,11 +24,14 @@ import logging
 import os
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from plait._batch import BatchRows, clean_json, clean_text
 from plait._journal import (
     Journal,
     edge_record,
@@ -39,13 +42,15 @@ from plait._journal import (
     task_record,
 )
 from plait._runs import FlowRun, TaskRun, utcnow
+from plait._sinks import DatabaseSink, RunSink
 from plait._store.database import Database
-from plait._store.runs import BatchRows, RunWriter, clean_json, clean_text, stored_flow_run_state
-from plait.exceptions import DatabaseError
-from plait.settings import get_settings
+from plait.exceptions import PlaitError
+from plait.settings import PlaitSettings, get_settings
 from plait.states import FINAL_TYPES, State, StateType
 
-__all__ = ["DatabaseRecorder", "get_recorder", "reset_recorder", "running_flow_run_ids", "current_journal_dir"]
+__all__ = [
+    "Recorder", "DatabaseRecorder", "get_recorder", "reset_recorder", "running_flow_run_ids", "current_journal_dir",
+]
 
 logger = logging.getLogger("plait.recorder")
 
@@ -119,61 +124,84 @@ class _Batch:
     segments: list[Path] = field(default_factory=list)  # journal segments holding these records
     count: int = 0
 
-    def put_back_before(self, newer: _Batch) -> _Batch:
-        """This (failed) batch followed by ``newer``, order kept."""
-        self.flows.update(newer.flows)  # the same live objects; nothing to merge
-        self.tasks.update(newer.tasks)
-        self.states += newer.states
-        self.edges += newer.edges
-        self.logs += newer.logs
-        self.results += newer.results
-        self.segments += newer.segments
-        self.count += newer.count
-        return self
+
+def _merge(older: _Batch, newer: _Batch) -> _Batch:
+    """``older`` followed by ``newer``, order kept."""
+    older.flows.update(newer.flows)  # the same live objects; nothing to merge
+    older.tasks.update(newer.tasks)
+    older.states += newer.states
+    older.edges += newer.edges
+    older.logs += newer.logs
+    older.results += newer.results
+    older.segments += newer.segments
+    older.count += newer.count
+    return older
 
 
-class DatabaseRecorder:
-    """A ``plait._runs.Recorder`` writing to a ``Database`` in batches.
+@dataclass(slots=True)
+class _Unsent:
+    """A batch handed to the sink and not yet accepted: retried as it is, under the same id,
+    before anything newer is sent (a server that stored it but whose answer was lost then
+    answers from its record of the id: exactly once, in order)."""
+
+    id: str
+    batch: _Batch
+    rows: BatchRows
+
+
+class Recorder:
+    """A ``plait._runs.Recorder`` writing to a ``RunSink`` in batches.
 
     Args:
-        db: Where to write.
+        sink: Where batches go (a local store, a plait server).
         journal: Where every record goes first (None: records live in memory until flushed).
         flush_interval: Seconds between background flushes (default: settings).
         batch_size: Buffered records that trigger an early flush (default: settings).
         heartbeat_interval: Seconds between heartbeats of Running flow runs (default: settings).
+        exit_wait: Seconds ``close`` keeps retrying a sink that cannot take the last batch
+            before leaving it in the journal for the next process (0: one try).
+        before_start: Called on the background thread before its first flush (a remote
+            recorder delivers what earlier processes left in the spool).
     """
 
     def __init__(
         self,
-        db: Database,
+        sink: RunSink,
         *,
         journal: Journal | None = None,
         flush_interval: float | None = None,
         batch_size: int | None = None,
         heartbeat_interval: float | None = None,
+        exit_wait: float = 0.0,
+        before_start: Callable[[Recorder], None] | None = None,
     ) -> None:
         if flush_interval is None or batch_size is None or heartbeat_interval is None:
             settings = get_settings()
             flush_interval = flush_interval or settings.recorder_flush_interval
             batch_size = batch_size or settings.recorder_batch_size
             heartbeat_interval = heartbeat_interval or settings.heartbeat_interval
-        self.db = db
+        self.sink = sink
         self.journal = journal
         self.flush_interval = float(flush_interval)
         self.batch_size = int(batch_size)
         self.heartbeat_interval = float(heartbeat_interval)
+        self.exit_wait = float(exit_wait)
+        self.destination = ""  # what get_recorder made it for
+        self._before_start = before_start
         self.pid = os.getpid()
         self.closed = False
 
         self._lock = threading.Lock()  # guards _batch, _running and the journal
         self._flush_lock = threading.Lock()  # one flush at a time, from any thread
         self._batch = _Batch()
+        self._unsent: _Unsent | None = None  # guarded by _flush_lock
         self._running: dict[str, FlowRun] = {}  # Running flow runs, for heartbeats
         self._stored: dict[str, str] = {}  # flow run id -> state type this recorder last stored
         self._inserted_tasks: set[str] = set()
         self._taken: set[str] = set()  # flow runs someone else ended while we ran them
-        self._fresh: TaskRun | None = None  # a new task run waiting for its first state
-        self._writer = RunWriter(db)
+        # Task runs not ended yet, with the states they reached since the last flush: a task
+        # is journaled as one record when it ends (its earlier states wait here meanwhile).
+        self._open: dict[str, tuple[TaskRun, list[State]]] = {}
 
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -181,7 +209,7 @@ class DatabaseRecorder:
         self._atexit_registered = False
 
     def __repr__(self) -> str:
-        return f"DatabaseRecorder({self.db.url_masked!r}, pending={self.pending})"
+        return f"{type(self).__name__}({self.sink.label!r}, pending={self.pending})"
 
     # -- hot path: journal and buffer only -----------------------------------------------
     def _added(self, batch: _Batch) -> None:
@@ -207,41 +235,36 @@ class DatabaseRecorder:
             batch = self._batch
             batch.tasks[run.id] = run
             if self.journal is not None:
-                if self._fresh is not None:
-                    self.journal.append(task_record(self._fresh))
-                # journaled with its first state, which the engine reports next
-                self._fresh = run
+                self._open[run.id] = (run, [])
             self._added(batch)
 
     def add_state(self, run: FlowRun | TaskRun, state: State) -> None:
         """Buffer ``state`` in the run's history and mark the run for rewriting."""
         with self._lock:
             batch = self._batch
-            if run.__class__ is TaskRun:
-                batch.states.append((run.id, "task", run.flow_run_id, state))  # type: ignore[union-attr]
-                batch.tasks[run.id] = run  # type: ignore[assignment]
-                sync = state.type in _SYNC_TYPES
-            else:
-                batch.states.append((run.id, "flow", run.id, state))
-                batch.flows[run.id] = run  # type: ignore[assignment]
-                if state.type is StateType.RUNNING:
-                    self._running[run.id] = run  # type: ignore[assignment]
-                else:
-                    self._running.pop(run.id, None)
-                sync = True
             journal = self.journal
-            if journal is not None:
-                fresh = self._fresh
-                if fresh is not None:
-                    self._fresh = None
-                    if fresh is run:
-                        journal.append(task_record(fresh, state))
+            if run.__class__ is TaskRun:
+                task: TaskRun = run  # type: ignore[assignment]
+                batch.states.append((task.id, "task", task.flow_run_id, state))
+                batch.tasks[task.id] = task
+                if journal is not None:
+                    if state.type in _SYNC_TYPES:
+                        states = self._open.pop(task.id, (task, []))[1]
+                        states.append(state)
+                        journal.append(task_record(task, states))
+                        journal.sync()
                     else:
-                        journal.append(task_record(fresh))
-                        journal.append(state_record(run, state))
+                        self._open.setdefault(task.id, (task, []))[1].append(state)
+            else:
+                flow: FlowRun = run  # type: ignore[assignment]
+                batch.states.append((flow.id, "flow", flow.id, state))
+                batch.flows[flow.id] = flow
+                if state.type is StateType.RUNNING:
+                    self._running[flow.id] = flow
                 else:
-                    journal.append(state_record(run, state))
-                if sync:
+                    self._running.pop(flow.id, None)
+                if journal is not None:
+                    journal.append(state_record(flow, state))
                     journal.sync()
             self._added(batch)
 
@@ -296,7 +319,8 @@ class DatabaseRecorder:
     @property
     def pending(self) -> int:
         """Records buffered and not yet written."""
-        return self._batch.count
+        unsent = self._unsent
+        return self._batch.count + (unsent.batch.count if unsent is not None else 0)
 
     def running_flow_run_ids(self) -> set[str]:
         """Ids of flow runs this recorder last saw Running (they get heartbeats)."""
@@ -307,44 +331,56 @@ class DatabaseRecorder:
         """The state the database holds for ``flow_run_id`` (None: no such run).
 
         Raises:
-            DatabaseError: The database cannot be read.
+            PlaitError: The destination cannot be read.
         """
-        return stored_flow_run_state(self.db, flow_run_id)
+        return self.sink.stored_flow_run_state(flow_run_id)
 
     # -- writing -----------------------------------------------------------------------
     def flush(self) -> None:
-        """Write everything buffered so far in one transaction.
+        """Write everything buffered so far.
 
         Raises:
-            DatabaseError: The write failed; every record stays buffered for the next try.
+            PlaitError: The write failed (a ``DatabaseError`` for a local store); every
+                record stays buffered, and journaled, for the next try.
         """
         self._flush(heartbeat=False)
 
     def _flush(self, heartbeat: bool) -> None:
         with self._flush_lock:
+            if self._unsent is not None:  # an earlier batch first, as it was
+                self._send(self._unsent)
             with self._lock:
                 batch, self._batch = self._batch, _Batch()
                 if self.journal is not None:
-                    if self._fresh is not None:
-                        self.journal.append(task_record(self._fresh))
-                        self._fresh = None
+                    for _, states in self._open.values():
+                        states.clear()  # stored with this batch; the journal need not repeat them
                     batch.segments += self.journal.rotate()
                 beating = [i for i in self._running if i in self._stored] if heartbeat else []
             if not (batch.count or beating):
                 return
             try:
                 rows = self._rows(batch, beating)
-                taken = self._write(rows)
-            except Exception as exc:
+            except Exception:
                 with self._lock:  # keep the records, ahead of whatever arrived meanwhile
-                    self._batch = batch.put_back_before(self._batch)
-                raise self.db.error(exc, "write run history to") from None
-            for row in rows.new_flows + rows.old_flows:
-                if row["id"] not in taken:
-                    self._stored[row["id"]] = row["state_type"]
-            self._inserted_tasks.update(r["id"] for r in rows.new_tasks)
-            self._note_taken(taken)
-            Journal.discard(batch.segments)
+                    self._batch = _merge(batch, self._batch)
+                raise
+            self._send(_Unsent(uuid.uuid4().hex, batch, rows))
+
+    def _send(self, unsent: _Unsent) -> None:
+        # Caller holds _flush_lock.
+        self._unsent = unsent
+        try:
+            taken = self._write(unsent)
+        except Exception as exc:
+            raise self.sink.failure(exc, "write run history to") from None
+        self._unsent = None
+        rows = unsent.rows
+        for row in rows.new_flows + rows.old_flows:
+            if row["id"] not in taken:
+                self._stored[row["id"]] = row["state_type"]
+        self._inserted_tasks.update(r["id"] for r in rows.new_tasks)
+        self._note_taken(taken)
+        Journal.discard(unsent.batch.segments)
 
     def _rows(self, batch: _Batch, beating: list[str]) -> BatchRows:
         """Snapshot the live runs of one batch as rows."""
@@ -381,11 +417,11 @@ class DatabaseRecorder:
         rows.heartbeats = [i for i in beating if i not in batch.flows]  # dirty ones get it in their row
         return rows
 
-    def _write(self, rows: BatchRows) -> set[str]:
-        taken, dropped, reason = self._writer.write_isolating(rows)
+    def _write(self, unsent: _Unsent) -> set[str]:
+        taken, dropped, reason = self.sink.write(unsent.id, unsent.rows)
         if dropped:
             logger.error("%d record(s) of run history were refused by %s and dropped; the rest was stored (%s)",
-                         dropped, self.db.url_masked, reason)
+                         dropped, self.sink.label, reason)
         return taken
 
     def _note_taken(self, taken: set[str]) -> None:
@@ -413,6 +449,8 @@ class DatabaseRecorder:
                 self._atexit_registered = True
 
     def _run(self) -> None:
+        if self._before_start is not None:
+            self._before_start(self)
         next_beat = time.monotonic() + self.heartbeat_interval
         failing = False
         while not self._stop.is_set():
@@ -435,14 +473,14 @@ class DatabaseRecorder:
                 self._stop.wait(self.flush_interval)
                 continue
             if failing:
-                logger.warning("writing run history to %s works again", self.db.url_masked)
+                logger.warning("writing run history to %s works again", self.sink.label)
                 failing = False
 
     def close(self) -> None:
         """Stop the background writer and flush what is left.
 
         Raises:
-            DatabaseError: The final flush failed (records stay buffered, and journaled
+            PlaitError: The final flush failed (records stay buffered, and journaled
                 for the next reader to recover).
         """
         self.closed = True
@@ -456,61 +494,111 @@ class DatabaseRecorder:
             atexit.unregister(self._at_exit)
             self._atexit_registered = False
         try:
-            self.flush()
+            self._last_flush()
         finally:
             if self.journal is not None and self.pid == os.getpid():
                 with self._lock:
                     self.journal.close()
 
+    def _last_flush(self) -> None:
+        # A server may be restarting: keep trying for exit_wait seconds, then leave the
+        # records in the journal (the spool) for the next plait process to deliver.
+        deadline = time.monotonic() + self.exit_wait
+        while True:
+            try:
+                self.flush()
+                return
+            except PlaitError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                time.sleep(min(0.5, left))
+
     def _at_exit(self) -> None:
         if os.getpid() != self.pid:
             return  # a forked child inherited the handler; the parent writes these records
-        try:
-            self.close()
-        except DatabaseError as exc:
-            logger.error("run history not saved at exit: %s", exc)
+        _close_quietly(self, "at exit")
+
+
+class DatabaseRecorder(Recorder):
+    """A ``Recorder`` writing to a local store."""
+
+    def __init__(self, db: Database, **options: Any) -> None:
+        super().__init__(DatabaseSink(db), **options)
+        self.db = db
+
 
 
 # -- the process-wide recorder ---------------------------------------------------------
-_recorder: DatabaseRecorder | None = None
+_recorder: Recorder | None = None
 _recorder_lock = threading.Lock()
 
 
-def _usable(rec: DatabaseRecorder | None, url: str) -> bool:
-    return rec is not None and rec.pid == os.getpid() and not rec.closed and rec.db.is_url(url)
+def _destination(settings: PlaitSettings) -> str:
+    """Where records go under ``settings``: a plait server's API, or a database."""
+    return f"api {settings.api_url}" if settings.api_url else f"db {settings.effective_database_url}"
 
 
-def get_recorder() -> DatabaseRecorder:
-    """The process-wide recorder for the current ``effective_database_url``, started.
+def _usable(rec: Recorder | None, destination: str) -> bool:
+    return rec is not None and rec.pid == os.getpid() and not rec.closed and rec.destination == destination
 
-    A new one replaces it when the URL changed, after ``reset_recorder()``/``close()`` and
-    in a forked child (the parent's buffers, journal and thread are the parent's business).
+
+def get_recorder() -> Recorder:
+    """The process-wide recorder for the current settings, started: to the plait server at
+    ``api_url`` when one is set, else to ``effective_database_url``.
+
+    A new one replaces it when the destination changed, after ``reset_recorder()``/``close()``
+    and in a forked child (the parent's buffers, journal and thread are the parent's business).
 
     Raises:
-        DatabaseError: The database cannot be opened.
+        PlaitError: The database cannot be opened (``DatabaseError``), or the API settings
+            are unusable.
     """
     global _recorder
     settings = get_settings()
-    url = settings.effective_database_url
+    destination = _destination(settings)
     rec = _recorder
-    if _usable(rec, url):
+    if _usable(rec, destination):
         return rec  # type: ignore[return-value]
     with _recorder_lock:
         rec = _recorder
-        if _usable(rec, url):
+        if _usable(rec, destination):
             return rec  # type: ignore[return-value]
         if rec is not None and rec.pid == os.getpid() and not rec.closed:
             _close_quietly(rec)
-        db = Database.open(url)
-        rec = DatabaseRecorder(db, journal=_open_journal(settings.home, db))
+        if settings.api_url:
+            rec = _remote_recorder(settings)
+        else:
+            db = Database.open(settings.effective_database_url)
+            rec = DatabaseRecorder(db, journal=_open_journal(settings.home, db.url_digest))
+        rec.destination = destination
         rec.start()
         _recorder = rec
         return rec
 
 
-def _open_journal(home: Path, db: Database) -> Journal | None:
+def _remote_recorder(settings: PlaitSettings) -> Recorder:
+    from plait._api import ApiSession
+    from plait._api.sink import ApiRunSink
+
+    sink = ApiRunSink(ApiSession.from_settings())
+    return Recorder(sink, journal=_open_journal(settings.home, sink.digest), exit_wait=settings.spool_exit_wait,
+                    before_start=_deliver_spool)
+
+
+def _deliver_spool(rec: Recorder) -> None:
+    """What earlier processes left for this server: delivered before this one's records."""
+    from plait._spool import deliver_spool
+
     try:
-        return Journal(home, db.url_digest)
+        deliver_spool(rec.sink, get_settings().home)
+    except PlaitError as exc:
+        logger.debug("spool not delivered yet: %s", exc)
+
+
+def _open_journal(home: Path, digest: str) -> Journal | None:
+    try:
+        return Journal(home, digest)
     except OSError as exc:  # e.g. a read-only home: record anyway, without crash safety
         logger.warning("cannot keep a run journal under %s (%s); records are kept in memory until "
                        "written, and a killed process may lose its last second of history", home, exc)
@@ -534,11 +622,17 @@ def reset_recorder() -> None:
         _close_quietly(rec)
 
 
-def _close_quietly(rec: DatabaseRecorder) -> None:
+def _close_quietly(rec: Recorder, when: str = "") -> None:
     try:
         rec.close()
-    except DatabaseError as exc:
-        logger.error("run history not saved: %s", exc)
+    except PlaitError as exc:
+        where = f" {when}" if when else ""
+        if rec.journal is not None and rec.exit_wait:
+            logger.error("run history not delivered to %s%s (%s); %d record(s) wait in the spool at %s and the "
+                         "next plait process using this PLAIT_HOME delivers them (or run `plait spool flush`)",
+                         rec.sink.label, where, exc, rec.pending, rec.journal.dir)
+        else:
+            logger.error("run history not saved%s: %s", where, exc)
 
 
 def running_flow_run_ids() -> set[str]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from plait._journal import JournalDir, decode_segments, list_journals
@@ -99,7 +99,9 @@ def _process_alive(pid: int, journals: dict[int, list[JournalDir]], dead: set[in
     return pid not in dead and _pid_alive(pid)
 
 
-def detect_crashed(db: Database, *, crash_after: float | None = None) -> list[str]:
+def detect_crashed(
+    db: Database, *, crash_after: float | None = None, by_process: bool = True, heard_since: datetime | None = None
+) -> list[str]:
     """Replay dead processes' journals, then mark flow runs whose process is gone Crashed,
     with their unfinished task runs.
 
@@ -109,6 +111,11 @@ def detect_crashed(db: Database, *, crash_after: float | None = None) -> list[st
         db: The database.
         crash_after: For runs of other hosts: silence, in seconds, that means crashed, if
             more than two of the run's heartbeat intervals (default: settings.crash_after).
+        by_process: Judge runs of this host by their process (False: by heartbeat, like
+            every other run; a server does, since its clients' processes are not its own
+            and may have left their last records in a spool it has not received yet).
+        heard_since: Count silence from no earlier than this (a server that just started
+            heard nothing while it was down: that silence is its own, not the run's).
 
     Returns:
         The ids of the flow runs newly marked Crashed.
@@ -132,13 +139,15 @@ def detect_crashed(db: Database, *, crash_after: float | None = None) -> list[st
         if row.id in ours:
             continue
         where = f"process {row.pid} on host {row.hostname}"
-        if row.hostname == HOSTNAME and row.pid and row.pid != me:
+        if by_process and row.hostname == HOSTNAME and row.pid and row.pid != me:
             if not _process_alive(row.pid, journals, dead):
                 verdicts[row.id] = f"{where} is gone (detected at {stamp})"
             continue  # this host's process table is the truth, never a late heartbeat
         interval = row.heartbeat_interval or settings.heartbeat_interval
         silence = max(2 * interval, crash_after or 0.0)
         last = row.heartbeat_at or row.start_time or row.created
+        if heard_since is not None and last is not None:
+            last = max(last, heard_since)
         if last is not None and last < now - timedelta(seconds=silence):
             silent = int((now - last).total_seconds())
             verdicts[row.id] = (

@@ -147,9 +147,25 @@ def _as_dict(rule: NotificationRule) -> dict[str, Any]:
 
 
 def _stored_rules(enabled_only: bool = False) -> list[dict[str, Any]]:
+    if _remote() is not None:  # a process recording to a server follows the server's rules
+        found = _api_call(lambda calls: calls.notification_rules())
+        return [r for r in found if r.get("enabled") or not enabled_only]
     from plait._store import rules
 
     return [_as_dict(r) for r in rules.list_rules(enabled_only=enabled_only)]
+
+
+def _remote() -> str | None:
+    from plait.settings import get_settings
+
+    return get_settings().api_url
+
+
+def _api_call(make: Any) -> Any:
+    from plait._api import ApiSession
+
+    with ApiSession.from_settings() as session:
+        return session.call(make(session.calls))
 
 
 def clear_cache() -> None:
@@ -195,6 +211,13 @@ def create_rule(
         name = name.strip()
         if not name:
             raise ValueError("a rule name cannot be empty")
+    if _remote() is not None:
+        body = {"block": block, "flow_name": flow_glob, "tags": tags_, "states": states_, "name": name,
+                "enabled": bool(enabled)}
+        try:
+            return dict(_api_call(lambda calls: calls.create_notification_rule(body)))
+        finally:
+            clear_cache()
     slug, block_name = _resolve_block(block)
 
     from plait._store import rules
@@ -251,11 +274,14 @@ def delete_rule(id_or_name: str) -> dict[str, Any]:
     Raises:
         LookupError: No rule, or more than one, matches.
     """
-    from plait._store import rules
-
     rule = _find(_stored_rules(), id_or_name)
     try:
-        rules.delete_rule(rule["id"])
+        if _remote() is not None:
+            _api_call(lambda calls: calls.delete_notification_rule(rule["id"]))
+        else:
+            from plait._store import rules
+
+            rules.delete_rule(rule["id"])
     finally:
         clear_cache()
     return rule
@@ -277,7 +303,8 @@ def rule_matches(rule: dict[str, Any], event: Any) -> bool:
 def _enabled_rules() -> list[dict[str, Any]]:
     from plait.settings import get_settings
 
-    url = get_settings().effective_database_url
+    settings = get_settings()
+    url = settings.api_url or settings.effective_database_url
     now = time.monotonic()
     cached = _cache.get(url)
     if cached is not None and cached[0] > now:

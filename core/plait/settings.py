@@ -111,12 +111,40 @@ class PlaitSettings(BaseSettings):
         default=None,
         description="Fernet key for secrets at rest; default: generated once into $PLAIT_HOME/encryption.key",
     )
+    api_url: str | None = Field(
+        default=None,
+        description="URL of a plait server's API (e.g. http://127.0.0.1:4300/api): record runs and load blocks "
+        "there instead of in a local database.",
+    )
+    api_key: SecretStr | None = Field(default=None, description="API key sent to the plait server (Bearer).")
+    api_timeout: float = Field(default=10.0, gt=0, description="Seconds one request to the plait server may take.")
+    spool_exit_wait: float = Field(
+        default=10.0,
+        ge=0,
+        description="Seconds a process waits at exit for an unreachable server before leaving its records in "
+        "the spool (the next plait process delivers them).",
+    )
+    server_host: str = Field(default="127.0.0.1", description="Address `plait server start` binds to.")
+    server_port: int = Field(default=4300, gt=0, lt=65536, description="Port `plait server start` listens on.")
+    server_max_request_bytes: int = Field(
+        default=16 * 1024 * 1024, gt=0, description="Largest request body the server accepts (bytes)."
+    )
 
     @field_validator("result_serializer")
     @classmethod
     def _known_serializer(cls, value: str) -> str:
         if value not in SERIALIZER_NAMES:
             raise ValueError(f"unknown serializer {value!r}; use one of {sorted(SERIALIZER_NAMES)}")
+        return value
+
+    @field_validator("api_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http(s) URL; give the server's API, e.g. http://127.0.0.1:4300/api")
         return value
 
     @field_validator("logging_level")

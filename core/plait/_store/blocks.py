@@ -23,6 +23,10 @@ A unit of work is one database transaction, and a read sees one consistent snaps
   rest of the transaction, so two overwrites of one block, or a delete and a save that
   references the block, run one after the other.
 
+Every document a write inserts, replaces or deletes adds a ``block.saved`` /
+``block.deleted`` event (``plait._store.events``; payload: id, slug, name and, for saves,
+``action`` created|updated — never a value), stored just before the transaction commits.
+
 Database errors become ``DatabaseError`` naming the database (password masked); a write that
 lost a race on a unique key, a deadlock or a serialization failure is retried.
 """
@@ -41,6 +45,7 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from plait._store.database import Database, get_database
+from plait._store.events import insert_events, new_event
 from plait._store.models import (
     BlockDocumentModel,
     BlockDocumentReferenceModel,
@@ -146,6 +151,12 @@ class BlocksTransaction:
     def __init__(self, conn: Connection, *, write: bool) -> None:
         self._conn = conn
         self.write = write
+        # block.saved / block.deleted events, stored when the transaction commits
+        self.events: list[dict[str, Any]] = []
+
+    def _note(self, kind: str, doc_id: str, slug: str, name: str, now: datetime | None = None, **extra: Any) -> None:
+        payload = {"id": doc_id, "slug": slug, "name": name, **extra}
+        self.events.append(new_event(kind, f"block/{slug}/{name}", payload, now))
 
     # -- documents -----------------------------------------------------------------------------
     def _one(self, *where: Any) -> BlockDocument | None:
@@ -207,18 +218,24 @@ class BlocksTransaction:
                 id=doc_id, name=name, slug=slug, schema_checksum=schema_checksum, data=data, created=now, updated=now
             )
         )
+        self._note("block.saved", doc_id, slug, name, now, action="created")
 
     def replace_document(self, doc_id: str, *, schema_checksum: str, data: dict[str, Any], now: datetime) -> None:
         """Give a document new values (its id, name, type and creation time stay)."""
-        self._conn.execute(
+        updated = self._conn.execute(
             _D.update().where(_D.c.id == doc_id).values(schema_checksum=schema_checksum, data=data, updated=now)
-        )
+            .returning(_D.c.slug, _D.c.name)
+        ).first()
+        if updated is not None:
+            self._note("block.saved", doc_id, str(updated.slug), str(updated.name), now, action="updated")
 
     def delete_document(self, doc_id: str) -> list[str]:
         """Delete a document and the references it holds; returns the ids it referenced."""
         children = self.children_of(doc_id)
         self._conn.execute(_R.delete().where(_R.c.parent_document_id == doc_id))
-        self._conn.execute(_D.delete().where(_D.c.id == doc_id))
+        deleted = self._conn.execute(_D.delete().where(_D.c.id == doc_id).returning(_D.c.slug, _D.c.name)).first()
+        if deleted is not None:
+            self._note("block.deleted", doc_id, str(deleted.slug), str(deleted.name))
         return children
 
     # -- references ----------------------------------------------------------------------------
@@ -374,8 +391,11 @@ def _begin(conn: Connection, write: bool) -> None:
 def _raw_session(db: Database, write: bool) -> Iterator[BlocksTransaction]:
     with db.engine.connect() as conn:
         _begin(conn, write)
+        tx = BlocksTransaction(conn, write=write)
         try:
-            yield BlocksTransaction(conn, write=write)
+            yield tx
+            if write:
+                insert_events(conn, tx.events)  # last: on PostgreSQL it holds the events lock until commit
         except BaseException:
             conn.rollback()
             raise

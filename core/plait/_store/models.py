@@ -125,7 +125,7 @@ class FlowRunModel(Base):
     state_type: Mapped[str] = mapped_column(String(16))
     state_name: Mapped[str] = mapped_column(String)
     state_message: Mapped[str | None] = mapped_column(Text)
-    parent_flow_run_id: Mapped[str | None] = mapped_column(ID, index=True)
+    parent_flow_run_id: Mapped[str | None] = mapped_column(ID)
     parent_task_run_id: Mapped[str | None] = mapped_column(ID)
     run_count: Mapped[int] = mapped_column(Integer, default=0)
     created: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -138,10 +138,13 @@ class FlowRunModel(Base):
     # The owning process's heartbeat interval: silence of twice this means it is gone.
     heartbeat_interval: Mapped[float | None] = mapped_column(Float)
 
+    # Each filter of the flow-run listing walks its own index in (created, id) order, so a
+    # keyset page reads about one page of index entries however long the history is.
     __table_args__ = (
-        Index(None, "state_type"),
-        Index(None, "flow_name"),
-        Index(None, "created"),
+        Index(None, "created", "id"),
+        Index(None, "flow_name", "created", "id"),
+        Index(None, "state_type", "created", "id"),
+        Index(None, "parent_flow_run_id", "created", "id"),
     )
 
 
@@ -151,7 +154,7 @@ class TaskRunModel(Base):
     __tablename__ = "task_runs"
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
-    flow_run_id: Mapped[str | None] = mapped_column(ID, index=True)
+    flow_run_id: Mapped[str | None] = mapped_column(ID)
     task_name: Mapped[str] = mapped_column(String)
     task_key: Mapped[str] = mapped_column(String)
     name: Mapped[str] = mapped_column(String)
@@ -167,6 +170,11 @@ class TaskRunModel(Base):
     created: Mapped[datetime] = mapped_column(UTCDateTime())
     start_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
     end_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index(None, "flow_run_id", "created", "id"),  # a run's task runs, in order
+        Index(None, "created", "id"),  # every task run, newest first
+    )
 
 
 class StateModel(Base):
@@ -201,12 +209,19 @@ class LogModel(Base):
     __tablename__ = "logs"
 
     id: Mapped[int] = mapped_column(SERIAL_ID, primary_key=True, autoincrement=True)
-    flow_run_id: Mapped[str | None] = mapped_column(ID, index=True)
+    flow_run_id: Mapped[str | None] = mapped_column(ID)
     task_run_id: Mapped[str | None] = mapped_column(ID)
     level: Mapped[int] = mapped_column(Integer)
     logger: Mapped[str] = mapped_column(String)
     message: Mapped[str] = mapped_column(Text)
     timestamp: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    # Pages of a run's (or a task run's) lines in the order they were stored: ids only grow,
+    # so a reader following new lines never misses one that arrived late.
+    __table_args__ = (
+        Index(None, "flow_run_id", "id"),
+        Index(None, "task_run_id", "id"),
+    )
 
 
 class ResultModel(Base):
@@ -304,3 +319,81 @@ class NotificationRuleModel(Base):
     states: Mapped[list[str]] = mapped_column(JSON)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# -- server: events, API keys, delivered batches -----------------------------------------------
+__all__ += ["EventModel", "ApiKeyModel", "IngestedBatchModel", "FlowRunTagModel"]
+
+
+class FlowRunTagModel(Base):
+    """One tag of a flow run, with the run's creation time: a page of the runs with a tag
+    walks (tag, created, flow_run_id) instead of every run's JSON list of tags. Written with
+    the run (a run's tags do not change after it is created)."""
+
+    __tablename__ = "flow_run_tags"
+
+    flow_run_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    tag: Mapped[str] = mapped_column(String, primary_key=True)
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index(None, "tag", "created", "flow_run_id"),)
+
+
+class EventModel(Base):
+    """Something that happened (a state change, a block saved, log lines written), in the
+    order it was committed: ``seq`` is the cursor readers resume from."""
+
+    __tablename__ = "events"
+
+    seq: Mapped[int] = mapped_column(SERIAL_ID, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(ID, unique=True)
+    occurred: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    kind: Mapped[str] = mapped_column(String)
+    resource: Mapped[str] = mapped_column(String)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    __table_args__ = (
+        Index(None, "kind", "seq"),
+        # pattern ops: PostgreSQL then answers a prefix LIKE from the index in any collation
+        Index(None, "resource", postgresql_ops={"resource": "varchar_pattern_ops"}),
+    )
+
+
+class ApiKeyModel(Base):
+    """An API key of the server: only the SHA-256 of the key is kept, never the key."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String, unique=True)
+    prefix: Mapped[str] = mapped_column(String(16), index=True)  # shown in listings
+    hash: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(8))  # "read" | "run" | "admin"
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class IngestedBatchModel(Base):
+    """A recorder batch a server has stored, with the answer it gave: written in the same
+    transaction as the batch, so a batch sent again is stored once and answered alike."""
+
+    __tablename__ = "ingested_batches"
+
+    batch_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    received: Mapped[datetime] = mapped_column(UTCDateTime())
+    result: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+__all__.append("ServiceLeaseModel")
+
+
+class ServiceLeaseModel(Base):
+    """Which plait server runs a background service, until when (``plait._store.leases``)."""
+
+    __tablename__ = "service_leases"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,7 +1,8 @@
 """The run-history repository: every SQL statement about flow runs, task runs, their states,
 edges, logs and results.
 
-Write side: ``RunWriter.write(batch)`` stores one recorder batch in one transaction;
+Write side: ``RunWriter.write(batch)`` stores one recorder batch, and the events of its state
+changes and log lines (``plait._store.events``), in one transaction;
 ``end_flow_runs`` is the one way a run its process could not end (crashed, killed, failed
 to start) becomes final, with its unfinished task runs and subflow runs; ``replay`` stores
 what a dead process journaled, idempotently. Read side: plain dicts and lists that
@@ -14,22 +15,23 @@ and lone surrogates (``"\\ud800"``) become U+FFFD, so one odd string never fails
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, bindparam, select, text
+from sqlalchemy import Table, bindparam, func, select, text
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError, StatementError
 from sqlalchemy.sql import Insert, Update
 
+from plait._batch import BatchRows, clean_json, clean_text
 from plait._runs import HOSTNAME, utcnow
 from plait._store.database import Database, _json_dumps
+from plait._store.events import EventParams, batch_event_params, insert_event_params
 from plait._store.models import (
     FlowRunModel,
+    FlowRunTagModel,
     LogModel,
     ResultModel,
     StateModel,
@@ -53,6 +55,7 @@ __all__ = [
     "flow_run_summary",
     "stored_flow_run_state",
     "replay",
+    "replay_in",
 ]
 
 logger = logging.getLogger("plait.store")
@@ -64,6 +67,7 @@ _S: Table = cast(Table, StateModel.__table__)
 _E: Table = cast(Table, TaskRunEdgeModel.__table__)
 _L: Table = cast(Table, LogModel.__table__)
 _R: Table = cast(Table, ResultModel.__table__)
+_G: Table = cast(Table, FlowRunTagModel.__table__)
 
 # States that need a live process behind them. Scheduled and Paused runs wait on purpose.
 _ACTIVE = (StateType.PENDING.value, StateType.RUNNING.value, StateType.RETRYING.value)
@@ -73,55 +77,6 @@ _NOT_FINAL = tuple(t.value for t in StateType if not t.is_final)
 def _may_become(kind: StateType) -> tuple[str, ...]:
     """State types from which the transition table allows a move to ``kind``."""
     return tuple(t.value for t, following in TRANSITIONS.items() if kind in following)
-
-
-# -- text that every backend accepts ------------------------------------------------------------
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def clean_text(text: str | None) -> str | None:
-    """``text`` as a database can store it: NUL made visible, lone surrogates replaced.
-
-    PostgreSQL rejects NUL in text, and no UTF-8 codec encodes a surrogate code point;
-    either would fail the whole batch it travels in.
-    """
-    if not text or text.isascii() and "\x00" not in text:
-        return text
-    if "\x00" in text:
-        text = text.replace("\x00", "\\x00")
-    return _SURROGATE.sub("\ufffd", text)
-
-
-def _unencodable(value: Any) -> bool:
-    if isinstance(value, str):
-        if value.isascii():
-            return False
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return True
-        return False
-    if isinstance(value, dict):
-        return any(_unencodable(k) or _unencodable(v) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return any(map(_unencodable, value))
-    return False
-
-
-def _replace_surrogates(value: Any) -> Any:
-    if isinstance(value, str):
-        return _SURROGATE.sub("\ufffd", value)
-    if isinstance(value, dict):
-        return {_replace_surrogates(k): _replace_surrogates(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_replace_surrogates(v) for v in value]
-    return value
-
-
-def clean_json(value: Any) -> Any:
-    """A JSON column value with lone surrogates in its strings replaced by U+FFFD (no
-    backend stores them); the value itself when it has none, which is nearly always."""
-    return _replace_surrogates(value) if _unencodable(value) else value
 
 
 # What a driver raises for a value it cannot send (sqlite3: OverflowError for a huge int).
@@ -191,31 +146,6 @@ _SQLITE_TASK_UPSERT = (
 _SQLITE_STATE_INSERT = "INSERT INTO states (run_id, run_kind, type, name, message, timestamp) VALUES (?, ?, ?, ?, ?, ?)"
 
 
-@dataclass(slots=True)
-class BatchRows:
-    """One batch as rows. Flow rows carry ``expect``: the state type this writer last stored
-    for the run (None: not stored by this writer yet)."""
-
-    new_flows: list[dict[str, Any]] = field(default_factory=list)
-    old_flows: list[dict[str, Any]] = field(default_factory=list)
-    new_tasks: list[dict[str, Any]] = field(default_factory=list)
-    old_tasks: list[dict[str, Any]] = field(default_factory=list)
-    states: list[dict[str, Any]] = field(default_factory=list)
-    edges: list[dict[str, Any]] = field(default_factory=list)
-    logs: list[dict[str, Any]] = field(default_factory=list)
-    results: list[dict[str, Any]] = field(default_factory=list)
-    heartbeats: list[str] = field(default_factory=list)
-    now: datetime = field(default_factory=utcnow)
-
-    def pieces(self) -> Iterator[BatchRows]:
-        """This batch split into one-row batches (to find the row no database accepts)."""
-        for name in ("new_flows", "old_flows", "new_tasks", "old_tasks", "states", "edges", "logs", "results"):
-            for row in getattr(self, name):
-                piece = BatchRows(now=self.now)
-                getattr(piece, name).append(row)
-                yield piece
-
-
 def _upsert(db: Database, table: Table) -> Insert:
     """INSERT for new runs; an upsert where the backend has one.
 
@@ -260,7 +190,7 @@ class RunWriter:
         self._task_update: Update = _T.update().where(_T.c.id == bindparam("b_id"))
 
     def write(self, rows: BatchRows) -> set[str]:
-        """Store one batch in one transaction.
+        """Store one batch, and its events, in one transaction.
 
         Returns:
             Ids of flow runs whose stored state was changed by someone else since this
@@ -270,41 +200,58 @@ class RunWriter:
             SQLAlchemyError: The transaction failed and was rolled back.
         """
         with self.db.engine.begin() as conn:
-            taken = self._write_flows(conn, rows)
-            tasks_new, tasks_old, states = rows.new_tasks, rows.old_tasks, rows.states
-            if taken:  # someone else ended these flow runs: leave them and their task runs be
-                tasks_new = [r for r in tasks_new if r["flow_run_id"] not in taken]
-                tasks_old = [r for r in tasks_old if r["flow_run_id"] not in taken]
-                states = [s for s in states if s["flow_run_id"] not in taken]
-            if tasks_new:
-                if self.sqlite:
-                    _sqlite_insert_tasks(conn, tasks_new)
-                else:
-                    conn.execute(self._task_insert, tasks_new)
-            if tasks_old:
-                conn.execute(
-                    self._task_update, [{"b_id": r["id"], **{c: r[c] for c in TASK_MUTABLE}} for r in tasks_old]
-                )
-            if states:
-                state_rows = [{k: v for k, v in s.items() if k != "flow_run_id"} for s in states]
-                if self.sqlite:
-                    _sqlite_insert_states(conn, state_rows)
-                else:
-                    conn.execute(_S.insert(), state_rows)
-            if rows.edges:
-                conn.execute(_E.insert(), rows.edges)
-            if rows.logs:
-                conn.execute(_L.insert(), rows.logs)
-            if rows.results:
-                conn.execute(_R.insert(), rows.results)
-            beating = [i for i in rows.heartbeats if i not in taken]
-            if beating:
-                conn.execute(
-                    _F.update()
-                    .where(_F.c.id.in_(beating), _F.c.state_type.in_(_NOT_FINAL))
-                    .values(heartbeat_at=rows.now)
-                )
+            taken, events = self.write_in(conn, rows)
+            insert_event_params(conn, events)  # last: on PostgreSQL it holds the events lock until commit
         return taken
+
+    def write_in(self, conn: Connection, rows: BatchRows) -> tuple[set[str], list[EventParams]]:
+        """Store one batch inside the caller's transaction (see ``write``).
+
+        Returns:
+            ``(taken, events)``: as ``write``, and the batch's events, which the caller
+            stores with ``insert_event_params`` as the transaction's last write.
+
+        Raises:
+            SQLAlchemyError: A statement failed (the caller rolls back).
+        """
+        taken = self._write_flows(conn, rows)
+        tasks_new, tasks_old, states = rows.new_tasks, rows.old_tasks, rows.states
+        if taken:  # someone else ended these flow runs: leave them and their task runs be
+            tasks_new = [r for r in tasks_new if r["flow_run_id"] not in taken]
+            tasks_old = [r for r in tasks_old if r["flow_run_id"] not in taken]
+            states = [s for s in states if s["flow_run_id"] not in taken]
+        if tasks_new:
+            if self.sqlite:
+                _sqlite_insert_tasks(conn, tasks_new)
+            else:
+                conn.execute(self._task_insert, tasks_new)
+        if tasks_old:
+            conn.execute(
+                self._task_update, [{"b_id": r["id"], **{c: r[c] for c in TASK_MUTABLE}} for r in tasks_old]
+            )
+        stamps = None
+        if states:
+            if self.sqlite:
+                stamps = _sqlite_insert_states(conn, states)
+            else:
+                conn.execute(_S.insert(), [{k: v for k, v in s.items() if k != "flow_run_id"} for s in states])
+        if rows.edges:
+            conn.execute(_E.insert(), rows.edges)
+        logs_after = None
+        if rows.logs:
+            # new lines get greater ids (PostgreSQL hands them out after this read)
+            logs_after = conn.scalar(select(func.max(_L.c.id))) or 0
+            conn.execute(_L.insert(), rows.logs)
+        if rows.results:
+            conn.execute(_R.insert(), rows.results)
+        beating = [i for i in rows.heartbeats if i not in taken]
+        if beating:
+            conn.execute(
+                _F.update()
+                .where(_F.c.id.in_(beating), _F.c.state_type.in_(_NOT_FINAL))
+                .values(heartbeat_at=rows.now)
+            )
+        return taken, batch_event_params(rows, states=states, logs_after=logs_after, stamps=stamps)
 
     def write_isolating(self, rows: BatchRows) -> tuple[set[str], int, str]:
         """``write(rows)``; when a value in it is refused, write record by record instead.
@@ -339,12 +286,36 @@ class RunWriter:
     def _write_flows(self, conn: Connection, rows: BatchRows) -> set[str]:
         if rows.new_flows:
             conn.execute(self._flow_insert, [{k: v for k, v in r.items() if k != "expect"} for r in rows.new_flows])
+            _insert_tags(conn, rows.new_flows)
         taken: set[str] = set()
         for row in rows.old_flows:  # few per batch: one statement each, to see each rowcount
             values = {"b_id": row["id"], "b_expect": row["expect"], **{c: row[c] for c in FLOW_MUTABLE}}
             if conn.execute(self._flow_update, values).rowcount == 0:
                 taken.add(row["id"])
         return taken
+
+
+def _insert_tags(conn: Connection, flows: list[dict[str, Any]]) -> None:
+    """The rows of ``flow_run_tags`` for new flow runs (a run written again keeps its own)."""
+    rows = [
+        {"flow_run_id": f["id"], "tag": tag, "created": f["created"]}
+        for f in flows if isinstance(f.get("tags"), list)
+        for tag in dict.fromkeys(f["tags"]) if isinstance(tag, str)
+    ]
+    if not rows:
+        return
+    name = conn.dialect.name
+    if name in ("sqlite", "postgresql"):
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        insert: Any = (postgresql.insert if name == "postgresql" else sqlite.insert)(_G)
+        conn.execute(insert.on_conflict_do_nothing(index_elements=["flow_run_id", "tag"]), rows)
+        return
+    known = set(conn.execute(select(_G.c.flow_run_id, _G.c.tag).where(  # pragma: no cover - other backends
+        _G.c.flow_run_id.in_({r["flow_run_id"] for r in rows}))).tuples())
+    fresh = [r for r in rows if (r["flow_run_id"], r["tag"]) not in known]
+    if fresh:
+        conn.execute(_G.insert(), fresh)
 
 
 def _sqlite_insert_tasks(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -358,11 +329,14 @@ def _sqlite_insert_tasks(conn: Connection, rows: list[dict[str, Any]]) -> None:
     conn.exec_driver_sql(_SQLITE_TASK_UPSERT, params)
 
 
-def _sqlite_insert_states(conn: Connection, rows: list[dict[str, Any]]) -> None:
+def _sqlite_insert_states(conn: Connection, rows: list[dict[str, Any]]) -> list[str | None]:
+    """Insert state rows; returns their timestamps as stored (the events reuse them)."""
+    stamps = [_sqlite_bind(r["timestamp"]) for r in rows]
     conn.exec_driver_sql(_SQLITE_STATE_INSERT, [
-        (r["run_id"], r["run_kind"], r["type"], r["name"], r["message"], _sqlite_bind(r["timestamp"]))
-        for r in rows
+        (r["run_id"], r["run_kind"], r["type"], r["name"], r["message"], stamp)
+        for r, stamp in zip(rows, stamps, strict=True)
     ])
+    return stamps
 
 
 def stored_flow_run_state(db: Database, flow_run_id: str) -> StateType | None:
@@ -454,6 +428,7 @@ def _end_in(
     values = {"state_type": kind.value, "state_name": kind.title, "end_time": now}
     ended: list[str] = []
     history: list[dict[str, Any]] = []
+    owners: dict[str, str] = {}  # task run id -> its flow run id
     for run_id, message in verdicts.items():
         ids = _subflow_ids(conn, run_id) if subflows else [run_id]
         for each in ids:
@@ -481,11 +456,30 @@ def _end_in(
                 task_message = clean_text(f"its flow run {each} ended: {message}")
                 conn.execute(_T.update().where(_T.c.id.in_(task_ids)).values(state_message=task_message, **values))
                 history += [{"run_id": t, "run_kind": "task", "message": task_message} for t in task_ids]
+                owners.update(dict.fromkeys(task_ids, each))
     for entry in history:
         entry.update(type=kind.value, name=kind.title, timestamp=now)
     if history:
         conn.execute(_S.insert(), history)
+        insert_event_params(conn, _ended_events(conn, history, owners, now))
     return ended
+
+
+def _ended_events(
+    conn: Connection, history: list[dict[str, Any]], owners: dict[str, str], now: datetime
+) -> list[EventParams]:
+    """The state-change events of the runs ``_end_in`` ended (with their flow and task names)."""
+    flow_ids = [e["run_id"] for e in history if e["run_kind"] == "flow"]
+    task_ids = [e["run_id"] for e in history if e["run_kind"] == "task"]
+    names = BatchRows(now=now)
+    for chunk in _chunks(flow_ids):
+        names.new_flows += [{"id": r[0], "flow_name": r[1]} for r in
+                            conn.execute(select(_F.c.id, _F.c.flow_name).where(_F.c.id.in_(chunk)))]
+    for chunk in _chunks(task_ids):
+        names.new_tasks += [{"id": r[0], "task_name": r[1]} for r in
+                            conn.execute(select(_T.c.id, _T.c.task_name).where(_T.c.id.in_(chunk)))]
+    states = [{**e, "flow_run_id": owners.get(e["run_id"], e["run_id"])} for e in history]
+    return batch_event_params(names, states=states)
 
 
 def _insert_ended(
@@ -535,43 +529,60 @@ def replay(db: Database, rows: BatchRows) -> None:
     Raises:
         DatabaseError: The database cannot be written.
     """
+    with _connect(db, "update", write=True) as conn:
+        insert_event_params(conn, replay_in(conn, rows))
+
+
+def replay_in(conn: Connection, rows: BatchRows) -> list[EventParams]:
+    """``replay`` inside the caller's transaction; returns the events of what it added (the
+    caller stores them with ``insert_event_params`` as the transaction's last write).
+
+    Raises:
+        SQLAlchemyError: A statement failed (the caller rolls back).
+    """
     flows = {r["id"]: _clean_row(r) for r in rows.new_flows}
     tasks = {r["id"]: _clean_row(r) for r in rows.new_tasks}
-    with _connect(db, "update", write=True) as conn:
-        for table, runs, mutable in ((_F, flows, FLOW_MUTABLE), (_T, tasks, TASK_MUTABLE)):
-            stored = _stored_states(conn, table, list(runs))
-            fresh = [r for i, r in runs.items() if i not in stored and not r.get("_partial")]
-            if fresh:
-                conn.execute(table.insert(), fresh)
-            for run_id, row in runs.items():
-                if stored.get(run_id) in _NOT_FINAL:
-                    conn.execute(table.update().where(table.c.id == run_id).values(**{c: row[c] for c in mutable}))
-        run_ids = list({s["run_id"] for s in rows.states})
-        seen_states = _existing(conn, _S.c.run_id, run_ids, (_S.c.run_id, _S.c.type, _S.c.timestamp))
-        states = [
-            {k: (clean_text(v) if k == "message" else v) for k, v in s.items() if k != "flow_run_id"}
-            for s in rows.states if (s["run_id"], s["type"], s["timestamp"]) not in seen_states
-        ]
-        if states:
-            conn.execute(_S.insert(), states)
-        down = list({e["downstream_id"] for e in rows.edges})
-        seen_edges = _existing(conn, _E.c.downstream_id, down, (_E.c.upstream_id, _E.c.downstream_id, _E.c.kind))
-        edges = [e for e in rows.edges if (e["upstream_id"], e["downstream_id"], e["kind"]) not in seen_edges]
-        if edges:
-            conn.execute(_E.insert(), edges)
-        owners = list({r["flow_run_id"] for r in rows.logs if r["flow_run_id"]})
-        seen_logs = _existing(conn, _L.c.flow_run_id, owners, (_L.c.task_run_id, _L.c.timestamp, _L.c.message))
-        logs = [
-            {**r, "message": clean_text(r["message"])} for r in rows.logs
-            if (r["task_run_id"], r["timestamp"], clean_text(r["message"])) not in seen_logs
-        ]
-        if logs:
-            conn.execute(_L.insert(), logs)
-        producers = list({r["task_run_id"] for r in rows.results})
-        seen_results = _existing(conn, _R.c.task_run_id, producers, (_R.c.task_run_id, _R.c.path))
-        results = [r for r in rows.results if (r["task_run_id"], r["path"]) not in seen_results]
-        if results:
-            conn.execute(_R.insert(), results)
+    for table, runs, mutable in ((_F, flows, FLOW_MUTABLE), (_T, tasks, TASK_MUTABLE)):
+        stored = _stored_states(conn, table, list(runs))
+        fresh = [r for i, r in runs.items() if i not in stored and not r.get("_partial")]
+        if fresh:
+            conn.execute(table.insert(), fresh)
+            if table is _F:
+                _insert_tags(conn, fresh)
+        for run_id, row in runs.items():
+            if stored.get(run_id) in _NOT_FINAL:
+                conn.execute(table.update().where(table.c.id == run_id).values(**{c: row[c] for c in mutable}))
+    run_ids = list({s["run_id"] for s in rows.states})
+    seen_states = _existing(conn, _S.c.run_id, run_ids, (_S.c.run_id, _S.c.type, _S.c.timestamp))
+    new_states = [s for s in rows.states if (s["run_id"], s["type"], s["timestamp"]) not in seen_states]
+    states = [
+        {k: (clean_text(v) if k == "message" else v) for k, v in s.items() if k != "flow_run_id"}
+        for s in new_states
+    ]
+    if states:
+        conn.execute(_S.insert(), states)
+    down = list({e["downstream_id"] for e in rows.edges})
+    seen_edges = _existing(conn, _E.c.downstream_id, down, (_E.c.upstream_id, _E.c.downstream_id, _E.c.kind))
+    edges = [e for e in rows.edges if (e["upstream_id"], e["downstream_id"], e["kind"]) not in seen_edges]
+    if edges:
+        conn.execute(_E.insert(), edges)
+    owners = list({r["flow_run_id"] for r in rows.logs if r["flow_run_id"]})
+    seen_logs = _existing(conn, _L.c.flow_run_id, owners, (_L.c.task_run_id, _L.c.timestamp, _L.c.message))
+    logs = [
+        {**r, "message": clean_text(r["message"])} for r in rows.logs
+        if (r["task_run_id"], r["timestamp"], clean_text(r["message"])) not in seen_logs
+    ]
+    logs_after = None
+    if logs:
+        logs_after = conn.scalar(select(func.max(_L.c.id))) or 0
+        conn.execute(_L.insert(), logs)
+    producers = list({r["task_run_id"] for r in rows.results})
+    seen_results = _existing(conn, _R.c.task_run_id, producers, (_R.c.task_run_id, _R.c.path))
+    results = [r for r in rows.results if (r["task_run_id"], r["path"]) not in seen_results]
+    if results:
+        conn.execute(_R.insert(), results)
+    added = BatchRows(new_flows=list(flows.values()), new_tasks=list(tasks.values()), logs=logs, now=rows.now)
+    return batch_event_params(added, states=new_states, logs_after=logs_after)
 
 
 def _clean_row(row: dict[str, Any]) -> dict[str, Any]:

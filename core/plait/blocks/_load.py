@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from plait.blocks import _remote
 from plait.blocks._base import Block
 from plait.blocks._db import _iso, _read
 from plait.blocks._encoding import Chain, _decode_values, cycle_error
@@ -141,6 +142,9 @@ def _find_any(tx: BlocksTransaction, reference: str) -> BlockDocument:
 
 # -- load --------------------------------------------------------------------------------------
 def load_block(cls: type[Block], reference: str) -> Block:
+    if _remote.active():
+        return _remote.load_block(cls, reference)
+
     def work(tx: BlocksTransaction) -> Block:
         doc = _find(tx, cls, reference)
         hints = [cls] if cls is not Block else None
@@ -158,6 +162,8 @@ def load_document(reference: str) -> Block:
         BlockNotFound: No such block (close matches suggested).
         BlockError: A bare name used by several types.
     """
+    if _remote.active():
+        return _remote.load_document(reference)
     slug, _ = split_reference(reference)
     if slug is not None:
         return load_block(Block, reference)
@@ -175,6 +181,9 @@ def describe_document(reference: str) -> dict[str, Any]:
         BlockNotFound: No such block (close matches suggested).
         BlockError: A bare name used by several types.
     """
+    if _remote.active():
+        return _remote.describe_document(reference)
+
 
     def work(tx: BlocksTransaction) -> list[BlockListing]:
         doc = _find_any(tx, reference)
@@ -207,6 +216,8 @@ def _entry(doc: BlockListing, registry: Mapping[str, type[Block]]) -> dict[str, 
 
 
 def _list(slugs: list[str] | None, include_anonymous: bool) -> list[dict[str, Any]]:
+    if _remote.active():
+        return _remote.list_documents(slugs, include_anonymous)
     registry = _registry()
     docs = _read("read blocks from", lambda tx: tx.listing(slugs))
     return [_entry(d, registry) for d in docs if include_anonymous or not _is_anonymous(d.name)]

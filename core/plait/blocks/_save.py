@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from plait.blocks import _remote
 from plait.blocks._base import check_block_type
 from plait.blocks._db import _now, _run_write
 from plait.blocks._encoding import _encode_values
@@ -179,6 +180,8 @@ def _mark(saved: _Saved) -> None:
 
 
 def save_block(block: Block, name: str, overwrite: bool = False) -> str:
+    if _remote.active():  # the server encrypts; its key never leaves it
+        return _remote.save_block(block, name, overwrite)
     validate_name(name)
     if not type(block).block_type_slug:
         raise BlockError("the Block base class cannot be saved; subclass it with typed fields")
@@ -197,6 +200,9 @@ def save_block(block: Block, name: str, overwrite: bool = False) -> str:
 
 # -- delete ------------------------------------------------------------------------------------
 def delete_block(cls: type[Block], reference: str) -> None:
+    if _remote.active():
+        return _remote.delete_block(cls, reference)
+
     def work(tx: BlocksTransaction) -> None:
         doc = _find(tx, cls, reference)
         # A user that the block itself leads to is part of a cycle through it (a damaged

@@ -234,9 +234,13 @@ from plait.cli.collections import collection_group  # noqa: E402
 from plait.cli.notifications import notification_group  # noqa: E402
 from plait.cli.plugins import plugins_group  # noqa: E402
 from plait.cli.registry import registry_group  # noqa: E402
+from plait.cli.server import server_group  # noqa: E402
+from plait.cli.spool import spool_group  # noqa: E402
 
 cli.add_command(block_group)
 cli.add_command(collection_group)
 cli.add_command(notification_group)
 cli.add_command(plugins_group)
+cli.add_command(server_group)
+cli.add_command(spool_group)
 cli.add_command(registry_group)

@@ -180,6 +180,10 @@ def block_ls(type_slug: str | None = None, include_anonymous: bool = False) -> l
         type_slug: Only blocks of this type.
         include_anonymous: Also blocks saved without a name (nested blocks saved inline).
     """
+    from plait.cli import _source
+
+    if _source.remote():
+        return _source.block_ls(type_slug, include_anonymous)
     import plait.blocks as blocks
 
     if type_slug:
@@ -221,6 +225,10 @@ def block_inspect(reference: str, show_secrets: bool = False) -> dict[str, Any]:
     Args:
         reference: ``"slug/name"``, or the name alone when no other type uses it.
     """
+    from plait.cli import _source
+
+    if _source.remote() and not show_secrets:  # the masked document: a read key suffices
+        return _source.block_inspect(reference)
     doc = _document(reference)
     block = doc.pop("block")
     cls = type(block)

@@ -20,6 +20,7 @@ import platform
 import sys
 from typing import Any
 
+from plait.cli import _source
 from plait.states import StateType
 
 __all__ = [
@@ -95,6 +96,8 @@ def flow_run_ls(state: str | None = None, flow_name: str | None = None, limit: i
     state = normalize_state(state)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"limit must be a whole number >= 1, got {limit!r}")
+    if _source.remote():
+        return _source.flow_run_ls(state, flow_name, limit)
     from plait._store.history import list_flow_runs
 
     return list_flow_runs(_checked_database(), state=state, flow_name=flow_name, limit=limit)
@@ -110,6 +113,8 @@ def flow_run_inspect(flow_run_id: str) -> dict[str, Any]:
     Raises:
         LookupError: No flow run, or more than one, matches ``flow_run_id``.
     """
+    if _source.remote():
+        return _source.flow_run_inspect(flow_run_id)
     from plait._store.history import get_flow_run
 
     return get_flow_run(_checked_database(), flow_run_id)
@@ -126,6 +131,8 @@ def flow_run_logs(flow_run_id: str) -> list[dict[str, Any]]:
     Raises:
         LookupError: No flow run, or more than one, matches ``flow_run_id``.
     """
+    if _source.remote():
+        return _source.flow_run_logs(flow_run_id)
     from plait._store.history import get_logs, resolve_flow_run_id
 
     db = _checked_database()

@@ -21,6 +21,7 @@ from plait.testing._harness import (
     reset_state,
     throwaway_postgres_database,
 )
+from plait.testing._server import ServerHandle, free_port, running_server, sample_batch
 
 __all__ = [
     "plait_test_harness",
@@ -31,4 +32,8 @@ __all__ = [
     "assert_block_conforms",
     "BLOCK_CONFORMANCE_CHECKS",
     "CollectionSuite",
+    "running_server",
+    "ServerHandle",
+    "free_port",
+    "sample_batch",
 ]

@@ -66,16 +66,21 @@ class PlaitTestHarness:
 def reset_state() -> None:
     """Forget what the process keeps between calls, for a fresh start after the settings
     changed: the recorder (flushed first) and its journal, the database engines, the loaded
-    plugins with the storage built from their schemes, and cached notification rules.
+    plugins with the storage built from their schemes, cached notification rules, the
+    connections to a plait server and plait's logging handlers.
     (docs/architecture.md lists every piece of module-level state.)"""
     from plait import notifications, plugins
+    from plait._logging import reset_logging
     from plait._recorder import reset_recorder
     from plait._store.database import Database
+    from plait.blocks import _remote
 
     reset_recorder()
     Database.dispose_all()
     plugins.reset_plugins()
     notifications.clear_cache()
+    _remote.reset_sessions()
+    reset_logging()
 
 
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test?connect_timeout=5"

@@ -1,0 +1,248 @@
+"""The routes of the plait server's API as ``Call`` objects, built without I/O.
+
+One method per route (``/api/v1/...``, named after it). Each returns a ``Call``: the request
+and what its answer becomes. ``ApiSession.call`` and ``AsyncApiSession.call`` send it; the
+public ``plait.client`` wraps these in documented methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from plait._api._core import ApiCore, Call, Page, Params, Request, as_dict, as_list, query, segment
+from plait._api._errors import ApiError
+from plait._api._sse import Event
+from plait.states import StateType
+
+__all__ = ["ApiCalls", "Filter"]
+
+# A filter given once or several times: ``state="FAILED"`` or ``state=["FAILED", "CRASHED"]``.
+Filter = str | Sequence[str] | None
+
+
+def _states(value: StateType | str | Sequence[StateType | str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    items = [value] if isinstance(value, (str, StateType)) else list(value)
+    return [item.value if isinstance(item, StateType) else str(item).strip().upper() for item in items]
+
+
+def _level(value: int | str | None) -> str | None:
+    if value is None:
+        return None
+    return str(value).strip().upper() if isinstance(value, str) else str(int(value))
+
+
+def _limit(value: int | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"limit must be a whole number >= 1, got {value!r}")
+    return value
+
+
+def _state_type(data: Any) -> StateType | None:
+    value = as_dict(data).get("state_type")
+    if value is None:
+        return None
+    try:
+        return StateType(value)
+    except ValueError:
+        raise ApiError(f"the server reported an unknown state type {value!r}", code="bad_response") from None
+
+
+def _records_answer(data: Any) -> dict[str, Any]:
+    answer = as_dict(data)
+    taken = answer.get("taken") or []
+    if not isinstance(taken, list):
+        raise ApiError(f"the answer to POST /records has no list 'taken': {str(answer)[:200]!r}", code="bad_response")
+    return answer
+
+
+class ApiCalls(ApiCore):
+    """``ApiCore`` with one method per route of the API."""
+
+    # -- service ----------------------------------------------------------------------------------
+    def health(self) -> Call[dict[str, Any]]:
+        """``GET /health``: ``{status, version, database}`` (needs no key)."""
+        return self.call("GET", "/health", as_dict)
+
+    # -- flow runs, task runs, logs, results -----------------------------------------------------
+    def flow_runs(
+        self,
+        *,
+        flow: Filter = None,
+        state: StateType | str | Sequence[StateType | str] | None = None,
+        tag: Filter = None,
+        parent: str | None = None,
+        top_level: bool | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Call[Page[dict[str, Any]]]:
+        """``GET /flow-runs``: one page, newest first."""
+        params = query(flow=flow, state=_states(state), tag=tag, parent=parent, top_level=top_level, since=since,
+                       until=until, limit=_limit(limit), cursor=cursor)
+        return self.page_call("/flow-runs", as_dict, params)
+
+    def flow_run(self, flow_run_id: str) -> Call[dict[str, Any]]:
+        """``GET /flow-runs/{id}``: the run with its task runs, edges and state history."""
+        return self.call("GET", f"/flow-runs/{segment(flow_run_id, 'flow_run_id')}", as_dict)
+
+    def flow_run_state(self, flow_run_id: str) -> Call[StateType | None]:
+        """``GET /flow-runs/{id}/state``: the stored state type (None: no such run)."""
+        return self.call("GET", f"/flow-runs/{segment(flow_run_id, 'flow_run_id')}/state", _state_type,
+                         absent=lambda: None)
+
+    def flow_run_logs(
+        self, flow_run_id: str, *, level: int | str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> Call[Page[dict[str, Any]]]:
+        """``GET /flow-runs/{id}/logs``: one page of its log lines, oldest first."""
+        params = query(level=_level(level), limit=_limit(limit), cursor=cursor)
+        return self.page_call(f"/flow-runs/{segment(flow_run_id, 'flow_run_id')}/logs", as_dict, params)
+
+    def task_runs(
+        self,
+        *,
+        flow_run: str | None = None,
+        state: StateType | str | Sequence[StateType | str] | None = None,
+        task: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Call[Page[dict[str, Any]]]:
+        """``GET /task-runs``: one page."""
+        params = query(flow_run=flow_run, state=_states(state), task=task, limit=_limit(limit), cursor=cursor)
+        return self.page_call("/task-runs", as_dict, params)
+
+    def task_run(self, task_run_id: str) -> Call[dict[str, Any]]:
+        """``GET /task-runs/{id}``."""
+        return self.call("GET", f"/task-runs/{segment(task_run_id, 'task_run_id')}", as_dict)
+
+    def logs(
+        self,
+        *,
+        flow_run: str | None = None,
+        task_run: str | None = None,
+        level: int | str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Call[Page[dict[str, Any]]]:
+        """``GET /logs``: one page of log lines, oldest first."""
+        params = query(flow_run=flow_run, task_run=task_run, level=_level(level), limit=_limit(limit), cursor=cursor)
+        return self.page_call("/logs", as_dict, params)
+
+    def results(
+        self,
+        *,
+        task_run: str | None = None,
+        cache_key: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Call[Page[dict[str, Any]]]:
+        """``GET /results``: one page of the results index."""
+        params = query(task_run=task_run, cache_key=cache_key, limit=_limit(limit), cursor=cursor)
+        return self.page_call("/results", as_dict, params)
+
+    # -- recording ---------------------------------------------------------------------------------
+    def post_records(self, batch_id: str, wire: Mapping[str, Any]) -> Call[dict[str, Any]]:
+        """``POST /records``: one recorder batch (``BatchRows.to_wire()``), stored once per
+        ``batch_id``; answers ``{taken, dropped, reason, duplicate}``."""
+        body = {"batch_id": batch_id, "rows": wire}
+        return self.call("POST", "/records", _records_answer, body=body)
+
+    def replay_records(self, batch_id: str, wire: Mapping[str, Any]) -> Call[dict[str, Any]]:
+        """``POST /records/replay``: a journal's records (idempotent), stored once per ``batch_id``."""
+        body = {"batch_id": batch_id, "rows": wire}
+        return self.call("POST", "/records/replay", lambda data: as_dict(data) if data is not None else {}, body=body)
+
+    # -- blocks -------------------------------------------------------------------------------------
+    def block_types(self) -> Call[list[dict[str, Any]]]:
+        """``GET /blocks/types``."""
+        return self.call("GET", "/blocks/types", as_list)
+
+    def block_type(self, slug: str) -> Call[dict[str, Any]]:
+        """``GET /blocks/types/{slug}``: the type with its schema."""
+        return self.call("GET", f"/blocks/types/{segment(slug, 'slug')}", as_dict)
+
+    def block_documents(
+        self, *, type: str | None = None, include_anonymous: bool = False  # noqa: A002 - the route's name
+    ) -> Call[Page[dict[str, Any]]]:
+        """``GET /blocks/documents``: saved blocks (of one type; with ``include_anonymous``,
+        nested blocks saved without a name too)."""
+        params = query(type=type, include_anonymous=include_anonymous or None)
+        return self.page_call("/blocks/documents", as_dict, params)
+
+    def block_document(self, slug: str, name: str, *, include_secrets: bool = False) -> Call[dict[str, Any]]:
+        """``GET /blocks/documents/{slug}/{name}``: secret values masked unless
+        ``include_secrets`` (which needs a key with scope run)."""
+        path = f"/blocks/documents/{segment(slug, 'slug')}/{segment(name, 'name')}"
+        params = query(include_secrets=True) if include_secrets else []
+        return self.call("GET", path, as_dict, params=params)
+
+    def save_block_document(
+        self, slug: str, name: str, body: Mapping[str, Any], *, overwrite: bool = True
+    ) -> Call[dict[str, Any]]:
+        """``PUT /blocks/documents/{slug}/{name}`` with ``body`` (``{"data": ..., "type": ...}``);
+        ``overwrite=False`` refuses to replace a saved block (the server answers 409)."""
+        path = f"/blocks/documents/{segment(slug, 'slug')}/{segment(name, 'name')}"
+        params = query(overwrite=overwrite)
+        return self.call("PUT", path, lambda data: as_dict(data) if data is not None else {}, params=params,
+                         body=dict(body))
+
+    def delete_block_document(self, slug: str, name: str) -> Call[dict[str, Any]]:
+        """``DELETE /blocks/documents/{slug}/{name}`` (needs scope admin)."""
+        path = f"/blocks/documents/{segment(slug, 'slug')}/{segment(name, 'name')}"
+        return self.call("DELETE", path, lambda data: as_dict(data) if data is not None else {})
+
+    # -- configuration ------------------------------------------------------------------------------
+    def notification_rules(self) -> Call[list[dict[str, Any]]]:
+        """``GET /notification-rules``."""
+        return self.call("GET", "/notification-rules", as_list)
+
+    def create_notification_rule(self, rule: Mapping[str, Any]) -> Call[dict[str, Any]]:
+        """``POST /notification-rules``."""
+        return self.call("POST", "/notification-rules", as_dict, body=dict(rule))
+
+    def delete_notification_rule(self, rule_id: str) -> Call[dict[str, Any]]:
+        """``DELETE /notification-rules/{id}``."""
+        path = f"/notification-rules/{segment(str(rule_id), 'rule_id')}"
+        return self.call("DELETE", path, lambda data: as_dict(data) if data is not None else {})
+
+    def collections(self) -> Call[Any]:
+        """``GET /collections``: the registry's contents."""
+        return self.call("GET", "/collections", lambda data: data)
+
+    def plugins(self) -> Call[Any]:
+        """``GET /plugins``: plugin diagnostics."""
+        return self.call("GET", "/plugins", lambda data: data)
+
+    # -- events ------------------------------------------------------------------------------------
+    def events(
+        self,
+        *,
+        kind: Filter = None,
+        resource: str | None = None,
+        after: int | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Call[Page[Event]]:
+        """``GET /events``: one page, oldest first."""
+        params = query(kind=kind, resource=resource, after=after, since=since, until=until, limit=_limit(limit),
+                       cursor=cursor)
+        return self.page_call("/events", Event.from_json, params)
+
+    def event_stream(
+        self, *, kind: Filter = None, resource: str | None = None, after: int | None = None,
+        last_event_id: str | None = None,
+    ) -> Request:
+        """``GET /events/stream``: Server-Sent Events; ``last_event_id`` resumes after it."""
+        params: Params = query(kind=kind, resource=resource, after=None if last_event_id else after)
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        return self.request("GET", "/events/stream", params=params, headers=headers)

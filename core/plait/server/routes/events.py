@@ -1,0 +1,204 @@
+"""Events: what happened in the store, as a list and as a live stream.
+
+Every state change, block change and log batch stored produces an event ``{seq, id,
+occurred, kind, resource, payload}`` (``plait._store.events``). ``GET /events`` pages
+through them oldest first; ``GET /events/stream`` pushes them as Server-Sent Events::
+
+    id: 42
+    event: flow-run.state-changed
+    data: {"seq": 42, "id": "...", "occurred": "...", "kind": "flow-run.state-changed", ...}
+
+The ``id:`` is the seq, so a client reconnecting with ``Last-Event-ID`` (or ``?after=``)
+gets everything after it first, then the live events. New log lines arrive as
+``logs.written`` events naming the flow run; read the lines themselves from
+``GET /logs?flow_run=...``. A comment line (``: keep-alive``) is sent every 15 s so proxies
+keep the connection open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import StreamingResponse
+
+from plait._store.database import Database
+from plait.exceptions import DatabaseError
+from plait.server._deps import Caller, database, require
+from plait.server._errors import ApiProblem
+from plait.server._models import EventItem, Page
+from plait.server._params import from_store, limit_query, utc
+from plait.server._stream import hub_for, matches
+
+__all__ = ["router", "KEEPALIVE_SECONDS"]
+
+router = APIRouter(tags=["events"])
+logger = logging.getLogger("plait.server")
+
+KEEPALIVE_SECONDS = 15.0
+_TICK = 0.25  # how often a stream looks at the server stopping and its queue
+
+Reader = Annotated[Caller, Depends(require("read"))]
+Store = Annotated[Database, Depends(database)]
+KindQuery = Annotated[
+    list[str] | None,
+    Query(max_length=50, description="event kind, e.g. flow-run.state-changed; repeat for several"),
+]
+ResourceQuery = Annotated[
+    str | None, Query(max_length=500, description="resource prefix, e.g. flow-run/ or flow-run/<id>")
+]
+AfterQuery = Annotated[int | None, Query(ge=0, le=2**63 - 1, description="only events after this seq")]
+
+
+@router.get("/events", response_model=Page[EventItem], summary="List events")
+def list_events(
+    db: Store,
+    caller: Reader,
+    kind: KindQuery = None,
+    resource: ResourceQuery = None,
+    after: AfterQuery = None,
+    since: Annotated[datetime | None, Query(description="occurred at or after (ISO 8601)")] = None,
+    until: Annotated[datetime | None, Query(description="occurred before (ISO 8601)")] = None,
+    limit: int = limit_query(100, 1000),
+    cursor: Annotated[str | None, Query(max_length=100, description="`next_cursor` of the previous page")] = None,
+) -> dict[str, Any]:
+    """Events, oldest first."""
+    from plait._store.events import list_events as store_list
+
+    start = _seq(cursor, "cursor") if cursor is not None else after
+    return from_store(lambda: store_list(
+        db, kinds=kind or None, resource=resource or None, after_seq=start, since=utc(since), until=utc(until),
+        limit=limit,
+    ))
+
+
+def _seq(value: str, name: str) -> int:
+    text = value.strip()
+    if not text.isdigit() or len(text) > 19:
+        where = "header" if name == "Last-Event-ID" else "query parameter"
+        raise ApiProblem(400, "bad_cursor" if name == "cursor" else "bad_request",
+                         f"{where} {name!r}: an event seq (a whole number), not {value[:50]!r}")
+    return int(text)
+
+
+@router.get(
+    "/events/stream",
+    summary="Stream events live (Server-Sent Events)",
+    response_class=StreamingResponse,
+    responses={200: {"description": "An event stream", "content": {"text/event-stream": {}}}},
+)
+async def stream_events(
+    request: Request,
+    caller: Reader,
+    kind: KindQuery = None,
+    resource: ResourceQuery = None,
+    after: AfterQuery = None,
+    timeout: Annotated[float | None, Query(gt=0, le=86400, description="end the stream after this many "
+                                                                       "seconds (default: never)")] = None,
+    last_event_id: Annotated[str | None, Header(max_length=100, description="resume after this seq")] = None,
+) -> StreamingResponse:
+    """New events as they are stored (within ~250 ms, whichever server stored them); with
+    ``after`` or ``Last-Event-ID``, first every stored event after that seq."""
+    start = _seq(last_event_id, "Last-Event-ID") if last_event_id else after
+    kinds = set(kind) if kind else None
+    if kinds:
+        await asyncio.to_thread(_check_kinds, request.app.state.database, sorted(kinds))
+    stream = _stream(request, kinds, resource or None, start, timeout)
+    return StreamingResponse(stream, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _check_kinds(db: Database, kinds: list[str]) -> None:
+    """Refuse a malformed kind filter before the stream starts (400, as ``GET /events``)."""
+    from plait._store.events import list_events as store_list
+
+    from_store(lambda: store_list(db, kinds=kinds, limit=1))
+
+
+def _message(event: dict[str, Any]) -> str:
+    data = json.dumps(event, separators=(",", ":"), default=str)
+    kind = str(event.get("kind", "message")).replace("\n", " ")
+    return f"id: {int(event['seq'])}\nevent: {kind}\ndata: {data}\n\n"
+
+
+async def _stream(
+    request: Request, kinds: set[str] | None, resource: str | None, start: int | None, timeout: float | None,
+) -> AsyncIterator[str]:
+    app_state = request.app.state
+    hub = hub_for(app_state)
+    loop = asyncio.get_running_loop()
+    ends = loop.time() + timeout if timeout else None
+    sent: set[int] = set()  # stored events already sent from the backlog that the hub may send again
+    # subscribed here, not in the route: only a generator that ran can unsubscribe in its finally
+    try:
+        sub = await hub.subscribe()
+    except DatabaseError as exc:
+        logger.warning("an event stream could not start: %s", exc)
+        yield "retry: 5000\n: the server cannot read its store now; reconnect later\n\n"
+        return
+    try:
+        yield f"retry: 2000\n: connected after {start if start is not None else sub.floor}\n\n"
+        last = start
+        if start is not None:
+            async for chunk in _backlog(app_state.database, kinds, resource, start, sub.floor, sent):
+                last = max(last or 0, chunk[0])
+                yield chunk[1]
+        quiet_since = loop.time()
+        while not app_state.stopping and (ends is None or loop.time() < ends):
+            if sub.lagged:  # fell behind the hub: read what was missed from the store itself
+                sub.lagged = False
+                while not sub.queue.empty():
+                    sub.queue.get_nowait()
+                async for chunk in _backlog(app_state.database, kinds, resource, last or sub.floor, 0, sent):
+                    last = max(last or 0, chunk[0])
+                    yield chunk[1]
+                continue
+            try:
+                batch = await asyncio.wait_for(sub.queue.get(), _TICK)
+            except TimeoutError:
+                if loop.time() - quiet_since >= KEEPALIVE_SECONDS:
+                    quiet_since = loop.time()
+                    yield ": keep-alive\n\n"
+                continue
+            out = []
+            for event in batch:
+                seq = int(event["seq"])
+                if seq in sent:
+                    sent.discard(seq)
+                    continue
+                if matches(event, kinds, resource):
+                    out.append(_message(event))
+                last = max(last or 0, seq)
+            if out:
+                quiet_since = loop.time()
+                yield "".join(out)
+    finally:
+        hub.unsubscribe(sub)
+
+
+async def _backlog(
+    db: Database, kinds: set[str] | None, resource: str | None, after: int, floor: int, sent: set[int]
+) -> AsyncIterator[tuple[int, str]]:
+    """Stored events after ``after`` as stream messages, page by page; those above
+    ``floor`` are noted in ``sent`` (the hub will hand them over again)."""
+    from plait._store.events import list_events as store_list
+
+    cursor = after
+    while True:
+        page = await asyncio.to_thread(
+            store_list, db, kinds=sorted(kinds) if kinds else None, resource=resource, after_seq=cursor, limit=500,
+        )
+        items = page["items"]
+        for event in items:
+            seq = int(event["seq"])
+            if seq > floor >= 0:
+                sent.add(seq)
+            cursor = max(cursor, seq)
+            yield seq, _message(event)
+        if len(items) < 500:
+            return

@@ -1,0 +1,133 @@
+"""The server's background services: loops that each act only while holding a lease.
+
+Several servers may serve one PostgreSQL database. Each runs every service loop, but a
+loop does its work only while its server holds the service's lease in the store
+(``plait._store.leases``), so exactly one server acts at a time; when that server stops
+(the lease is released) or dies (it stops renewing), another takes over within one lease.
+
+Services now: ``crash-detector`` (``plait._recovery.detect_crashed`` every few seconds:
+runs silent for two of their heartbeat intervals are marked Crashed, counted from no earlier
+than this server's start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from plait._masking import mask
+from plait._runs import HOSTNAME, utcnow
+from plait._store.database import Database
+from plait.exceptions import DatabaseError
+
+__all__ = ["Services", "Service", "CRASH_DETECTOR"]
+
+logger = logging.getLogger("plait.server")
+
+CRASH_DETECTOR = "crash-detector"
+
+
+@dataclass(frozen=True)
+class Service:
+    """One loop: ``work(db)`` every ``interval`` seconds while holding the lease ``name``."""
+
+    name: str
+    interval: float
+    work: Callable[[Database], object]
+
+    @property
+    def ttl(self) -> float:
+        # long enough that a busy pass or a slow renewal does not hand the lease over
+        return max(3 * self.interval, 10.0)
+
+
+def _crash_detector(started: datetime) -> Callable[[Database], object]:
+    def detect(db: Database) -> object:
+        from plait._recovery import detect_crashed
+
+        # Every run by its heartbeat, never by a pid of this host: clients record from their
+        # own processes, which may have ended with their last records (the final state) still
+        # in a spool this server has not received. Silence counts from this server's start:
+        # while it was down it heard nothing, and that silence is not the runs'.
+        return detect_crashed(db, by_process=False, heard_since=started)
+
+    return detect
+
+
+class Services:
+    """The service loops of one server process (started and stopped by the app's lifespan).
+
+    Args:
+        db: The store.
+        crash_interval: Seconds between two crash-detection passes.
+    """
+
+    def __init__(self, db: Database, *, crash_interval: float = 5.0) -> None:
+        if not crash_interval > 0:
+            raise ValueError(f"crash_interval must be positive seconds, not {crash_interval!r}")
+        self.db = db
+        # unique per process start: a restarted server must not think it still holds a lease
+        self.holder = f"{HOSTNAME}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.services = [Service(CRASH_DETECTOR, crash_interval, _crash_detector(utcnow()))]
+        self._tasks: list[asyncio.Task[None]] = []
+        self._held: set[str] = set()
+
+    def start(self) -> None:
+        """Start every loop on the running event loop."""
+        if self._tasks:
+            return
+        self._tasks = [asyncio.create_task(self._loop(s), name=f"plait-{s.name}") for s in self.services]
+
+    async def stop(self) -> None:
+        """Stop the loops and give up the leases this server holds."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for name in sorted(self._held):
+            try:
+                await asyncio.to_thread(self._release, name)
+            except DatabaseError as exc:
+                logger.warning("could not release the %s lease: %s", name, exc)
+        self._held.clear()
+
+    def _release(self, name: str) -> None:
+        from plait._store.leases import release_lease
+
+        release_lease(self.db, name, self.holder)
+
+    def _acquire(self, service: Service) -> bool:
+        from plait._store.leases import acquire_lease
+
+        return acquire_lease(self.db, service.name, self.holder, service.ttl)
+
+    async def _loop(self, service: Service) -> None:
+        failing = False
+        while True:
+            try:
+                if await asyncio.to_thread(self._acquire, service):
+                    if service.name not in self._held:
+                        logger.info("this server (%s) now runs %s", self.holder, service.name)
+                    self._held.add(service.name)
+                    await asyncio.to_thread(service.work, self.db)
+                elif service.name in self._held:
+                    logger.info("another server took over %s", service.name)
+                    self._held.discard(service.name)
+                if failing:
+                    logger.info("%s works again", service.name)
+                failing = False
+            except DatabaseError as exc:
+                if not failing:  # once per outage, not every few seconds
+                    logger.warning("%s: %s (retrying every %gs)", service.name, exc, service.interval)
+                failing = True
+            except Exception:
+                import traceback
+
+                logger.error("%s failed (it runs again in %gs):\n%s", service.name, service.interval,
+                             mask(traceback.format_exc()))
+            await asyncio.sleep(service.interval)
