@@ -112,6 +112,9 @@ def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path) -> None:
 
         follower = threading.Thread(target=follow, daemon=True)
         follower.start()
+        deadline = time.monotonic() + 30
+        while not stream_done and time.monotonic() < deadline:  # the stream is open before the signal
+            time.sleep(0.01)
         run_id, rows = sample_batch(tasks=50, logs=50)
         body = json.dumps({"batch_id": str(uuid.uuid4()), "rows": rows}).encode()
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=60)
