@@ -43,6 +43,29 @@ CASES: dict[str, str] = {
         t = time.perf_counter(); seq(); print(time.perf_counter() - t)
         """
     ),
+    # the same flow with the recorder's journal switched off (a bench-only patch, not a
+    # setting): the difference is what durability against kill -9 costs per task
+    "sequential_plait_nojournal": textwrap.dedent(
+        """
+        import sys, time
+        import plait._recorder
+        plait._recorder._open_journal = lambda *args: None
+        from plait import flow, task
+        N = int(sys.argv[1])
+
+        @task
+        def noop(i):
+            return i
+
+        @flow
+        def seq():
+            for i in range(N):
+                noop(i)
+
+        seq()
+        t = time.perf_counter(); seq(); print(time.perf_counter() - t)
+        """
+    ),
     "sequential_baseline": textwrap.dedent(
         """
         import sys, time
@@ -131,11 +154,17 @@ def run_case(name: str, *args: str, home: str, api_url: str | None = None) -> tu
     return figure, wall, rss_kib / 1024
 
 
-def median_case(name: str, *args: str, repeat: int, api_url: str | None = None) -> tuple[float, float, float]:
+def cases(name: str, *args: str, repeat: int, api_url: str | None = None) -> list[tuple[float, float, float]]:
+    """``repeat`` runs of one case, each in a fresh PLAIT_HOME."""
     results = []
     for _ in range(repeat):
         with tempfile.TemporaryDirectory(prefix="plait-bench-") as home:
             results.append(run_case(name, *args, home=home, api_url=api_url))
+    return results
+
+
+def median_case(name: str, *args: str, repeat: int, api_url: str | None = None) -> tuple[float, float, float]:
+    results = cases(name, *args, repeat=repeat, api_url=api_url)
     return (
         statistics.median(r[0] for r in results),
         statistics.median(r[1] for r in results),
@@ -166,6 +195,15 @@ def main() -> None:
     per_task = (seq - seq_base) / n * 1e6
     row(f"sequential task overhead ({n} tasks, history on)", per_task, seq_base / n * 1e6, "µs/task",
         "<= 50 µs", per_task <= 50)
+
+    # what the journal costs: on vs off, each the median of `repeat` runs; "measurable" means
+    # more than the spread of the journalled runs themselves
+    runs_on = [r[0] for r in cases("sequential_plait", str(n), repeat=repeat)]
+    runs_off = [r[0] for r in cases("sequential_plait_nojournal", str(n), repeat=repeat)]
+    journal_cost = (statistics.median(runs_on) - statistics.median(runs_off)) / n * 1e6
+    noise = (max(runs_on) - min(runs_on)) / n * 1e6
+    row(f"journal cost per task ({n} tasks; spread {noise:.1f} µs)", journal_cost, per_task, "µs/task",
+        "<= spread of runs", journal_cost <= noise)
 
     # the same tasks recording to a plait server on this machine (its own SQLite store)
     from plait.testing import running_server

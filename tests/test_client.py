@@ -800,8 +800,8 @@ def test_the_cli_reads_the_same_from_a_server_as_from_its_store(served: Served, 
         return {
             "ls": _source.flow_run_ls(None, "client-parent", 2),
             "ls_state": _source.flow_run_ls("FAILED", None, 5),
-            "inspect": _source.flow_run_inspect(run_id),
-            "inspect_prefix": _source.flow_run_inspect(run_id[:8]),
+            "inspect": commands.flow_run_inspect(run_id),  # the command adds why a run waits
+            "inspect_prefix": commands.flow_run_inspect(run_id[:8]),
             "logs": _source.flow_run_logs(run_id),
             "blocks": _source.block_ls(None, False),
             "webhooks": _source.block_ls("webhook", False),

@@ -6,12 +6,12 @@ from types import ModuleType
 import plait
 
 EXPECTED = {
-    "Cached", "Cancelled", "CancelledRun", "Completed", "Crashed", "CrashedRun", "FLOW_PARAMETERS",
+    "Cached", "Cancelled", "CancelledRun", "Cancelling", "Completed", "Crashed", "CrashedRun", "FLOW_PARAMETERS",
     "Failed", "Flow", "FlowOptions", "INPUTS", "InProcessTaskRunner", "InvalidOptions", "NO_CACHE",
     "ParameterBindError", "Paused", "Pending", "PlaitError", "PlaitFuture", "PlaitFutureList",
     "Retrying", "Running", "Scheduled", "SerializationError", "State", "StateType", "TASK_SOURCE",
     "Task", "TaskOptions", "TaskRunner", "ThreadPoolTaskRunner", "UpstreamFailed", "flow",
-    "get_run_logger", "mask_secrets", "mask_url", "register_secret", "runtime", "task", "unmapped", "wait",
+    "get_run_logger", "mask_secrets", "mask_url", "pause_flow_run", "register_secret", "runtime", "task", "unmapped", "wait",
 }
 
 

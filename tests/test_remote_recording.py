@@ -111,9 +111,9 @@ def assert_complete_history(client: PlaitClient) -> None:
     assert messages.count("all steps done") == 1
 
 
-def test_stop_the_server_mid_flow_then_one_command_delivers_everything(tmp_path: Path) -> None:
+def test_stop_the_server_mid_flow_then_one_command_delivers_everything(database_url: str, tmp_path: Path) -> None:
     home, resume = tmp_path / "flow-home", tmp_path / "resume"
-    with running_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server") as server:
+    with running_server(database_url, tmp_path / "server") as server:
         env = flow_env(home, server, resume)
         process = subprocess.Popen([sys.executable, "-c", FLOW], env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)
@@ -168,10 +168,10 @@ def test_a_server_down_from_the_start_never_fails_the_flow(tmp_path: Path) -> No
             assert_complete_history(client)
 
 
-def test_recording_to_a_running_server(tmp_path: Path) -> None:
+def test_recording_to_a_running_server(database_url: str, tmp_path: Path) -> None:
     home, resume = tmp_path / "flow-home", tmp_path / "resume"
     resume.touch()
-    with running_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server") as server:
+    with running_server(database_url, tmp_path / "server") as server:
         env = flow_env(home, server, resume)
         done = subprocess.run([sys.executable, "-c", FLOW], env=env, capture_output=True, text=True, timeout=180)
         assert done.returncode == 0, done.stderr

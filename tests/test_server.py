@@ -273,7 +273,7 @@ def test_a_batch_sent_twice_is_stored_once(served: Served) -> None:
     batch = {"batch_id": f"batch-{uuid.uuid4()}", "rows": rows}
     first = served.post("/records", batch)
     assert first.status_code == 200, first.text
-    assert first.json() == {"taken": [], "dropped": 0, "reason": "", "duplicate": False}
+    assert first.json() == {"taken": [], "dropped": 0, "reason": "", "duplicate": False, "cancelling": []}
     second = served.post("/records", batch)
     assert second.json()["duplicate"] is True
     run = served.get(f"/flow-runs/{run_id}").json()

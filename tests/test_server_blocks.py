@@ -261,6 +261,73 @@ def test_the_server_writes_the_rows_block_save_writes(api: Api, local: Served) -
     assert block_from_document(revealed.json(), ApiWarehouse) == ApiWarehouse.load(other)
 
 
+# -- applying several blocks at once (what `plait block apply` sends) ----------------------------------------
+def _apply_item(name: str, block: Block) -> dict[str, Any]:
+    return {**block_payload(block), "name": name}
+
+
+def test_apply_saves_blocks_in_order_in_one_request_and_says_created_or_updated(api: Api) -> None:
+    creds_name, wh_name, secret = unique("login"), unique("wh"), canary()
+    creds = ApiCredentials(user="etl", password=secret)
+    creds._document_name = creds_name  # as a blocks file's earlier block: nested by its name
+    body = {"blocks": [_apply_item(creds_name, creds), _apply_item(wh_name, ApiWarehouse(host="h", credentials=creds))]}
+    response = api.call("POST", "/blocks/apply", key="run", json=body)
+    assert response.status_code == 200, response.text
+    assert secret not in response.text
+    items = response.json()["items"]
+    assert [(i["action"], i["document"]["slug"], i["document"]["name"]) for i in items] == [
+        ("created", "api-credentials", creds_name), ("created", "api-warehouse", wh_name)]
+    assert items[0]["document"]["data"]["password"] == "***" and items[0]["document"]["secrets_included"] is False
+    # the warehouse references the credentials saved just before it, in the same request
+    assert items[1]["document"]["data"]["credentials"]["$block"]["id"] == items[0]["document"]["id"]
+
+    body["blocks"][1] = _apply_item(wh_name, ApiWarehouse(host="other", credentials=creds))
+    again = api.call("POST", "/blocks/apply", key="run", json=body)
+    assert again.status_code == 200, again.text
+    assert [i["action"] for i in again.json()["items"]] == ["updated", "updated"]
+    revealed = api.call("GET", f"/blocks/documents/api-warehouse/{wh_name}", key="run",
+                        params={"include_secrets": "true"}).json()
+    assert revealed["data"]["host"] == "other"
+    assert revealed["data"]["credentials"]["$block"]["data"]["password"] == secret
+    assert api.call("POST", "/blocks/apply", key="run", json={"blocks": []}).json() == {"items": []}
+
+
+def test_apply_writes_nothing_when_one_block_cannot_be_saved(api: Api) -> None:
+    first, second, secret = unique("first"), unique("second"), canary()
+    broken = _without(_payload(secret), "host")
+    for blocks in (
+        [_apply_item(first, warehouse(secret)), {**broken, "name": second}],  # refused before the transaction
+        [_apply_item(first, warehouse(secret)),  # refused inside it: the reference is to no saved block
+         {**_payload(secret), "name": second, "data": {**_payload(secret)["data"],
+                                                       "credentials": {"$block": "api-credentials/nope"}}}],
+    ):
+        response = api.call("POST", "/blocks/apply", key="run", json={"blocks": blocks})
+        assert response.status_code == 422, response.text
+        error = error_of(response)
+        assert error["code"] == "invalid_block" and error["message"].startswith(f"blocks[1] 'api-warehouse/{second}': ")
+        assert secret not in response.text
+        for name in (first, second):  # neither block was saved
+            assert api.call("GET", f"/blocks/documents/api-warehouse/{name}").status_code == 404
+
+
+def test_apply_refuses_a_block_listed_twice_a_missing_slug_and_a_read_key(api: Api) -> None:
+    name, secret = unique("wh"), canary()
+    twice = api.call("POST", "/blocks/apply", key="run",
+                     json={"blocks": [_apply_item(name, warehouse(secret)), _apply_item(name, warehouse(secret))]})
+    assert twice.status_code == 422 and "listed twice (first as blocks[0])" in error_of(twice)["message"]
+    no_slug = _apply_item(name, warehouse(secret))
+    no_slug["type"].pop("slug")
+    missing = api.call("POST", "/blocks/apply", key="run", json={"blocks": [no_slug]})
+    assert missing.status_code == 422 and "type.slug is required" in error_of(missing)["message"]
+    bad_name = api.call("POST", "/blocks/apply", key="run", json={"blocks": [_apply_item("Not A Name", warehouse(secret))]})
+    assert bad_name.status_code == 422 and "blocks[0]" in error_of(bad_name)["message"]
+    read = api.call("POST", "/blocks/apply", key="read", json={"blocks": [_apply_item(name, warehouse(secret))]})
+    assert read.status_code == 403 and "scope 'run'" in error_of(read)["message"]
+    for response in (twice, missing, bad_name, read):
+        assert secret not in response.text
+    assert api.call("GET", f"/blocks/documents/api-warehouse/{name}").status_code == 404
+
+
 # -- types and listings ---------------------------------------------------------------------------------
 def test_block_types_are_those_installed_on_the_server_and_those_of_saved_blocks(api: Api) -> None:
     assert api.put_block("api-warehouse", unique("wh"), warehouse(canary())).status_code == 201

@@ -52,6 +52,8 @@ class World:
     flow_run_id: str
     task_run_id: str
     log_ids: list[int]
+    scheduled_run_id: str
+    worker_id: str
     database: Path
     made: dict[str, str] = field(default_factory=dict)  # ids of what the walk itself created
 
@@ -112,6 +114,19 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         rule = client.post("/api/v1/notification-rules", headers=server.headers("admin"),
                            json={"block": "webhook/canary-hook", "name": "canary-rule", "flow_name": "never-*"})
         assert rule.status_code == 201, rule.text
+        pool = client.post("/api/v1/work-pools", headers=server.headers("run"), json={"name": "walk-pool"})
+        assert pool.status_code == 201, pool.text
+        deployment = client.post("/api/v1/deployments", headers=server.headers("run"), json={
+            "flow_name": "canary-flow", "name": "walk", "entrypoint": "/srv/flows/canary.py:flow",
+            "work_pool_name": "walk-pool", "work_queue_name": "default", "parameters": {"n": 1},
+            "schedules": [{"kind": "interval", "interval_seconds": 3600}]})
+        assert deployment.status_code == 200, deployment.text
+        waiting = client.post("/api/v1/deployments/canary-flow%2Fwalk/runs", headers=server.headers("run"),
+                              json={"parameters": {"n": 2}})
+        assert waiting.status_code == 201, waiting.text
+        worker = client.post("/api/v1/work-pools/walk-pool/workers/heartbeat", headers=server.headers("run"),
+                             json={"name": "walk-worker", "hostname": "h", "pid": 1, "heartbeat_interval": 30})
+        assert worker.status_code == 200, worker.text
 
         # this process loads the block through the API (its secret is now masked here too) ...
         revealed = client.get("/api/v1/blocks/documents/canary-credentials/prod", headers=server.headers("run"),
@@ -127,7 +142,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                           params={"flow_run": flow_run_id, "level": "DEBUG"}).json()["items"]
         assert logs, "the leaky flow run logged nothing"
         yield World(server, client, flow_run_id, full["task_runs"][0]["id"], [int(line["id"]) for line in logs],
-                    home / "plait.db")
+                    waiting.json()["id"], worker.json()["worker_id"], home / "plait.db")
 
 
 # -- how to call each route -------------------------------------------------------------------------------
@@ -185,6 +200,15 @@ CALLS: dict[tuple[str, str], list[Call]] = {
     ("GET", "/api/v1/results"): [Call(), Call(params=lambda w: {"task_run": w.task_run_id})],
     ("POST", "/api/v1/records"): [Call(key="run", json=lambda w: _log_batch(w, "a walk line"))],
     ("POST", "/api/v1/records/replay"): [Call(key="run", json=lambda w: _log_batch(w, "a replayed line"))],
+    ("PUT", "/api/v1/records/pauses/{id}"): [
+        # the walk's run is not Paused: recording a pause for it changes nothing
+        Call(key="run", path=_fr, json={"input_schema": None, "deadline": "2030-01-01T00:00:00Z"}),
+        Call(key="read", path=_fr, json={"input_schema": None, "deadline": "2030-01-01T00:00:00Z"}, status=403),
+    ],
+    ("GET", "/api/v1/records/pauses/{id}"): [
+        Call(key="run", path=_fr),
+        Call(key="run", path={"id": "00000000-0000-4000-8000-000000000000"}, status=404),
+    ],
     ("GET", "/api/v1/events"): [Call(params={"after": 0, "limit": 1000})],
     ("GET", "/api/v1/events/stream"): [Call(params={"after": 0, "timeout": 1})],
     ("GET", "/api/v1/blocks/types"): [Call()],
@@ -204,6 +228,11 @@ CALLS: dict[tuple[str, str], list[Call]] = {
         Call(key="run", path={"slug": "canary-credentials", "name": "Bad Name"}, json=lambda w: _copy_payload(),
              status=422),
     ],
+    ("POST", "/api/v1/blocks/apply"): [
+        Call(key="run", json=lambda w: {"blocks": [{**_copy_payload(), "name": "walk-applied"}]}),
+        Call(key="run", json=lambda w: {"blocks": [{**_copy_payload(), "name": "Bad Name"}]}, status=422),
+        Call(key="read", json=lambda w: {"blocks": [{**_copy_payload(), "name": "walk-applied"}]}, status=403),
+    ],
     ("DELETE", "/api/v1/blocks/documents/{slug}/{name}"): [Call(path=COPY), Call(path=COPY, status=404)],
     ("GET", "/api/v1/notification-rules"): [Call()],
     ("POST", "/api/v1/notification-rules"): [
@@ -214,6 +243,54 @@ CALLS: dict[tuple[str, str], list[Call]] = {
     ("GET", "/api/v1/collections"): [Call()],
     ("GET", "/api/v1/plugins"): [Call(), Call(params={"load": "true"})],
 }
+DEPLOYMENT = {"ref": "canary-flow/walk"}
+POOL = {"name": "walk-pool"}
+
+
+def _spec() -> dict[str, Any]:
+    return {"flow_name": "canary-flow", "name": "walk", "entrypoint": "/srv/flows/canary.py:flow",
+            "work_pool_name": "walk-pool", "work_queue_name": "default", "parameters": {"n": 3}}
+
+
+CONTROL_CALLS: dict[tuple[str, str], list[Call]] = {
+    ("GET", "/api/v1/deployments"): [Call(), Call(params={"work_pool": "walk-pool"})],
+    ("GET", "/api/v1/deployments/{ref}"): [Call(key="read", path=DEPLOYMENT),
+                                           Call(path={"ref": "canary-flow/none"}, status=404)],
+    ("POST", "/api/v1/deployments"): [Call(key="run", json=lambda w: _spec())],
+    ("POST", "/api/v1/deployments/{ref}/claim"): [Call(key="run", path=DEPLOYMENT, json={"runner_id": "walk"})],
+    ("POST", "/api/v1/deployments/{ref}/pause"): [Call(key="run", path=DEPLOYMENT)],
+    ("POST", "/api/v1/deployments/{ref}/resume"): [Call(key="run", path=DEPLOYMENT)],
+    ("POST", "/api/v1/deployments/{ref}/runs"): [Call(key="run", path=DEPLOYMENT, json={"parameters": {"n": 4}},
+                                                      status=201, after=_remember("walk_run"))],
+    ("DELETE", "/api/v1/deployments/{ref}"): [Call(path=DEPLOYMENT), Call(path=DEPLOYMENT, status=404)],
+    ("GET", "/api/v1/work-pools"): [Call()],
+    ("GET", "/api/v1/work-pools/{name}"): [Call(key="read", path=POOL)],
+    ("POST", "/api/v1/work-pools"): [Call(key="run", json={"name": "walk-pool-2"}, status=201),
+                                     Call(key="run", json={"name": "walk-pool-2"}, status=409)],
+    ("PATCH", "/api/v1/work-pools/{name}"): [Call(key="run", path=POOL, json={"description": "walked"})],
+    ("POST", "/api/v1/work-pools/{name}/pause"): [Call(key="run", path=POOL)],
+    ("POST", "/api/v1/work-pools/{name}/resume"): [Call(key="run", path=POOL)],
+    ("PUT", "/api/v1/work-pools/{name}/queues/{queue}"): [
+        Call(key="run", path={"name": "walk-pool", "queue": "high"}, json={"priority": 1})],
+    ("POST", "/api/v1/work-pools/{name}/workers/heartbeat"): [
+        Call(key="run", path=POOL, json={"name": "walk-worker", "hostname": "h", "pid": 1})],
+    ("POST", "/api/v1/work-pools/{name}/claim"): [
+        Call(key="run", path=POOL, json=lambda w: {"worker_id": w.worker_id, "limit": 5}),
+        Call(key="read", path=POOL, json=lambda w: {"worker_id": w.worker_id}, status=403)],
+    ("DELETE", "/api/v1/work-pools/{name}"): [Call(path={"name": "walk-pool-2"}),
+                                              Call(path={"name": "walk-pool-2"}, status=404)],
+    ("GET", "/api/v1/flow-runs/{id}/late-reason"): [Call(key="read", path=lambda w: {"id": w.scheduled_run_id})],
+    ("POST", "/api/v1/flow-runs/{id}/cancel"): [Call(key="run", path=lambda w: {"id": w.made["walk_run"]}),
+                                                Call(key="run", path=lambda w: {"id": w.made["walk_run"]},
+                                                     status=409)],
+    # the leaky run has failed: it is not paused (409), and the input (holding the secret) is never echoed
+    ("POST", "/api/v1/flow-runs/{id}/resume"): [Call(key="run", path=_fr, json={"input": {"token": CANARY}},
+                                                     status=409)],
+    # a cancelled run cannot be retried (the leaky run stays Failed for the tests below)
+    ("POST", "/api/v1/flow-runs/{id}/retry"): [Call(key="run", path=lambda w: {"id": w.made["walk_run"]},
+                                                    status=409)],
+}
+CALLS.update(CONTROL_CALLS)
 _ORDER = {"GET": 0, "POST": 1, "PUT": 2, "PATCH": 3, "DELETE": 4}
 
 

@@ -32,6 +32,7 @@ TABLES = {
     "flow_runs", "task_runs", "states", "task_run_edges", "logs", "results", "alembic_version",
     "block_types", "block_schemas", "block_documents", "block_document_references",
     "notification_rules", "events", "api_keys", "ingested_batches", "flow_run_tags", "service_leases",
+    "work_pools", "work_queues", "workers", "deployments", "deployment_schedules",
 }
 
 
@@ -104,6 +105,8 @@ def test_migrations_create_every_table_matching_the_models(database_url: str) ->
             # keyset order (created, id) behind every filter the API offers
             "ix_flow_runs_created_id", "ix_flow_runs_flow_name_created_id", "ix_flow_runs_state_type_created_id",
             "ix_flow_runs_parent_flow_run_id_created_id",
+            "ix_flow_runs_work_pool_name_state_type_expected_start_time",
+            "ix_flow_runs_deployment_id_state_type_expected_start_time", "ix_flow_runs_idempotency_key",
         }
         # The hand-written migration and the models describe the same schema.
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)

@@ -136,6 +136,9 @@ def test_the_server_revision_is_applied(db: Database) -> None:
     assert index_names["flow_runs"] == {
         "ix_flow_runs_created_id", "ix_flow_runs_flow_name_created_id", "ix_flow_runs_state_type_created_id",
         "ix_flow_runs_parent_flow_run_id_created_id",
+        # 0007: claiming, a deployment's runs, one run per schedule slot
+        "ix_flow_runs_work_pool_name_state_type_expected_start_time",
+        "ix_flow_runs_deployment_id_state_type_expected_start_time", "ix_flow_runs_idempotency_key",
     }
     assert index_names["task_runs"] == {"ix_task_runs_flow_run_id_created_id", "ix_task_runs_created_id"}
     assert index_names["logs"] == {"ix_logs_flow_run_id_id", "ix_logs_task_run_id_id"}

@@ -146,12 +146,16 @@ print(result.state_type, result.flow_run_id, result.message)
                 value = {key: "***" for key in value}
             yield name, value
 
-    def run(self, entrypoint: str, parameters: dict[str, Any] | None = None) -> InfrastructureResult:
+    def run(
+        self, entrypoint: str, parameters: dict[str, Any] | None = None, *, flow_run_id: str | None = None
+    ) -> InfrastructureResult:
         """Run the flow at ``entrypoint`` with ``parameters`` (keyword arguments) and wait.
 
         Args:
             entrypoint: ``"path/to/file.py:flow_name"`` or ``"package.module:flow_name"``.
             parameters: The flow's keyword arguments; must be JSON-serializable.
+            flow_run_id: The run to execute, when it exists already (a worker's claimed run);
+                default: a new one.
 
         Returns:
             How the run ended: its id, final state type, exit code (None when the process
@@ -170,18 +174,20 @@ print(result.state_type, result.flow_run_id, result.message)
             payload = json.dumps(parameters)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"parameters must be JSON-serializable to reach the flow's process: {exc}") from None
-        return _Launch(self, entrypoint.strip(), parameters, payload).run()
+        return _Launch(self, entrypoint.strip(), parameters, payload, flow_run_id).run()
 
 
 class _Launch:
     """One run of a Process block: the child, its readers and the verdict."""
 
-    def __init__(self, block: Process, entrypoint: str, parameters: dict[str, Any], payload: str) -> None:
+    def __init__(
+        self, block: Process, entrypoint: str, parameters: dict[str, Any], payload: str, flow_run_id: str | None
+    ) -> None:
         self.block = block
         self.entrypoint = entrypoint
         self.parameters = parameters
         self.payload = payload
-        self.flow_run_id = new_flow_run_id()
+        self.flow_run_id = flow_run_id or new_flow_run_id()
         self.flow_name = entrypoint.rpartition(":")[2] or entrypoint
         self.python = block.python or sys.executable
         self.command = [self.python, "-m", "plait.infrastructure", entrypoint]

@@ -15,6 +15,7 @@ from plait import runtime
 from plait._logging import get_run_logger, register_secret
 from plait._masking import mask_secrets, mask_url
 from plait._options import FlowOptions, TaskOptions
+from plait._pause import pause_flow_run
 from plait.cache_policies import FLOW_PARAMETERS, INPUTS, NO_CACHE, TASK_SOURCE
 from plait.exceptions import (
     CancelledRun,
@@ -30,6 +31,7 @@ from plait.futures import PlaitFuture, PlaitFutureList, wait
 from plait.states import (
     Cached,
     Cancelled,
+    Cancelling,
     Completed,
     Crashed,
     Failed,
@@ -65,6 +67,7 @@ __all__ = [
     "Cached",
     "Cancelled",
     "CancelledRun",
+    "Cancelling",
     "Completed",
     "Crashed",
     "CrashedRun",
@@ -98,6 +101,7 @@ __all__ = [
     "get_run_logger",
     "mask_secrets",
     "mask_url",
+    "pause_flow_run",
     "register_secret",
     "runtime",
     "task",

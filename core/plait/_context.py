@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Set as AbstractSet
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,13 @@ class FlowRunContext:
     futures: list[Any] = field(default_factory=list)
     task_counts: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Run control, set by the engine when the run starts: the recorder's set of flow runs
+    # someone asked to stop (changed in place by its writer thread), this run's id and its
+    # parents' (a cancelled parent stops its subflows), and the task runs of an earlier
+    # attempt whose results a retry reuses, by (task_key, dynamic_key).
+    stop: AbstractSet[str] = frozenset()
+    lineage: tuple[str, ...] = ()
+    reuse: dict[tuple[str, int], dict[str, Any]] | None = None
 
     def next_dynamic_key(self, task_key: str) -> int:
         with self.lock:
@@ -41,6 +49,11 @@ class FlowRunContext:
         """Remember which task run produced ``value`` so passing it on records an edge."""
         if not isinstance(value, UNTRACKED_TYPES):
             self.results[id(value)] = (value, task_run_id)
+
+    def cancel_requested(self) -> bool:
+        """Whether someone asked this run (or a parent flow run) to stop. No I/O: a set lookup."""
+        stop = self.stop
+        return bool(stop) and any(run_id in stop for run_id in self.lineage)
 
     def producer_of(self, value: Any) -> str | None:
         if isinstance(value, UNTRACKED_TYPES):

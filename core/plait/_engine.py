@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import threading
 import time
@@ -21,7 +22,7 @@ from plait._context import FlowRunContext, TaskRunContext, flow_run_var, task_ru
 from plait._masking import mask as scrub
 from plait._options import RunOptions
 from plait._runs import FlowRun, TaskRun, advance
-from plait.exceptions import CrashedRun, PlaitError, SerializationError, UpstreamFailed
+from plait.exceptions import CancelledRun, CrashedRun, PlaitError, SerializationError, UpstreamFailed
 from plait.futures import resolve_futures
 from plait.states import State, StateType
 
@@ -272,6 +273,8 @@ def task_steps(
     """The life of one task run. ``upstream``: (future, kind, parameter) to wait for."""
     options = task.options
     try:
+        if flow_ctx is not None and flow_ctx.stop and flow_ctx.cancel_requested():
+            return _cancel_task(run, flow_ctx, recorder)
         if upstream:
             states = yield Resolve([f for f, _, _ in upstream])
             for state, (future, _kind, _name) in zip(states, upstream, strict=True):
@@ -282,6 +285,16 @@ def task_steps(
                     return set_state(run, State(StateType.CANCELLED, cause, name="Skipped", data=error), recorder)
             if any(kind == "data" for _, kind, _ in upstream):
                 parameters = {name: resolve_futures(value) for name, value in parameters.items()}
+
+        if flow_ctx is not None and flow_ctx.reuse:
+            earlier = _earlier_result(flow_ctx, task, run)
+            if earlier is not None:
+                outcome = yield Do(_read_result, earlier["result_ref"])
+                if outcome.error is None:
+                    return _reused(run, earlier, outcome.value, flow_ctx, recorder)
+                task.run_logger(run).warning(
+                    "the result of task run %s of an earlier attempt cannot be read (%s); running it again",
+                    earlier["id"], describe_error(outcome.error))
 
         task_ctx = TaskRunContext(task, run, parameters, flow_ctx, task.log_prints_for(flow_ctx))
         storage = None
@@ -307,6 +320,8 @@ def task_steps(
 
         args, kwargs = task.call_arguments(parameters)
         while True:
+            if run.run_count and flow_ctx is not None and flow_ctx.stop and flow_ctx.cancel_requested():
+                return _cancel_task(run, flow_ctx, recorder)  # no retry of a cancelled run's task
             run.run_count += 1
             set_state(run, State(StateType.RUNNING), recorder)
             outcome = yield Call(task.fn, args, kwargs, options.timeout_seconds,
@@ -343,6 +358,35 @@ def task_steps(
         raise
 
 
+def _cancel_task(run: TaskRun, flow_ctx: FlowRunContext, recorder: Any) -> State:
+    message = f"not run: flow run {flow_ctx.flow_run.name!r} was cancelled"
+    return set_state(run, State(StateType.CANCELLED, message, data=CancelledRun(message)), recorder)
+
+
+def _earlier_result(flow_ctx: FlowRunContext, task: Any, run: TaskRun) -> dict[str, Any] | None:
+    """The task run of an earlier attempt this one stands for: same task, same place in the
+    flow's order of calls (``dynamic_key``), same recorded arguments."""
+    reuse = flow_ctx.reuse
+    earlier = reuse.get((task.task_key, run.dynamic_key)) if reuse else None
+    if earlier is None or earlier.get("parameters") != run.parameters:
+        return None
+    return earlier
+
+
+def _read_result(ref: str) -> Any:
+    from plait.results import read_result_ref
+
+    return read_result_ref(ref)
+
+
+def _reused(run: TaskRun, earlier: dict[str, Any], value: Any, flow_ctx: FlowRunContext, recorder: Any) -> State:
+    ref = earlier["result_ref"]
+    run.result_ref = ref
+    flow_ctx.track_result(value, run.id)
+    message = f"result of task run {earlier['id']} (an earlier attempt of this flow run) reused"
+    return set_state(run, State(StateType.CACHED, message, name="Reused", data=value, result_ref=ref), recorder)
+
+
 def _fail_task(run: TaskRun, exc: BaseException, recorder: Any) -> State:
     message = describe_error(exc)
     if run.run_count and not isinstance(exc, SerializationError):
@@ -365,8 +409,13 @@ def flow_steps(
     """The life of one flow run: attempts of the body, waiting on its tasks, the verdict."""
     options = flow.options
     recorder = ctx.recorder
-    log = flow.run_logger(run)
     try:
+        stored = _start_control(flow, run, ctx, is_top)
+        log = flow.run_logger(run)
+        if ctx.cancel_requested() or (stored is not None and stored["state_type"] == StateType.CANCELLING.value):
+            state = _cancel_flow(run, recorder, "cancelled before it started")
+            log.warning("cancelled before it started")
+            return state
         log.info("Beginning flow run %r for flow %r", run.name, flow.name)
         while True:
             run.run_count += 1
@@ -385,6 +434,10 @@ def flow_steps(
             if exc is None:
                 state = set_state(run, State(StateType.COMPLETED, data=value), recorder)
                 break
+            if ctx.stop and ctx.cancel_requested():  # it stopped because it was asked to
+                state = _cancel_flow(run, recorder, "cancelled on request")
+                log.warning("cancelled on request: no task runs were started after the request")
+                break
             if wants_retry(options, flow, run, exc):
                 delay = retry_delay(options, run.run_count)
                 set_state(run, State(StateType.RETRYING, f"attempt {run.run_count} failed: "
@@ -402,7 +455,7 @@ def flow_steps(
         if not run.state.is_final():
             set_state(run, State(StateType.CRASHED, f"interrupted: {describe_error(exc)}",
                                  data=CrashedRun(describe_error(exc))), recorder)
-            log.error("crashed: %s", describe_error(exc))
+            flow.run_logger(run).error("crashed: %s", describe_error(exc))
         raise
     finally:
         if is_top:
@@ -410,6 +463,63 @@ def flow_steps(
                 recorder.flush()
             except PlaitError as exc:  # the history waits (buffered, journaled); the verdict stands
                 logger.warning("run history not written yet, kept and retried: %s", exc)
+
+
+def _cancel_flow(run: FlowRun, recorder: Any, message: str) -> State:
+    return set_state(run, State(StateType.CANCELLED, message, data=CancelledRun(message)), recorder)
+
+
+def _start_control(flow: Any, run: FlowRun, ctx: FlowRunContext, is_top: bool) -> dict[str, Any] | None:
+    """Wire the run to run control (no I/O): cancellation by the recorder's set, and, for
+    a top-level run, its entrypoint and what a launcher's ``PLAIT_FLOW_RUN_ID`` named.
+
+    A run a launcher named (a worker's, ``serve``'s, a retry's) persists its task results
+    unless the flow says ``persist_result=False``, so that a retry after a failure or crash
+    reuses them; one the store already held (Scheduled by a deployment, retried) is adopted:
+    its name and attempt count go on, and its completed task runs are reused.
+
+    Returns:
+        What the store held of the run, for a run a launcher named that exists there.
+    """
+    recorder = ctx.recorder
+    ctx.stop = getattr(recorder, "cancelling", frozenset())
+    parent = flow_run_var.get()
+    ctx.lineage = (run.id, *parent.lineage) if parent is not None and parent is not ctx else (run.id,)
+    if not is_top:
+        return None
+    entrypoint = flow_entrypoint(flow)
+    note = getattr(recorder, "note_entrypoint", None)
+    if entrypoint is not None and note is not None:
+        note(run.id, entrypoint)
+    launched_run = getattr(recorder, "launched_run", None)
+    launched, stored = (
+        cast(tuple[bool, "dict[str, Any] | None"], launched_run(run.id)) if launched_run is not None else (False, None)
+    )
+    if not launched:
+        return None
+    if flow.options.persist_result is None:
+        ctx.persist_results = True
+    if stored is None:
+        return None
+    run.name = stored.get("name") or run.name
+    run.run_count = int(stored.get("run_count") or 0)
+    run.tags = list(dict.fromkeys([*(stored.get("tags") or []), *run.tags]))
+    done = stored.get("done") or []
+    ctx.reuse = {(d["task_key"], int(d["dynamic_key"])): d for d in done} or None
+    if ctx.reuse:
+        flow.run_logger(run).info("attempt %d: %d task run(s) completed before; their results are reused",
+                                  run.run_count + 1, len(ctx.reuse))
+    return stored
+
+
+def flow_entrypoint(flow: Any) -> str | None:
+    """``/absolute/path.py:function`` of a flow defined in a file (None: defined elsewhere,
+    e.g. in a notebook)."""
+    fn = getattr(flow, "fn", None)
+    path = getattr(getattr(fn, "__code__", None), "co_filename", "")
+    if not path or path.startswith("<") or not path.endswith(".py"):
+        return None
+    return f"{os.path.abspath(path)}:{fn.__name__}"  # type: ignore[union-attr]
 
 
 def root_cause(exc: BaseException) -> BaseException:

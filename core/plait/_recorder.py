@@ -199,6 +199,16 @@ class Recorder:
         self._stored: dict[str, str] = {}  # flow run id -> state type this recorder last stored
         self._inserted_tasks: set[str] = set()
         self._taken: set[str] = set()  # flow runs someone else ended while we ran them
+        # Flow runs not ended yet; once per flush cycle the sink is asked which of them
+        # someone asked to stop. ``cancelling`` is read by the engine at every task boundary
+        # (a set lookup): it is one set object for the recorder's life, changed in place.
+        self._live: dict[str, FlowRun] = {}
+        self.cancelling: set[str] = set()
+        # Runs a launcher named (PLAIT_FLOW_RUN_ID), as the store held them, for the engine
+        # to adopt; entrypoints of top-level runs, written with their first row.
+        self._launched: dict[str, dict[str, Any] | None] = {}
+        self._entrypoints: dict[str, str] = {}
+        self._extras: frozenset[str] = getattr(sink, "flow_extras", frozenset())
         # Task runs not ended yet, with the states they reached since the last flush: a task
         # is journaled as one record when it ends (its earlier states wait here meanwhile).
         self._open: dict[str, tuple[TaskRun, list[State]]] = {}
@@ -223,6 +233,7 @@ class Recorder:
         with self._lock:
             batch = self._batch
             batch.flows[run.id] = run
+            self._live[run.id] = run
             if self.journal is not None:
                 self.journal.append(flow_record(run, self.heartbeat_interval))
             if run.state.type is StateType.RUNNING:
@@ -263,6 +274,9 @@ class Recorder:
                     self._running[flow.id] = flow
                 else:
                     self._running.pop(flow.id, None)
+                    if state.type in FINAL_TYPES:
+                        self._live.pop(flow.id, None)
+                        self.cancelling.discard(flow.id)
                 if journal is not None:
                     journal.append(state_record(flow, state))
                     journal.sync()
@@ -330,10 +344,85 @@ class Recorder:
     def stored_flow_run_state(self, flow_run_id: str) -> StateType | None:
         """The state the database holds for ``flow_run_id`` (None: no such run).
 
+        This is how a flow learns about the run a launcher named (``PLAIT_FLOW_RUN_ID``):
+        what the store holds of it is kept for the engine to adopt (``launched_run``).
+
         Raises:
             PlaitError: The destination cannot be read.
         """
-        return self.sink.stored_flow_run_state(flow_run_id)
+        fetch = getattr(self.sink, "stored_flow_run", None)
+        if fetch is None:
+            return self.sink.stored_flow_run_state(flow_run_id)
+        row = fetch(flow_run_id)
+        with self._lock:
+            self._launched[flow_run_id] = row
+        return StateType(row["state_type"]) if row is not None else None
+
+    def launched_run(self, flow_run_id: str) -> tuple[bool, dict[str, Any] | None]:
+        """Whether a launcher named this run (``PLAIT_FLOW_RUN_ID``), and what the store held
+        of it then (None: nothing yet). Answers once; no I/O."""
+        with self._lock:
+            if flow_run_id not in self._launched:
+                return False, None
+            return True, self._launched.pop(flow_run_id)
+
+    def note_entrypoint(self, flow_run_id: str, entrypoint: str) -> None:
+        """Where a top-level run's flow is (``/abs/path.py:function``), written with its row."""
+        if "entrypoint" in self._extras:
+            with self._lock:
+                self._entrypoints[flow_run_id] = entrypoint
+
+    def pause(self, flow_run_id: str, schema: dict[str, Any] | None, deadline: datetime) -> str:
+        """Tell the destination what the Paused run ``flow_run_id`` waits for (its state was
+        written first, by ``flush``). Returns the stored state type.
+
+        Raises:
+            PlaitError: The destination cannot be written.
+        """
+        try:
+            return self.sink.pause(flow_run_id, schema, deadline)
+        except PlaitError:
+            raise
+        except Exception as exc:
+            raise self.sink.failure(exc, "record the pause of a flow run in") from None
+
+    def pause_status(self, flow_run_id: str) -> dict[str, Any]:
+        """``{state_type, state_name, resume_input}`` as the destination holds them.
+
+        Raises:
+            PlaitError: The destination cannot be read.
+        """
+        try:
+            return self.sink.pause_status(flow_run_id)
+        except PlaitError:
+            raise
+        except Exception as exc:
+            raise self.sink.failure(exc, "read the state of a paused flow run from") from None
+
+    def check_cancelling(self) -> set[str]:
+        """Ask the sink which live flow runs are Cancelling; add them to ``cancelling``.
+
+        Returns:
+            The ids newly found Cancelling.
+        """
+        with self._flush_lock:
+            stored = self._stored
+            with self._lock:
+                ids = [i for i in self._live if i in stored and i not in self.cancelling]
+        if not ids:
+            return set()
+        try:
+            found = self.sink.cancelling(ids) & set(ids)
+        except Exception as exc:  # the next cycle asks again
+            logger.debug("could not ask %s which runs are cancelling: %s", self.sink.label, exc)
+            return set()
+        if found:
+            with self._lock:
+                found &= set(self._live)  # not the ones that ended meanwhile
+                self.cancelling.update(found)
+            for run_id in sorted(found):
+                logger.info("flow run %s is cancelling: it stops at its next task boundary", run_id)
+        return found
 
     # -- writing -----------------------------------------------------------------------
     def flush(self) -> None:
@@ -390,6 +479,11 @@ class Recorder:
         for run in batch.flows.values():
             row = _flow_row(run, now, hb)
             expect = self._stored.get(run.id)
+            if self._entrypoints and run.id in self._entrypoints:
+                # written as a new row even if an earlier flush beat the engine to it: the
+                # upsert keeps the run's name and stored columns and fills in the entrypoint
+                row["entrypoint"] = self._entrypoints.pop(run.id)
+                expect = None
             if expect is None:
                 rows.new_flows.append(row)
             else:
@@ -432,6 +526,7 @@ class Recorder:
             )
             with self._lock:
                 self._running.pop(run_id, None)
+                self._live.pop(run_id, None)
         self._taken |= taken
 
     # -- background thread -------------------------------------------------------------
@@ -463,6 +558,7 @@ class Recorder:
                 next_beat = time.monotonic() + self.heartbeat_interval
             try:
                 self._flush(heartbeat=beat)
+                self.check_cancelling()
             except Exception as exc:  # keep the thread alive; records stay buffered
                 if not failing:
                     logger.error("%s; will retry every %.3gs", exc, self.flush_interval)

@@ -145,7 +145,7 @@ def detect_crashed(
             continue  # this host's process table is the truth, never a late heartbeat
         interval = row.heartbeat_interval or settings.heartbeat_interval
         silence = max(2 * interval, crash_after or 0.0)
-        last = row.heartbeat_at or row.start_time or row.created
+        last = row.heartbeat_at or row.claimed_at or row.start_time or row.created
         if heard_since is not None and last is not None:
             last = max(last, heard_since)
         if last is not None and last < now - timedelta(seconds=silence):

@@ -10,7 +10,8 @@ once) before anything newer.
 
 from __future__ import annotations
 
-from typing import Protocol
+from datetime import datetime
+from typing import Any, Protocol
 
 from plait._batch import BatchRows
 from plait._store.database import Database
@@ -44,6 +45,28 @@ class RunSink(Protocol):
 
     def stored_flow_run_state(self, flow_run_id: str) -> StateType | None:
         """The state the destination holds for a flow run (None: no such run)."""
+        ...
+
+    def stored_flow_run(self, flow_run_id: str) -> dict[str, Any] | None:
+        """What a launched process needs of the run it adopts (``_store.runs.stored_flow_run``)."""
+        ...
+
+    def cancelling(self, flow_run_ids: list[str]) -> set[str]:
+        """Which of these flow runs someone asked to stop (stored Cancelling). Asked once per
+        flush cycle; may answer from what the last write learnt."""
+        ...
+
+    @property
+    def flow_extras(self) -> frozenset[str]:
+        """Optional flow-run columns this destination takes in a new run's row (``entrypoint``)."""
+        ...
+
+    def pause(self, flow_run_id: str, schema: dict[str, Any] | None, deadline: datetime) -> str:
+        """Keep what a Paused run waits for (``_store.control.record_pause``); the stored state type."""
+        ...
+
+    def pause_status(self, flow_run_id: str) -> dict[str, Any]:
+        """``{state_type, state_name, resume_input}`` of a run (``_store.control.pause_status``)."""
         ...
 
     def failure(self, exc: BaseException, action: str) -> PlaitError:
@@ -86,6 +109,32 @@ class DatabaseSink:
         from plait._store.runs import stored_flow_run_state
 
         return stored_flow_run_state(self.db, flow_run_id)
+
+    def stored_flow_run(self, flow_run_id: str) -> dict[str, Any] | None:
+        from plait._store.runs import stored_flow_run
+
+        return stored_flow_run(self.db, flow_run_id)
+
+    def cancelling(self, flow_run_ids: list[str]) -> set[str]:
+        from plait._store.runs import cancelling_among
+
+        return cancelling_among(self.db, flow_run_ids)
+
+    @property
+    def flow_extras(self) -> frozenset[str]:
+        from plait._store.runs import HAS_ENTRYPOINT
+
+        return frozenset({"entrypoint"}) if HAS_ENTRYPOINT else frozenset()
+
+    def pause(self, flow_run_id: str, schema: dict[str, Any] | None, deadline: datetime) -> str:
+        from plait._store.control import record_pause
+
+        return record_pause(self.db, flow_run_id, schema, deadline)
+
+    def pause_status(self, flow_run_id: str) -> dict[str, Any]:
+        from plait._store.control import pause_status
+
+        return pause_status(self.db, flow_run_id)
 
     def failure(self, exc: BaseException, action: str) -> DatabaseError:
         return exc if isinstance(exc, DatabaseError) else self.db.error(exc, action)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-from collections.abc import Callable, Coroutine
+import sys
+from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from plait._callables import Signature, jsonable, new_id, run_name
@@ -43,6 +45,93 @@ class Flow(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"Flow({self.name!r})"
+
+    # -- parameters, deployments ------------------------------------------------------------
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """The JSON schema of the flow's parameters, built by pydantic from its signature.
+
+        An object schema (``properties``, ``required``, ``$defs``) named after the
+        parameters, with their annotated types and JSON-serializable defaults; what
+        deployments store and run forms are drawn from. Parameters whose type has no JSON
+        schema accept any value; ``*args`` is left out, ``**kwargs`` allows other names.
+        """
+        import copy
+
+        return copy.deepcopy(_parameter_models(self).schema)
+
+    def check_parameters(self, parameters: Mapping[str, Any], *, partial: bool = False) -> dict[str, Any]:
+        """``parameters`` validated against the signature, converted to the annotated types.
+
+        Validation is pydantic's (lax mode: ``"3"`` is accepted for an ``int``).
+
+        Args:
+            parameters: Keyword arguments by name.
+            partial: Allow required parameters to be missing (deployment defaults, which a
+                run completes).
+
+        Returns:
+            The given parameters (and, unless ``partial``, the defaults of the others),
+            with validated values.
+
+        Raises:
+            ParameterBindError: A name the flow does not take, a value of the wrong type
+                or (unless ``partial``) a missing required parameter; the message names
+                each parameter.
+        """
+        return _parameter_models(self).check(parameters, partial)
+
+    def deploy(self, name: str, **options: Any) -> dict[str, Any]:
+        """Save a deployment of this flow, run by a worker of ``work_pool``.
+
+        The entrypoint is this flow's file (absolute path) and the name it has there; see
+        ``plait.deployments.deploy`` for the options (``work_pool``, ``cron``,
+        ``interval``, ``rrule``, ``parameters``, ``storage_block``...).
+
+        Returns:
+            The saved deployment (with ``outcome``: created, updated or unchanged).
+        """
+        from plait.deployments import deploy
+
+        return deploy(self, name, **options)
+
+    def serve(self, name: str | None = None, **options: Any) -> Any:
+        """Run this flow's scheduled and requested runs from this process, no worker needed.
+
+        Saves a deployment without a work pool (``name`` defaults to the flow's name), then
+        runs each of its runs in a subprocess until Ctrl-C or SIGTERM: this is
+        ``plait.worker.serve(self, name=name, **options)``. Options: the deployment's
+        (``cron``, ``interval``, ``rrule``, ``parameters``, ``tags``...) and the loop's
+        (``limit``, ``poll_interval``...). Keep the call under
+        ``if __name__ == "__main__":``: each run imports the flow's file again.
+
+        Returns:
+            How many runs ended in each final state type.
+        """
+        from plait.worker import serve
+
+        return serve(self, name=name, **options)
+
+    def entrypoint(self) -> str:
+        """``"/absolute/path/to/file.py:attribute"``: where a worker finds this flow.
+
+        Raises:
+            PlaitError: The flow was not defined in a file (an interactive session).
+        """
+        from plait.exceptions import PlaitError
+
+        try:
+            source = inspect.getsourcefile(inspect.unwrap(self.fn))
+        except TypeError:
+            source = None
+        if not source or not Path(source).is_file():
+            raise PlaitError(
+                f"flow {self.name!r} was not defined in a file, so no worker can load it; "
+                "define it in a .py file and deploy it from there"
+            )
+        module = sys.modules.get(getattr(self.fn, "__module__", "") or "")
+        names = sorted(k for k, v in vars(module).items() if v is self) if module is not None else []
+        return f"{Path(source).resolve()}:{names[0] if names else self.fn.__name__}"
 
     # Typing as for Task.__call__: a call is checked against the function's signature unless
     # it passes ``return_state=`` (mypy allows no keyword beside P.args/P.kwargs); an async
@@ -152,6 +241,125 @@ class Flow(Generic[P, R]):
         from plait._logging import run_logger_for
 
         return run_logger_for(run.id, None, f"Flow run {run.name!r}")
+
+
+class _ParameterModels:
+    """Two pydantic models of a flow's signature: one as declared, one with every parameter
+    optional (for partial checks); parameters are aliases, so any name works (``json``,
+    ``model_config``, ``_private``)."""
+
+    def __init__(self, owner: Flow[..., Any]) -> None:
+        import typing
+        import warnings
+
+        from pydantic import ConfigDict, Field, create_model
+
+        self.owner = owner.name
+        sig = owner.signature.sig
+        try:
+            hints = typing.get_type_hints(owner.fn, include_extras=True)
+        except Exception:  # one unresolvable forward reference: resolve the others one by one
+            hints = {name: _evaluated(owner.fn, p.annotation) for name, p in sig.parameters.items()}
+        extra: Literal["allow", "forbid"] = "forbid"
+        full: dict[str, Any] = {}
+        partial: dict[str, Any] = {}
+        self.fields: dict[str, str] = {}  # parameter name -> model field
+        for i, (name, param) in enumerate(sig.parameters.items()):
+            if param.kind is inspect.Parameter.VAR_KEYWORD:
+                extra = "allow"
+                continue
+            if param.kind is inspect.Parameter.VAR_POSITIONAL:
+                continue
+            annotation = _schema_type(hints.get(name, param.annotation))
+            title = name.strip("_").replace("_", " ").title() or name
+            required = param.default is inspect.Parameter.empty
+            default = ... if required else param.default
+            full[f"p{i}"] = (annotation, Field(default, alias=name, title=title))
+            partial[f"p{i}"] = (annotation, Field(None if required else default, alias=name, title=title))
+            self.fields[name] = f"p{i}"
+        self.extra = extra
+        config = ConfigDict(extra=extra, title="Parameters", arbitrary_types_allowed=True)
+        self.full = create_model("Parameters", __config__=config, **full)
+        self.partial = create_model("PartialParameters", __config__=config, **partial)
+        with warnings.catch_warnings():  # a default with no JSON form is left out of the schema
+            warnings.simplefilter("ignore")
+            self.schema: dict[str, Any] = self.full.model_json_schema()
+
+    def check(self, parameters: Mapping[str, Any], partial: bool) -> dict[str, Any]:
+        from pydantic import ValidationError
+
+        from plait.exceptions import ParameterBindError
+
+        if not isinstance(parameters, Mapping):
+            raise ParameterBindError(
+                f"flow {self.owner!r}: parameters must be a mapping of names to values, "
+                f"got {type(parameters).__name__}"
+            )
+        model = self.partial if partial else self.full
+        try:
+            instance = model.model_validate(dict(parameters))
+        except ValidationError as exc:
+            raise ParameterBindError(f"flow {self.owner!r}: " + "; ".join(self._problems(exc))) from None
+        names = [n for n in self.fields if n in parameters] if partial else list(self.fields)
+        out = {name: getattr(instance, self.fields[name]) for name in names}
+        out.update(instance.model_extra or {})
+        return out
+
+    def _problems(self, exc: Any) -> list[str]:
+        import difflib
+
+        problems = []
+        for err in exc.errors(include_url=False, include_input=False):
+            loc = [str(part) for part in err.get("loc", ())]
+            name = loc[0] if loc else "(parameters)"
+            where = ".".join(loc)
+            if err.get("type") == "extra_forbidden":
+                close = difflib.get_close_matches(name, list(self.fields), n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"it takes: {', '.join(self.fields) or '(none)'}"
+                problems.append(f"unknown parameter {name!r} ({hint})")
+            elif err.get("type") == "missing" and len(loc) == 1:
+                problems.append(f"parameter {name!r} is required")
+            else:
+                message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+                problems.append(f"parameter {where!r}: {message}")
+        return problems
+
+
+def _evaluated(fn: Callable[..., Any], annotation: Any) -> Any:
+    """An annotation written as text, evaluated in the function's module (Any when it
+    cannot be: a name local to a function, a typo)."""
+    if not isinstance(annotation, str):
+        return annotation
+    try:
+        return eval(annotation, getattr(fn, "__globals__", {}))  # noqa: S307 - the function's own annotation
+    except Exception:
+        return Any
+
+
+def _schema_type(annotation: Any) -> Any:
+    """The annotation, or Any when it is missing, unresolved or has no JSON schema (an
+    arbitrary class: such a parameter is not checked)."""
+    if annotation is inspect.Parameter.empty or isinstance(annotation, str):
+        return Any
+    import warnings
+
+    from pydantic import TypeAdapter
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            TypeAdapter(annotation).json_schema()
+    except Exception:
+        return Any
+    return annotation
+
+
+def _parameter_models(owner: Flow[..., Any]) -> _ParameterModels:
+    models = owner.__dict__.get("_plait_parameter_models")
+    if models is None:
+        models = _ParameterModels(owner)
+        owner.__dict__["_plait_parameter_models"] = models
+    return models
 
 
 def _refuse_ended_run(recorder: Any, flow_run_id: str) -> None:

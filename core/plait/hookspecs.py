@@ -90,7 +90,8 @@ def plait_register_infrastructure(register: Register) -> Mapping[str, type] | No
     """Return infrastructure kinds mapped to their block classes: ``{"process": Process}``.
 
     Each class is a Block with the ``run-infrastructure`` capability whose
-    ``run(entrypoint, parameters)`` runs the flow and returns an ``InfrastructureResult``.
+    ``run(entrypoint, parameters, *, flow_run_id=None)`` runs the flow (as the run
+    ``flow_run_id`` when a worker claimed one) and returns an ``InfrastructureResult``.
     """
 
 

@@ -130,6 +130,19 @@ class PlaitSettings(BaseSettings):
         default=16 * 1024 * 1024, gt=0, description="Largest request body the server accepts (bytes)."
     )
 
+    scheduler_interval: float = Field(
+        default=5.0, gt=0, description="Seconds between passes of the scheduler that creates deployments' runs."
+    )
+    scheduler_horizon: float = Field(
+        default=24 * 3600.0, gt=0, description="How far ahead (seconds) the scheduler creates scheduled runs."
+    )
+    scheduler_max_runs: int = Field(
+        default=100, gt=0, description="Most future scheduled runs the scheduler keeps per deployment."
+    )
+    late_grace: float = Field(
+        default=15.0, ge=0, description="Seconds after its scheduled time a run not started becomes Late."
+    )
+
     @field_validator("result_serializer")
     @classmethod
     def _known_serializer(cls, value: str) -> str:

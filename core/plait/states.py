@@ -29,6 +29,7 @@ __all__ = [
     "Crashed",
     "Cancelled",
     "Paused",
+    "Cancelling",
     "ResultNotLoaded",
 ]
 
@@ -44,6 +45,9 @@ class StateType(str, enum.Enum):  # noqa: UP042 - str() of a member stays "State
     CRASHED = "CRASHED"
     CANCELLED = "CANCELLED"
     PAUSED = "PAUSED"
+    # Someone asked the run to stop; whatever runs it stops at its next task boundary (or is
+    # killed by its worker) and the run ends Cancelled. Not final: it waits for that.
+    CANCELLING = "CANCELLING"
 
     # Shadows str.title() on purpose: a state type's title ("Completed") is public API, and
     # calling title() on the value was never meant. mypy sees the str method being replaced.
@@ -63,17 +67,20 @@ _TITLES = {t: t.value.title() for t in StateType}
 
 _S = StateType
 # The one table of legal transitions. A final state may only be left by a new attempt
-# (a re-run of a failed or crashed run goes back to Pending/Scheduled).
+# (a re-run of a failed or crashed run goes back to Pending/Scheduled). Cancelling is a
+# request: any waiting or running state may take it, and it ends in a final state (usually
+# Cancelled; Completed or Failed when the run finished before it noticed).
 TRANSITIONS: dict[StateType, frozenset[StateType]] = {
-    _S.SCHEDULED: frozenset({_S.PENDING, _S.RUNNING, _S.CANCELLED, _S.CRASHED, _S.PAUSED}),
+    _S.SCHEDULED: frozenset({_S.PENDING, _S.RUNNING, _S.CANCELLED, _S.CRASHED, _S.PAUSED, _S.CANCELLING}),
     _S.PENDING: frozenset(
-        {_S.RUNNING, _S.CACHED, _S.FAILED, _S.CANCELLED, _S.CRASHED, _S.PAUSED, _S.SCHEDULED}
+        {_S.RUNNING, _S.CACHED, _S.FAILED, _S.CANCELLED, _S.CRASHED, _S.PAUSED, _S.SCHEDULED, _S.CANCELLING}
     ),
     _S.RUNNING: frozenset(
-        {_S.COMPLETED, _S.FAILED, _S.RETRYING, _S.CRASHED, _S.CANCELLED, _S.PAUSED}
+        {_S.COMPLETED, _S.FAILED, _S.RETRYING, _S.CRASHED, _S.CANCELLED, _S.PAUSED, _S.CANCELLING}
     ),
-    _S.RETRYING: frozenset({_S.RUNNING, _S.CANCELLED, _S.CRASHED, _S.FAILED}),
-    _S.PAUSED: frozenset({_S.PENDING, _S.RUNNING, _S.CANCELLED, _S.CRASHED, _S.FAILED}),
+    _S.RETRYING: frozenset({_S.RUNNING, _S.CANCELLED, _S.CRASHED, _S.FAILED, _S.CANCELLING}),
+    _S.PAUSED: frozenset({_S.PENDING, _S.RUNNING, _S.CANCELLED, _S.CRASHED, _S.FAILED, _S.CANCELLING}),
+    _S.CANCELLING: frozenset({_S.CANCELLED, _S.CRASHED, _S.FAILED, _S.COMPLETED}),
     _S.COMPLETED: frozenset(),
     _S.CACHED: frozenset(),
     _S.FAILED: frozenset({_S.SCHEDULED, _S.PENDING}),
@@ -191,6 +198,9 @@ class State:
     def is_paused(self) -> bool:
         return self.type is StateType.PAUSED
 
+    def is_cancelling(self) -> bool:
+        return self.type is StateType.CANCELLING
+
     def is_final(self) -> bool:
         return self.type in FINAL_TYPES
 
@@ -278,3 +288,4 @@ Failed = _factory(StateType.FAILED)
 Crashed = _factory(StateType.CRASHED)
 Cancelled = _factory(StateType.CANCELLED)
 Paused = _factory(StateType.PAUSED)
+Cancelling = _factory(StateType.CANCELLING)

@@ -50,7 +50,7 @@ class Task(Generic[P, R]):
         self.options = options
         self.name = options.name or fn.__name__
         self.description = options.description or inspect.getdoc(fn)
-        self.task_key = f"{fn.__module__}.{fn.__qualname__}"
+        self.task_key = f"{_module_key(fn)}.{fn.__qualname__}"
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = Signature(fn)
         functools.update_wrapper(self, fn)
@@ -381,6 +381,29 @@ class Task(Generic[P, R]):
         from plait._logging import run_logger_for
 
         return run_logger_for(run.flow_run_id, run.id, f"Task run {run.name!r}")
+
+
+# A flow file loaded by a launcher (plait.infrastructure: a worker, ``plait run``, a retry) is
+# imported under this prefix; run as ``python file.py`` it is ``__main__``.
+_ENTRYPOINT_PREFIX = "_plait_entrypoint_"
+
+
+def _module_key(fn: Callable[..., Any]) -> str:
+    """The module part of a task's key: a flow file's own name (``etl`` for etl.py) whether it
+    runs as ``python etl.py`` or is loaded from its entrypoint, so caches and the results a
+    retry reuses are found either way; an imported module's dotted name otherwise."""
+    module = getattr(fn, "__module__", None) or "__main__"
+    if module.startswith(_ENTRYPOINT_PREFIX):
+        return module[len(_ENTRYPOINT_PREFIX):] or module
+    if module == "__main__":
+        import sys
+
+        path = getattr(sys.modules.get(module), "__file__", None)  # none in a REPL or a notebook
+        if isinstance(path, str) and path.endswith(".py"):
+            from pathlib import Path
+
+            return Path(path).stem
+    return module
 
 
 def _standalone(steps: Any) -> State:

@@ -61,6 +61,22 @@ def _records_answer(data: Any) -> dict[str, Any]:
     return answer
 
 
+def _saved_deployment(data: Any) -> dict[str, Any]:
+    answer = as_dict(data)
+    if not isinstance(answer.get("deployment"), dict) or not isinstance(answer.get("outcome"), str):
+        raise ApiError(f"the answer to POST /deployments is not {{deployment, outcome}}: {str(answer)[:200]!r}",
+                       code="bad_response")
+    return answer
+
+
+def _iso_text(value: datetime | str | None) -> str | None:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _without_none(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
 class ApiCalls(ApiCore):
     """``ApiCore`` with one method per route of the API."""
 
@@ -218,6 +234,146 @@ class ApiCalls(ApiCore):
     def plugins(self) -> Call[Any]:
         """``GET /plugins``: plugin diagnostics."""
         return self.call("GET", "/plugins", lambda data: data)
+
+    # -- deployments ---------------------------------------------------------------------------------
+    def deployments(
+        self,
+        *,
+        flow_name: str | None = None,
+        work_pool: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Call[Page[dict[str, Any]]]:
+        """``GET /deployments``: one page, by flow name then name."""
+        params = query(flow_name=flow_name, work_pool=work_pool, limit=_limit(limit), cursor=cursor)
+        return self.page_call("/deployments", as_dict, params)
+
+    def deployment(self, ref: str) -> Call[dict[str, Any]]:
+        """``GET /deployments/{ref}`` (``ref``: ``"flow/name"`` or the id)."""
+        return self.call("GET", f"/deployments/{segment(ref, 'ref')}", as_dict)
+
+    def save_deployment(self, spec: Mapping[str, Any]) -> Call[dict[str, Any]]:
+        """``POST /deployments``: create or update; answers ``{deployment, outcome}``."""
+        return self.call("POST", "/deployments", _saved_deployment, body=dict(spec))
+
+    def delete_deployment(self, ref: str) -> Call[dict[str, Any]]:
+        """``DELETE /deployments/{ref}`` (needs scope admin): answers what was deleted."""
+        return self.call("DELETE", f"/deployments/{segment(ref, 'ref')}", as_dict)
+
+    def pause_deployment(self, ref: str) -> Call[dict[str, Any]]:
+        """``POST /deployments/{ref}/pause``."""
+        return self.call("POST", f"/deployments/{segment(ref, 'ref')}/pause", as_dict)
+
+    def resume_deployment(self, ref: str) -> Call[dict[str, Any]]:
+        """``POST /deployments/{ref}/resume``."""
+        return self.call("POST", f"/deployments/{segment(ref, 'ref')}/resume", as_dict)
+
+    def create_deployment_run(
+        self,
+        ref: str,
+        *,
+        parameters: Mapping[str, Any] | None = None,
+        expected_start_time: datetime | str | None = None,
+        idempotency_key: str | None = None,
+        parent_flow_run_id: str | None = None,
+        parent_task_run_id: str | None = None,
+        job_variables: Mapping[str, Any] | None = None,
+    ) -> Call[dict[str, Any]]:
+        """``POST /deployments/{ref}/runs``: a new Scheduled flow run of the deployment (the
+        one made before, for an ``idempotency_key`` used before)."""
+        body = _without_none(
+            parameters=dict(parameters or {}), expected_start_time=_iso_text(expected_start_time),
+            idempotency_key=idempotency_key, parent_flow_run_id=parent_flow_run_id,
+            parent_task_run_id=parent_task_run_id,
+            job_variables=dict(job_variables) if job_variables is not None else None,
+        )
+        return self.call("POST", f"/deployments/{segment(ref, 'ref')}/runs", as_dict, body=body)
+
+    def claim_deployment_runs(self, ref: str, runner_id: str, limit: int = 1) -> Call[list[dict[str, Any]]]:
+        """``POST /deployments/{ref}/claim``: a ``serve`` process's due runs, now Pending."""
+        body = {"runner_id": runner_id, "limit": _limit(limit)}
+        return self.call("POST", f"/deployments/{segment(ref, 'ref')}/claim", as_list, body=body)
+
+    # -- work pools ---------------------------------------------------------------------------------
+    def work_pools(self) -> Call[list[dict[str, Any]]]:
+        """``GET /work-pools``."""
+        return self.call("GET", "/work-pools", as_list)
+
+    def work_pool(self, name: str) -> Call[dict[str, Any]]:
+        """``GET /work-pools/{name}`` with its queues and workers."""
+        return self.call("GET", f"/work-pools/{segment(name, 'name')}", as_dict)
+
+    def create_work_pool(
+        self,
+        name: str,
+        type: str = "process",  # noqa: A002 - the API's name
+        *,
+        description: str = "",
+        base_job_variables: Mapping[str, Any] | None = None,
+        concurrency_limit: int | None = None,
+    ) -> Call[dict[str, Any]]:
+        """``POST /work-pools``: a new pool with a queue ``default`` (409 when the name is taken)."""
+        body = {"name": name, "type": type, "description": description,
+                "base_job_variables": dict(base_job_variables or {}), "concurrency_limit": concurrency_limit}
+        return self.call("POST", "/work-pools", as_dict, body=body)
+
+    def update_work_pool(self, name: str, changes: Mapping[str, Any]) -> Call[dict[str, Any]]:
+        """``PATCH /work-pools/{name}``: only the fields given change."""
+        return self.call("PATCH", f"/work-pools/{segment(name, 'name')}", as_dict, body=dict(changes))
+
+    def delete_work_pool(self, name: str) -> Call[dict[str, Any]]:
+        """``DELETE /work-pools/{name}`` (needs scope admin)."""
+        return self.call("DELETE", f"/work-pools/{segment(name, 'name')}", as_dict)
+
+    def pause_work_pool(self, name: str) -> Call[dict[str, Any]]:
+        """``POST /work-pools/{name}/pause``."""
+        return self.call("POST", f"/work-pools/{segment(name, 'name')}/pause", as_dict)
+
+    def resume_work_pool(self, name: str) -> Call[dict[str, Any]]:
+        """``POST /work-pools/{name}/resume``."""
+        return self.call("POST", f"/work-pools/{segment(name, 'name')}/resume", as_dict)
+
+    def save_work_queue(
+        self, pool: str, queue: str, *, priority: int = 1, concurrency_limit: int | None = None, paused: bool = False
+    ) -> Call[dict[str, Any]]:
+        """``PUT /work-pools/{name}/queues/{queue}``: create or change a queue."""
+        path = f"/work-pools/{segment(pool, 'pool')}/queues/{segment(queue, 'queue')}"
+        body = {"priority": priority, "concurrency_limit": concurrency_limit, "paused": paused}
+        return self.call("PUT", path, as_dict, body=body)
+
+    def worker_heartbeat(
+        self, pool: str, name: str, *, hostname: str = "", pid: int | None = None, heartbeat_interval: float = 10.0
+    ) -> Call[dict[str, Any]]:
+        """``POST /work-pools/{name}/workers/heartbeat``: answers ``{worker_id, cancelling}``."""
+        body = {"name": name, "hostname": hostname, "pid": pid, "heartbeat_interval": heartbeat_interval}
+        return self.call("POST", f"/work-pools/{segment(pool, 'pool')}/workers/heartbeat", as_dict, body=body)
+
+    def claim_runs(
+        self, pool: str, worker_id: str, *, limit: int = 1, queues: Sequence[str] | None = None
+    ) -> Call[list[dict[str, Any]]]:
+        """``POST /work-pools/{name}/claim``: due runs, now Pending, each with its deployment."""
+        body: dict[str, Any] = {"worker_id": worker_id, "limit": _limit(limit)}
+        if queues is not None:
+            body["queues"] = list(queues)
+        return self.call("POST", f"/work-pools/{segment(pool, 'pool')}/claim", as_list, body=body)
+
+    # -- control of flow runs ---------------------------------------------------------------------
+    def cancel_flow_run(self, flow_run_id: str) -> Call[dict[str, Any]]:
+        """``POST /flow-runs/{id}/cancel``: answers ``{id, state_type}`` (CANCELLED or CANCELLING)."""
+        return self.call("POST", f"/flow-runs/{segment(flow_run_id, 'flow_run_id')}/cancel", as_dict)
+
+    def resume_flow_run(self, flow_run_id: str, input: Mapping[str, Any] | None = None) -> Call[dict[str, Any]]:  # noqa: A002
+        """``POST /flow-runs/{id}/resume`` with ``{input}``."""
+        body = {"input": dict(input) if input is not None else None}
+        return self.call("POST", f"/flow-runs/{segment(flow_run_id, 'flow_run_id')}/resume", as_dict, body=body)
+
+    def retry_flow_run(self, flow_run_id: str) -> Call[dict[str, Any]]:
+        """``POST /flow-runs/{id}/retry``: the run, Scheduled again."""
+        return self.call("POST", f"/flow-runs/{segment(flow_run_id, 'flow_run_id')}/retry", as_dict)
+
+    def late_reason(self, flow_run_id: str) -> Call[dict[str, Any]]:
+        """``GET /flow-runs/{id}/late-reason``: ``{id, state_type, state_name, reason}``."""
+        return self.call("GET", f"/flow-runs/{segment(flow_run_id, 'flow_run_id')}/late-reason", as_dict)
 
     # -- events ------------------------------------------------------------------------------------
     def events(

@@ -14,8 +14,10 @@ server still recognises what it already has.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
+from plait._api._core import as_dict, segment
 from plait._api._errors import ApiError, ApiUnavailable
 from plait._api._sync import ApiSession
 from plait._batch import TABLES, BatchRows
@@ -26,6 +28,7 @@ __all__ = ["ApiRunSink", "split_batch"]
 # Statuses with which the server itself refuses a batch for what it is: sending it again
 # cannot help. Anything else (no answer, 5xx, a key refused, a proxy's 404) may pass later.
 _REFUSED = frozenset({400, 413, 422})
+_DONE = (StateType.COMPLETED.value, StateType.CACHED.value)
 
 
 def split_batch(rows: BatchRows) -> tuple[BatchRows, BatchRows]:
@@ -57,10 +60,15 @@ class ApiRunSink:
         digest: The server's identity (``api-`` + hex), written to the journal's meta.json.
     """
 
+    # Optional flow-run columns the server's POST /records takes in a new run's row.
+    flow_extras: frozenset[str] = frozenset({"entrypoint"})
+
     def __init__(self, session: ApiSession) -> None:
         self.session = session
         self.label = session.config.label
         self.digest = session.config.digest
+        # flow runs the server said are Cancelling (POST /records answers say so)
+        self._cancelling: set[str] = set()
 
     @classmethod
     def from_settings(cls, settings: Any = None) -> ApiRunSink:
@@ -100,6 +108,9 @@ class ApiRunSink:
                 return taken, dropped, "; ".join(reasons)
             raise
         taken_ids = {str(i) for i in answer.get("taken") or []}
+        cancelling = answer.get("cancelling")
+        if isinstance(cancelling, list):
+            self._cancelling.update(str(i) for i in cancelling)
         dropped_count = answer.get("dropped") or 0
         return taken_ids, int(dropped_count) if isinstance(dropped_count, int) else 0, str(answer.get("reason") or "")
 
@@ -128,6 +139,63 @@ class ApiRunSink:
             ApiError: The server refused the request.
         """
         return self.session.call(self.session.calls.flow_run_state(flow_run_id))
+
+    def stored_flow_run(self, flow_run_id: str) -> dict[str, Any] | None:
+        """What a launched process needs of the run it adopts (as
+        ``plait._store.runs.stored_flow_run``), read from ``GET /flow-runs/{id}``.
+
+        Raises:
+            ApiUnavailable: The server did not answer.
+            ApiError: The server refused the request.
+        """
+        try:
+            run = self.session.call(self.session.calls.flow_run(flow_run_id))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        done = [
+            {k: t.get(k) for k in ("id", "task_key", "dynamic_key", "parameters", "result_ref")}
+            for t in run.get("task_runs") or []
+            if t.get("state_type") in _DONE and t.get("result_ref")
+        ]
+        return {
+            "id": run.get("id", flow_run_id), "state_type": run.get("state_type"), "name": run.get("name"),
+            "tags": list(run.get("tags") or []), "run_count": int(run.get("run_count") or 0),
+            "entrypoint": run.get("entrypoint"), "deployment_id": run.get("deployment_id"), "done": done,
+        }
+
+    def cancelling(self, flow_run_ids: list[str]) -> set[str]:
+        """Which of these flow runs the server said are Cancelling, in its answers to the
+        batches sent so far (a Running run's batch goes at least every heartbeat interval);
+        no request of its own."""
+        wanted = set(flow_run_ids)
+        self._cancelling &= wanted  # forget runs that ended
+        return set(self._cancelling)
+
+    def pause(self, flow_run_id: str, schema: dict[str, Any] | None, deadline: datetime) -> str:
+        """``PUT /records/pauses/{id}``: what the Paused run waits for; the stored state type.
+
+        Raises:
+            ApiUnavailable: The server did not answer.
+            ApiError: The server refused the request.
+        """
+        calls = self.session.calls
+        path = f"/records/pauses/{segment(flow_run_id, 'flow_run_id')}"
+        body = {"input_schema": schema, "deadline": deadline.isoformat()}
+        answer = self.session.call(calls.call("PUT", path, as_dict, body=body))
+        return str(answer.get("state_type"))
+
+    def pause_status(self, flow_run_id: str) -> dict[str, Any]:
+        """``GET /records/pauses/{id}``: ``{state_type, state_name, resume_input}``.
+
+        Raises:
+            ApiUnavailable: The server did not answer.
+            ApiError: The server refused the request (404: no such run).
+        """
+        calls = self.session.calls
+        path = f"/records/pauses/{segment(flow_run_id, 'flow_run_id')}"
+        return self.session.call(calls.call("GET", path, as_dict))
 
     def failure(self, exc: BaseException, action: str) -> ApiError:
         """``exc`` (raised by ``write``) as the error to report: what failed, where, and what

@@ -63,6 +63,9 @@ KINDS = (
     "block.deleted",
     "api-key.created",
     "api-key.revoked",
+    "flow-run.scheduled",
+    "deployment.created", "deployment.updated", "deployment.paused", "deployment.resumed", "deployment.deleted",
+    "work-pool.created", "work-pool.updated", "work-pool.paused", "work-pool.resumed", "work-pool.deleted",
 )
 # Any fixed 64-bit key; plait's migration lock is "plait", this one "plaitev".
 _PG_EVENTS_LOCK = 0x706C6169746576

@@ -35,6 +35,7 @@ from plait._store.runs import (
     _T,
     _VALUE_ERRORS,
     FLOW_MUTABLE,
+    FLOW_ROW,
     TASK_MUTABLE,
     RunWriter,
     is_row_error,
@@ -61,7 +62,7 @@ def _columns(table: Table) -> frozenset[str]:
 # table of a batch -> (fields every row needs, fields a row may have)
 _FLOW, _TASK = frozenset(c.name for c in _F.c), frozenset(c.name for c in _T.c)
 _FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "new_flows": (_FLOW, _FLOW | {"expect"}),
+    "new_flows": (frozenset(FLOW_ROW), _FLOW | {"expect"}),  # the recorder's columns, not every column
     "old_flows": (frozenset({"id", "expect", *FLOW_MUTABLE}), _FLOW | {"expect"}),
     "new_tasks": (_TASK, _TASK),
     "old_tasks": (frozenset({"id", "flow_run_id", *TASK_MUTABLE}), _TASK),

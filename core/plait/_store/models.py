@@ -14,7 +14,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -137,6 +149,23 @@ class FlowRunModel(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # The owning process's heartbeat interval: silence of twice this means it is gone.
     heartbeat_interval: Mapped[float | None] = mapped_column(Float)
+    # -- deployments and workers (migration 0007; NULL for a run started by hand) -------------
+    deployment_id: Mapped[str | None] = mapped_column(ID)
+    work_pool_name: Mapped[str | None] = mapped_column(String)
+    work_queue_name: Mapped[str | None] = mapped_column(String)
+    job_variables: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The schedule slot or requested start: lateness and catch-up are measured from it.
+    expected_start_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # "schedule:<schedule id>:<slot>" for the scheduler's runs, or a caller's key.
+    idempotency_key: Mapped[str | None] = mapped_column(String)
+    worker_id: Mapped[str | None] = mapped_column(ID)  # the worker that claimed it
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    retry_of: Mapped[str | None] = mapped_column(ID)  # the crashed run this one retries
+    auto_scheduled: Mapped[bool | None] = mapped_column(Boolean)  # created by the scheduler
+    entrypoint: Mapped[str | None] = mapped_column(Text)  # "path.py:flow" of a top-level run
+    pause_schema: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    resume_input: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    pause_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     # Each filter of the flow-run listing walks its own index in (created, id) order, so a
     # keyset page reads about one page of index entries however long the history is.
@@ -145,6 +174,12 @@ class FlowRunModel(Base):
         Index(None, "flow_name", "created", "id"),
         Index(None, "state_type", "created", "id"),
         Index(None, "parent_flow_run_id", "created", "id"),
+        # a worker's claim: its pool's due Scheduled runs, oldest slot first
+        Index(None, "work_pool_name", "state_type", "expected_start_time"),
+        # a serve process's claim, and the scheduler's look at a deployment's planned runs
+        Index(None, "deployment_id", "state_type", "expected_start_time"),
+        # unique: one run per schedule slot / caller's key, however many servers plan
+        Index(None, "idempotency_key", unique=True),
     )
 
 
@@ -297,8 +332,6 @@ class BlockDocumentReferenceModel(Base):
 
 
 # -- notification rules ------------------------------------------------------------------------
-from sqlalchemy import Boolean  # noqa: E402  (appended section; see plait.notifications)
-
 __all__.append("NotificationRuleModel")
 
 
@@ -397,3 +430,116 @@ class ServiceLeaseModel(Base):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     holder: Mapped[str] = mapped_column(String(200))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# -- deployments, schedules, work pools, workers (migration 0007) -----------------------------
+__all__ += ["WorkPoolModel", "WorkQueueModel", "WorkerModel", "DeploymentModel", "DeploymentScheduleModel"]
+
+
+class WorkPoolModel(Base):
+    """A named place where deployments' runs are executed, typed by an infrastructure block
+    type (``process``); workers poll it (``plait._store.work_pools``)."""
+
+    __tablename__ = "work_pools"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String, unique=True)
+    type: Mapped[str] = mapped_column(String)
+    description: Mapped[str] = mapped_column(Text)
+    base_job_variables: Mapped[dict[str, Any]] = mapped_column(JSON)
+    concurrency_limit: Mapped[int | None] = mapped_column(Integer)
+    paused: Mapped[bool] = mapped_column(Boolean)
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class WorkQueueModel(Base):
+    """A priority queue of a work pool (``priority`` 1 is served first)."""
+
+    __tablename__ = "work_queues"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    pool_name: Mapped[str] = mapped_column(String)
+    name: Mapped[str] = mapped_column(String)
+    priority: Mapped[int] = mapped_column(Integer)
+    concurrency_limit: Mapped[int | None] = mapped_column(Integer)
+    paused: Mapped[bool] = mapped_column(Boolean)
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (UniqueConstraint("pool_name", "name"),)
+
+
+class WorkerModel(Base):
+    """A worker process polling a pool; silence for two of its heartbeat intervals means it
+    is gone and its claimed runs are crashed."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    pool_name: Mapped[str] = mapped_column(String)
+    name: Mapped[str] = mapped_column(String)
+    hostname: Mapped[str] = mapped_column(String)
+    pid: Mapped[int | None] = mapped_column(Integer)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    heartbeat_interval: Mapped[float] = mapped_column(Float)
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (UniqueConstraint("pool_name", "name"),)
+
+
+class DeploymentModel(Base):
+    """A flow entrypoint with the defaults, schedules and place its runs get; named
+    ``"<flow_name>/<name>"`` (``plait._store.deployments``)."""
+
+    __tablename__ = "deployments"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    flow_name: Mapped[str] = mapped_column(String)
+    name: Mapped[str] = mapped_column(String)
+    entrypoint: Mapped[str] = mapped_column(Text)
+    path: Mapped[str | None] = mapped_column(Text)  # working directory of its runs
+    storage_block: Mapped[str | None] = mapped_column(String)  # "slug/name" holding the code bundle
+    bundle_key: Mapped[str | None] = mapped_column(Text)
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON)
+    parameter_schema: Mapped[dict[str, Any]] = mapped_column(JSON)
+    tags: Mapped[list[str]] = mapped_column(JSON)
+    description: Mapped[str] = mapped_column(Text)
+    version: Mapped[str | None] = mapped_column(String)
+    work_pool_name: Mapped[str | None] = mapped_column(String)
+    work_queue_name: Mapped[str | None] = mapped_column(String)
+    job_variables: Mapped[dict[str, Any]] = mapped_column(JSON)
+    concurrency_limit: Mapped[int | None] = mapped_column(Integer)
+    collision_strategy: Mapped[str] = mapped_column(String(16))  # "enqueue" | "cancel_new"
+    catchup: Mapped[str] = mapped_column(String(16))  # "all" | "latest" | "none"
+    max_active_runs: Mapped[int | None] = mapped_column(Integer)
+    retries: Mapped[int] = mapped_column(Integer)  # new attempts after a crash
+    paused: Mapped[bool] = mapped_column(Boolean)
+    last_polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        UniqueConstraint("flow_name", "name"),
+        Index(None, "work_pool_name"),
+    )
+
+
+class DeploymentScheduleModel(Base):
+    """One schedule of a deployment (``kind``: cron | interval | rrule), in ``position`` order."""
+
+    __tablename__ = "deployment_schedules"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    deployment_id: Mapped[str] = mapped_column(ID)
+    position: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    cron: Mapped[str | None] = mapped_column(String)
+    interval_seconds: Mapped[float | None] = mapped_column(Float)
+    anchor: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    rrule: Mapped[str | None] = mapped_column(Text)
+    timezone: Mapped[str] = mapped_column(String)
+    active: Mapped[bool] = mapped_column(Boolean)
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index(None, "deployment_id", "position"),)

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, bindparam, func, select, text
+from sqlalchemy import Integer, String, Table, and_, bindparam, case, func, literal_column, not_, or_, select, text
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError, StatementError
 from sqlalchemy.sql import Insert, Update
@@ -54,6 +54,8 @@ __all__ = [
     "end_flow_runs",
     "flow_run_summary",
     "stored_flow_run_state",
+    "stored_flow_run",
+    "cancelling_among",
     "replay",
     "replay_in",
 ]
@@ -70,8 +72,12 @@ _R: Table = cast(Table, ResultModel.__table__)
 _G: Table = cast(Table, FlowRunTagModel.__table__)
 
 # States that need a live process behind them. Scheduled and Paused runs wait on purpose.
-_ACTIVE = (StateType.PENDING.value, StateType.RUNNING.value, StateType.RETRYING.value)
+_ACTIVE = (StateType.PENDING.value, StateType.RUNNING.value, StateType.RETRYING.value, StateType.CANCELLING.value)
 _NOT_FINAL = tuple(t.value for t in StateType if not t.is_final)
+_FINAL = tuple(t.value for t in StateType if t.is_final)
+_CANCELLING = StateType.CANCELLING.value
+# Spelled out with literals: executemany takes no expanding IN parameters.
+_FINAL_SQL = ", ".join(f"'{v}'" for v in _FINAL)
 
 
 def _may_become(kind: StateType) -> tuple[str, ...]:
@@ -118,6 +124,19 @@ def _duration(start: datetime | None, end: datetime | None, state_type: str, now
 
 
 # -- writing a recorder batch ------------------------------------------------------------------
+# The columns of the flow row a recorder writes (``plait._recorder``). The other columns of
+# flow_runs belong to whoever created the run (a deployment's scheduler: deployment, pool,
+# idempotency key, ...) and are kept when the process a worker launched adopts the run.
+FLOW_ROW = (
+    "id", "flow_name", "name", "parameters", "tags", "state_type", "state_name", "state_message",
+    "parent_flow_run_id", "parent_task_run_id", "run_count", "created", "start_time", "end_time",
+    "pid", "hostname", "heartbeat_at", "heartbeat_interval",
+)
+# Where the flow's code is (``path.py:function``), recorded for top-level runs so a failed run
+# can be retried; optional in a row, a column since migration 0007.
+HAS_ENTRYPOINT = "entrypoint" in _F.c
+_STATE_COLUMNS = ("state_type", "state_name", "state_message")
+_LINKS = ("parent_flow_run_id", "parent_task_run_id")
 # Columns a flush rewrites for a run it already inserted; the rest never change.
 FLOW_MUTABLE = (
     "state_type", "state_name", "state_message", "run_count",
@@ -149,8 +168,10 @@ _SQLITE_STATE_INSERT = "INSERT INTO states (run_id, run_kind, type, name, messag
 def _upsert(db: Database, table: Table) -> Insert:
     """INSERT for new runs; an upsert where the backend has one.
 
-    A run first written by another writer (a forked child, a re-run of a crashed flow) must
-    not fail the whole batch.
+    A run first written by another writer (a forked child, a re-run of a crashed flow, a run
+    a scheduler created and a worker launched) must not fail the whole batch. Such a flow
+    run keeps its name and the columns the recorder does not write; a Cancelling one stays
+    Cancelling until the run ends.
     """
     name = db.dialect
     stmt: sqlite.Insert | postgresql.Insert
@@ -164,14 +185,67 @@ def _upsert(db: Database, table: Table) -> Insert:
         stmt = postgresql_insert(table)
     else:
         return table.insert()
-    columns = [c.name for c in table.c if c.name not in ("id", "created")]
-    # A flow run that ended stays ended. Spelled out with literals: executemany takes no
-    # expanding IN parameters.
-    final = ", ".join(f"'{t.value}'" for t in StateType if t.is_final)
-    where = text(f"{table.name}.state_type NOT IN ({final})") if table is _F else None
-    return stmt.on_conflict_do_update(
-        index_elements=[table.c.id], set_={c: stmt.excluded[c] for c in columns}, where=where
-    )
+    if table is not _F:
+        columns = [c.name for c in table.c if c.name not in ("id", "created")]
+        return stmt.on_conflict_do_update(index_elements=[table.c.id], set_={c: stmt.excluded[c] for c in columns})
+    hold = f"flow_runs.state_type = '{_CANCELLING}' AND excluded.state_type NOT IN ({_FINAL_SQL})"
+    flow_set: dict[str, Any] = {}
+    for column in FLOW_ROW:
+        if column in ("id", "created", "name"):
+            continue
+        if column in _STATE_COLUMNS:
+            flow_set[column] = literal_column(
+                f"CASE WHEN {hold} THEN flow_runs.{column} ELSE excluded.{column} END"
+            )
+        elif column in _LINKS:  # a deployment run started as a subflow keeps its parent
+            flow_set[column] = func.coalesce(stmt.excluded[column], table.c[column])
+        else:
+            flow_set[column] = stmt.excluded[column]
+    if HAS_ENTRYPOINT:  # a deployment's entrypoint is the one to keep
+        flow_set["entrypoint"] = func.coalesce(table.c.entrypoint, stmt.excluded.entrypoint)
+    # A flow run that ended stays ended.
+    where = text(f"flow_runs.state_type NOT IN ({_FINAL_SQL})")
+    return stmt.on_conflict_do_update(index_elements=[table.c.id], set_=flow_set, where=where)
+
+
+def _flow_update() -> Update:
+    """The UPDATE of a flow run this writer inserted before.
+
+    Only while the stored state is the one this writer last stored, or any state that is not
+    final: a run that someone else ended meanwhile (crash detection) is never moved on from
+    its final state, while a request that does not end it (Cancelling, a resume) is no
+    reason to stop recording it. A stored Cancelling is replaced only by a final state.
+    """
+    hold = and_(_F.c.state_type == _CANCELLING, bindparam("b_hold", type_=Integer) == 1)
+    values: dict[str, Any] = {
+        c: case((hold, _F.c[c]), else_=bindparam(f"v_{c}", type_=String)) if c in _STATE_COLUMNS
+        else bindparam(f"v_{c}", type_=_F.c[c].type)
+        for c in FLOW_MUTABLE
+    }
+    return _F.update().where(
+        _F.c.id == bindparam("b_id"),
+        or_(_F.c.state_type == bindparam("b_expect"), text(f"flow_runs.state_type NOT IN ({_FINAL_SQL})")),
+    ).values(**values)
+
+
+def _flow_params(row: dict[str, Any]) -> dict[str, Any]:
+    values = {f"v_{c}": row[c] for c in FLOW_MUTABLE}
+    values.update(b_id=row["id"], b_expect=row["expect"], b_hold=0 if row["state_type"] in _FINAL else 1)
+    return values
+
+
+def _flow_insert_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """New flow rows as the table takes them: without ``expect``; ``entrypoint`` only where
+    the column exists (and always there, so every row of an executemany has the same keys)."""
+    out = []
+    for row in rows:
+        clean = {k: v for k, v in row.items() if k != "expect"}
+        if HAS_ENTRYPOINT:
+            clean.setdefault("entrypoint", None)
+        else:
+            clean.pop("entrypoint", None)
+        out.append(clean)
+    return out
 
 
 class RunWriter:
@@ -182,19 +256,15 @@ class RunWriter:
         self.sqlite = db.dialect == "sqlite"
         self._flow_insert = _upsert(db, _F)
         self._task_insert = _upsert(db, _T)
-        # Only when the stored state is the one this writer last stored: a run that someone
-        # else ended meanwhile (crash detection) is never moved on from its final state.
-        self._flow_update: Update = _F.update().where(
-            _F.c.id == bindparam("b_id"), _F.c.state_type == bindparam("b_expect")
-        )
+        self._flow_update = _flow_update()
         self._task_update: Update = _T.update().where(_T.c.id == bindparam("b_id"))
 
     def write(self, rows: BatchRows) -> set[str]:
         """Store one batch, and its events, in one transaction.
 
         Returns:
-            Ids of flow runs whose stored state was changed by someone else since this
-            writer last wrote them; nothing of theirs (nor of their task runs) was stored.
+            Ids of flow runs that someone else ended since this writer last wrote them;
+            nothing of theirs (nor of their task runs) was stored.
 
         Raises:
             SQLAlchemyError: The transaction failed and was rolled back.
@@ -285,12 +355,11 @@ class RunWriter:
 
     def _write_flows(self, conn: Connection, rows: BatchRows) -> set[str]:
         if rows.new_flows:
-            conn.execute(self._flow_insert, [{k: v for k, v in r.items() if k != "expect"} for r in rows.new_flows])
+            conn.execute(self._flow_insert, _flow_insert_rows(rows.new_flows))
             _insert_tags(conn, rows.new_flows)
         taken: set[str] = set()
         for row in rows.old_flows:  # few per batch: one statement each, to see each rowcount
-            values = {"b_id": row["id"], "b_expect": row["expect"], **{c: row[c] for c in FLOW_MUTABLE}}
-            if conn.execute(self._flow_update, values).rowcount == 0:
+            if conn.execute(self._flow_update, _flow_params(row)).rowcount == 0:
                 taken.add(row["id"])
         return taken
 
@@ -350,19 +419,78 @@ def stored_flow_run_state(db: Database, flow_run_id: str) -> StateType | None:
     return StateType(value) if value else None
 
 
-# -- ending runs that their process cannot end ---------------------------------------------------
-def active_flow_runs(db: Database) -> list[Row[Any]]:
-    """Pending, Running and Retrying flow runs: ``id, pid, hostname, heartbeat_at,
-    heartbeat_interval, start_time, created`` (for crash detection).
+def cancelling_among(db: Database, flow_run_ids: list[str] | set[str]) -> set[str]:
+    """Which of ``flow_run_ids`` are stored Cancelling (someone asked them to stop).
 
     Raises:
         DatabaseError: The database cannot be read.
     """
+    ids = list(dict.fromkeys(flow_run_ids))
+    if not ids:
+        return set()
+    found: set[str] = set()
+    with _connect(db) as conn:
+        for chunk in _chunks(ids):
+            found.update(conn.scalars(select(_F.c.id).where(_F.c.id.in_(chunk), _F.c.state_type == _CANCELLING)))
+    return found
+
+
+# What the engine needs to know of a run it adopts (its task runs that produced a result).
+_DONE = (StateType.COMPLETED.value, StateType.CACHED.value)
+
+
+def stored_flow_run(db: Database, flow_run_id: str) -> dict[str, Any] | None:
+    """The stored flow run a launched process is about to run (``PLAIT_FLOW_RUN_ID``), or
+    None when there is none yet.
+
+    Returns:
+        ``{id, state_type, name, tags, run_count, entrypoint, deployment_id, done}`` where
+        ``done`` lists the run's task runs that completed with a persisted result, in an
+        earlier attempt: ``{id, task_key, dynamic_key, parameters, result_ref}`` each.
+
+    Raises:
+        DatabaseError: The database cannot be read.
+    """
+    extra = [_F.c[c] for c in ("entrypoint", "deployment_id") if c in _F.c]
+    with _connect(db) as conn:
+        row = conn.execute(
+            select(_F.c.id, _F.c.state_type, _F.c.name, _F.c.tags, _F.c.run_count, *extra).where(_F.c.id == flow_run_id)
+        ).first()
+        if row is None:
+            return None
+        done = conn.execute(
+            select(_T.c.id, _T.c.task_key, _T.c.dynamic_key, _T.c.parameters, _T.c.result_ref)
+            .where(_T.c.flow_run_id == flow_run_id, _T.c.state_type.in_(_DONE), _T.c.result_ref.is_not(None))
+        ).all()
+    found = row._mapping
+    return {
+        "id": row.id, "state_type": row.state_type, "name": row.name, "tags": list(row.tags or []),
+        "run_count": row.run_count or 0, "entrypoint": found.get("entrypoint"),
+        "deployment_id": found.get("deployment_id"),
+        "done": [
+            {"id": t.id, "task_key": t.task_key, "dynamic_key": t.dynamic_key, "parameters": t.parameters,
+             "result_ref": t.result_ref}
+            for t in done
+        ],
+    }
+
+
+# -- ending runs that their process cannot end ---------------------------------------------------
+def active_flow_runs(db: Database) -> list[Row[Any]]:
+    """Pending, Running and Retrying flow runs: ``id, pid, hostname, heartbeat_at,
+    heartbeat_interval, start_time, created, claimed_at`` (for crash detection).
+
+    Raises:
+        DatabaseError: The database cannot be read.
+    """
+    # A run a worker of a pool claimed but whose process has not started yet (no pid) is the
+    # worker reaper's to judge (by the worker's heartbeat), not crash detection's.
+    claimed_unstarted = and_(_F.c.claimed_at.is_not(None), _F.c.pid.is_(None), _F.c.work_pool_name.is_not(None))
     with _connect(db) as conn:
         return list(conn.execute(
             select(_F.c.id, _F.c.pid, _F.c.hostname, _F.c.heartbeat_at, _F.c.heartbeat_interval,
-                   _F.c.start_time, _F.c.created)
-            .where(_F.c.state_type.in_(_ACTIVE))
+                   _F.c.start_time, _F.c.created, _F.c.claimed_at)
+            .where(_F.c.state_type.in_(_ACTIVE), not_(claimed_unstarted))
         ).all())
 
 
@@ -424,8 +552,6 @@ def _end_in(
     conn: Connection, verdicts: dict[str, str], kind: StateType, subflows: bool, create: dict[str, dict[str, Any]]
 ) -> list[str]:
     now = utcnow()
-    allowed = _may_become(kind)
-    values = {"state_type": kind.value, "state_name": kind.title, "end_time": now}
     ended: list[str] = []
     history: list[dict[str, Any]] = []
     owners: dict[str, str] = {}  # task run id -> its flow run id
@@ -433,36 +559,48 @@ def _end_in(
         ids = _subflow_ids(conn, run_id) if subflows else [run_id]
         for each in ids:
             own = each == run_id
-            text = clean_text(message if own else f"its parent flow run {run_id} ended: {message}")
+            said = message if own else f"its parent flow run {run_id} ended: {message}"
+            verdict = kind
+            if kind is StateType.CRASHED and _is_cancelling(conn, each):
+                # someone asked it to stop and its process is gone: the cancellation is done
+                verdict, said = StateType.CANCELLED, f"cancelled: {said}"
+            text = clean_text(said)
+            allowed = _may_become(verdict)
+            values = {"state_type": verdict.value, "state_name": verdict.title, "end_time": now}
             # conditional on the stored state, so a run that finished meanwhile is left alone
             updated = conn.execute(
                 _F.update().where(_F.c.id == each, _F.c.state_type.in_(allowed)).values(state_message=text, **values)
             ).rowcount
+            mark = {"type": verdict.value, "name": verdict.title}
             if not updated:
                 if own and each in create and conn.scalar(select(_F.c.id).where(_F.c.id == each)) is None:
                     _insert_ended(conn, each, kind, text or "", create[each], now)
                     ended.append(each)
-                    history.append({"run_id": each, "run_kind": "flow", "message": text})
+                    history.append({"run_id": each, "run_kind": "flow", "message": text, **mark})
                 if own:
                     break  # already final (or just created): its own verdict stands
                 continue
             if own:
                 ended.append(each)
-            history.append({"run_id": each, "run_kind": "flow", "message": text})
+            history.append({"run_id": each, "run_kind": "flow", "message": text, **mark})
             task_ids: list[str] = list(conn.scalars(
                 select(_T.c.id).where(_T.c.flow_run_id == each, _T.c.state_type.in_(allowed))
             ))
             if task_ids:
                 task_message = clean_text(f"its flow run {each} ended: {message}")
                 conn.execute(_T.update().where(_T.c.id.in_(task_ids)).values(state_message=task_message, **values))
-                history += [{"run_id": t, "run_kind": "task", "message": task_message} for t in task_ids]
+                history += [{"run_id": t, "run_kind": "task", "message": task_message, **mark} for t in task_ids]
                 owners.update(dict.fromkeys(task_ids, each))
     for entry in history:
-        entry.update(type=kind.value, name=kind.title, timestamp=now)
+        entry["timestamp"] = now
     if history:
         conn.execute(_S.insert(), history)
         insert_event_params(conn, _ended_events(conn, history, owners, now))
     return ended
+
+
+def _is_cancelling(conn: Connection, flow_run_id: str) -> bool:
+    return conn.scalar(select(_F.c.state_type).where(_F.c.id == flow_run_id)) == _CANCELLING
 
 
 def _ended_events(
@@ -551,7 +689,8 @@ def replay_in(conn: Connection, rows: BatchRows) -> list[EventParams]:
                 _insert_tags(conn, fresh)
         for run_id, row in runs.items():
             if stored.get(run_id) in _NOT_FINAL:
-                conn.execute(table.update().where(table.c.id == run_id).values(**{c: row[c] for c in mutable}))
+                values = _replayed_flow(row, stored[run_id]) if table is _F else {c: row[c] for c in mutable}
+                conn.execute(table.update().where(table.c.id == run_id).values(**values))
     run_ids = list({s["run_id"] for s in rows.states})
     seen_states = _existing(conn, _S.c.run_id, run_ids, (_S.c.run_id, _S.c.type, _S.c.timestamp))
     new_states = [s for s in rows.states if (s["run_id"], s["type"], s["timestamp"]) not in seen_states]
@@ -583,6 +722,23 @@ def replay_in(conn: Connection, rows: BatchRows) -> list[EventParams]:
         conn.execute(_R.insert(), results)
     added = BatchRows(new_flows=list(flows.values()), new_tasks=list(tasks.values()), logs=logs, now=rows.now)
     return batch_event_params(added, states=new_states, logs_after=logs_after)
+
+
+def _replayed_flow(row: dict[str, Any], stored: str) -> dict[str, Any]:
+    """What a replayed flow row changes in a stored one, as the writer's upsert would: a full
+    row also says which process ran it (a run a scheduler created had none), a partial one
+    only what changes; a stored Cancelling stays until the run ends."""
+    if row.get("_partial"):
+        values = {c: row[c] for c in FLOW_MUTABLE}
+    else:
+        values = {c: row[c] for c in FLOW_ROW if c in row and c not in ("id", "created", "name")}
+        for link in _LINKS:
+            if values.get(link) is None:
+                values.pop(link, None)
+    if stored == _CANCELLING and values.get("state_type") not in _FINAL:
+        for column in _STATE_COLUMNS:
+            values.pop(column, None)
+    return values
 
 
 def _clean_row(row: dict[str, Any]) -> dict[str, Any]:

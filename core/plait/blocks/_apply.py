@@ -11,6 +11,10 @@ Each entry has a ``type`` (a block type slug), a ``name`` and ``values``. A valu
 and ``{"$block": "slug/name"}`` to use another saved block, including one defined earlier in
 the same file. Everything is resolved and validated before anything is written, and the
 writes happen in one transaction: a file either applies completely or not at all.
+
+With ``PLAIT_API_URL`` set the file is read, resolved and validated here all the same (its
+``${env:...}`` are this process's environment), compared with the blocks saved on the server
+and the changed blocks sent to it in one request (``plait.blocks._remote.apply_blocks``).
 """
 
 from __future__ import annotations
@@ -19,17 +23,18 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
 
+from plait.blocks import _remote
 from plait.blocks._base import Block
 from plait.exceptions import BlockError, BlocksFileError
 
 if TYPE_CHECKING:
     from plait._store.blocks import BlocksTransaction
 
-__all__ = ["ApplyResult", "apply_blocks_file", "read_blocks_file"]
+__all__ = ["ApplyResult", "Edges", "SavedBlocks", "apply_blocks_file", "plan_apply", "read_blocks_file"]
 
 _ENV = re.compile(r"(\$?)\$\{env:([^}]*)\}")
 _ENV_OPEN = re.compile(r"(\$?)\$\{env:")
@@ -253,9 +258,63 @@ def read_blocks_file(path: str | Path) -> list[_Entry]:
     return entries
 
 
+# -- the saved blocks a file is compared with ------------------------------------------------------
+Edges = list[tuple[str, str]]  # (field path, "slug/name" of a named block held there)
+
+
+class SavedBlocks(Protocol):
+    """The saved blocks a blocks file is resolved against and compared with: the local store
+    (``_StoreBlocks``, inside the apply's transaction) or a plait server (``_remote``). Each
+    method may raise ``BlockError``, which the apply reports with the file and block;
+    a ``BlocksFileError`` it raises is reported as it is."""
+
+    def load(self, reference: str) -> Block:
+        """The saved block ``"slug/name"``, built with its class (secrets included)."""
+        ...
+
+    def action(self, block: Block, name: str) -> str:
+        """``"created"``, ``"updated"`` or ``"unchanged"``: what saving ``block`` as ``name``
+        does, secret values compared too."""
+        ...
+
+    def edges(self, label: str) -> Edges:
+        """The named blocks the saved block ``label`` holds, through its anonymous parts
+        (none when there is no such block)."""
+        ...
+
+
+class _StoreBlocks:
+    """The saved blocks of the local store, read in the apply's transaction."""
+
+    def __init__(self, tx: BlocksTransaction) -> None:
+        self.tx = tx
+
+    def load(self, reference: str) -> Block:
+        from plait.blocks._load import _find, _instantiate
+
+        return _instantiate(self.tx, _find(self.tx, Block, reference), None)
+
+    def action(self, block: Block, name: str) -> str:
+        from plait.blocks._encoding import DamagedDocument, stored_canonical_values
+        from plait.blocks._values import canonical_values
+
+        doc = self.tx.get_by_name(block.block_type_slug, name)
+        if doc is None:
+            return "created"
+        if doc.schema_checksum != type(block).schema_checksum():
+            return "updated"
+        try:
+            stored = stored_canonical_values(self.tx, doc, type(block))
+        except DamagedDocument:
+            return "updated"  # the file's values replace what cannot be read (unlike a wrong key)
+        return "unchanged" if stored == canonical_values(block) else "updated"
+
+    def edges(self, label: str) -> Edges:
+        return _stored_edges(self.tx, label)
+
+
 # -- building -------------------------------------------------------------------------------------
-def _build(path: Path, entries: list[_Entry], tx: BlocksTransaction) -> list[Block]:
-    from plait.blocks._load import _find, _instantiate
+def _build(path: Path, entries: list[_Entry], saved: SavedBlocks) -> list[Block]:
     from plait.blocks._references import split_reference
     from plait.blocks._schema import validation_message
     from plait.blocks._types import get_block_class
@@ -290,7 +349,9 @@ def _build(path: Path, entries: list[_Entry], tx: BlocksTransaction) -> list[Blo
                         f"{where}: block {value.reference!r} is defined later in the file; move it above this one"
                     )
                 try:
-                    return _instantiate(tx, _find(tx, Block, value.reference), None)
+                    return saved.load(f"{slug}/{name}")
+                except BlocksFileError:
+                    raise
                 except BlockError as exc:
                     raise BlocksFileError(f"{where}: {exc}") from None
             if isinstance(value, dict):
@@ -314,8 +375,6 @@ def _build(path: Path, entries: list[_Entry], tx: BlocksTransaction) -> list[Blo
 
 
 # -- cycles ---------------------------------------------------------------------------------------
-Edges = list[tuple[str, str]]  # (field path, "slug/name" of a named block held there)
-
 
 def _built_edges(block: Block) -> Edges:
     """The named blocks ``block`` holds, looking inside the unnamed nested blocks it holds
@@ -366,7 +425,7 @@ def _stored_edges(tx: BlocksTransaction, label: str) -> Edges:
 
 
 def _check_cycles(
-    path: Path, entries: list[_Entry], blocks: list[Block], results: list[ApplyResult], tx: BlocksTransaction
+    path: Path, entries: list[_Entry], blocks: list[Block], results: list[ApplyResult], saved: SavedBlocks
 ) -> None:
     """Refuse a file whose blocks, together with the saved ones, would contain themselves."""
     built = {entry.label: _built_edges(block) for entry, block in zip(entries, blocks, strict=True)}
@@ -376,7 +435,12 @@ def _check_cycles(
         if label in built:
             return built[label]
         if label not in stored:
-            stored[label] = _stored_edges(tx, label)
+            try:
+                stored[label] = saved.edges(label)
+            except BlocksFileError:
+                raise
+            except BlockError as exc:
+                raise BlocksFileError(f"{path}: block {label}: {exc}") from None
         return stored[label]
 
     for entry, result in zip(entries, results, strict=True):
@@ -401,26 +465,46 @@ def _check_cycles(
                     pending.append((target, here))
 
 
-def _action(tx: BlocksTransaction, block: Block, name: str, path: Path) -> str:
-    from plait.blocks._encoding import DamagedDocument, stored_canonical_values
-    from plait.blocks._values import canonical_values
-
-    doc = tx.get_by_name(block.block_type_slug, name)
-    if doc is None:
-        return "created"
-    if doc.schema_checksum != type(block).schema_checksum():
-        return "updated"
+def _action(saved: SavedBlocks, block: Block, name: str, path: Path) -> str:
     try:
-        stored = stored_canonical_values(tx, doc, type(block))
-    except DamagedDocument:
-        return "updated"  # the file's values replace what cannot be read (unlike a wrong key)
+        return saved.action(block, name)
+    except BlocksFileError:
+        raise
     except BlockError as exc:
         raise BlocksFileError(f"{path}: block {block.block_type_slug}/{name!s}: {exc}") from None
-    return "unchanged" if stored == canonical_values(block) else "updated"
+
+
+def plan_apply(path: Path, entries: list[_Entry], saved: SavedBlocks) -> tuple[list[Block], list[ApplyResult]]:
+    """The blocks a file's entries describe, built and validated, and what applying each would do.
+
+    Args:
+        path: The file (named in errors).
+        entries: Its entries, as ``read_blocks_file`` gives them.
+        saved: The saved blocks references resolve to and the blocks are compared with.
+
+    Returns:
+        The blocks and their ``ApplyResult``, both in file order.
+
+    Raises:
+        BlocksFileError: A block that is not valid, a reference to no saved block, a cycle
+            (file, block and field named).
+    """
+    from plait.blocks._values import register_block_secrets
+
+    blocks = _build(path, entries, saved)
+    for block in blocks:
+        register_block_secrets(block)
+    results = [
+        ApplyResult(entry.name, entry.slug, _action(saved, block, entry.name, path))
+        for entry, block in zip(entries, blocks, strict=True)
+    ]
+    _check_cycles(path, entries, blocks, results, saved)
+    return blocks, results
 
 
 def apply_blocks_file(path: str | Path, dry_run: bool = False) -> list[ApplyResult]:
-    """Create or update every block a TOML/YAML blocks file describes, in one transaction.
+    """Create or update every block a TOML/YAML blocks file describes, in one transaction
+    (through the plait server when ``PLAIT_API_URL`` is set: see ``_remote.apply_blocks``).
 
     Args:
         path: The file (``.toml``, ``.yaml`` or ``.yml``).
@@ -435,20 +519,14 @@ def apply_blocks_file(path: str | Path, dry_run: bool = False) -> list[ApplyResu
     """
     from plait.blocks._db import _now, _read, _run_write
     from plait.blocks._save import _mark, _Saved, save_in
-    from plait.blocks._values import register_block_secrets
 
     path = Path(path)
     entries = read_blocks_file(path)
+    if _remote.active():
+        return _remote.apply_blocks(path, entries, dry_run)
 
-    def work(tx: BlocksTransaction, write: bool) -> tuple[list[ApplyResult], _Saved, list[Block]]:
-        blocks = _build(path, entries, tx)
-        for block in blocks:
-            register_block_secrets(block)
-        results = [
-            ApplyResult(entry.name, entry.slug, _action(tx, block, entry.name, path))
-            for entry, block in zip(entries, blocks, strict=True)
-        ]
-        _check_cycles(path, entries, blocks, results, tx)
+    def work(tx: BlocksTransaction, write: bool) -> tuple[list[ApplyResult], _Saved]:
+        blocks, results = plan_apply(path, entries, _StoreBlocks(tx))
         saved = _Saved()
         if write:
             now = _now()
@@ -458,11 +536,11 @@ def apply_blocks_file(path: str | Path, dry_run: bool = False) -> list[ApplyResu
                         save_in(tx, block, entry.name, True, now, saved)
                     except BlockError as exc:  # e.g. a cycle a concurrent writer closed
                         raise BlocksFileError(f"{path}: block #{entry.index} {entry.label!r}: {exc}") from None
-        return results, saved, blocks
+        return results, saved
 
     if dry_run:
-        results, _, _ = _read("read blocks from", lambda tx: work(tx, False))
+        results, _ = _read("read blocks from", lambda tx: work(tx, False))
         return results
-    results, saved, _ = _run_write("save blocks in", lambda tx: work(tx, True))
+    results, saved = _run_write("save blocks in", lambda tx: work(tx, True))
     _mark(saved)
     return results

@@ -23,6 +23,9 @@ A payload (what ``PUT /api/v1/blocks/documents/{slug}/{name}`` takes)::
   an anonymous document of its own, as ``Block.save`` does);
 - every other field holds its pydantic JSON value.
 
+``POST /api/v1/blocks/apply`` takes ``{"blocks": [payload + {"name"}]}`` and saves them all
+in one transaction (``save_documents``).
+
 A document (what the server answers)::
 
     {"id", "name", "slug", "type_name", "schema_checksum", "created", "updated",
@@ -73,6 +76,7 @@ __all__ = [
     "read_document",
     "register_stored_secrets",
     "save_document",
+    "save_documents",
     "schema_checksum_of",
     "type_info",
     "unknown_type",
@@ -539,32 +543,82 @@ def save_document(
         plait.exceptions.BlockError: An invalid name.
         plait.exceptions.DatabaseError: The database cannot be written.
     """
+    return _save(database, [(slug, name, payload)], overwrite=overwrite, placed=False)[0]
+
+
+def save_documents(
+    database: Database, blocks: list[tuple[str, str, dict[str, Any]]]
+) -> list[tuple[dict[str, Any], bool]]:
+    """Save several blocks from their ``(slug, name, payload)``, in order and in one
+    transaction: all or none (a blocks file applied through a server). Each replaces a saved
+    block of its name; a nested ``{"$block": {"name": ...}}`` finds one saved earlier in the list.
+
+    Returns:
+        Per block, in order: the saved document (secrets masked) and whether it was created.
+
+    Raises:
+        InvalidDocument: A payload that does not describe a block, a block listed twice, a
+            save that would make a block contain itself; the message starts with the block's
+            place (``blocks[1] 'webhook/ops': ...``). Nothing was written.
+        plait.exceptions.BlockError: An invalid name (placed the same way).
+        plait.exceptions.DatabaseError: The database cannot be written.
+    """
+    return _save(database, blocks, overwrite=True, placed=True)
+
+
+def _placed(exc: BlockError, where: str) -> BlockError:
+    """``exc`` with its message starting with ``where`` (a block's place in a list)."""
+    message = str(exc)
+    return exc if message.startswith(where) else type(exc)(f"{where}{message}")
+
+
+def _save(
+    database: Database, blocks: list[tuple[str, str, dict[str, Any]]], *, overwrite: bool, placed: bool
+) -> list[tuple[dict[str, Any], bool]]:
+    """``save_document`` of each block in one transaction; ``placed``: errors say which block."""
     from plait._store.blocks import transact
 
-    validate_name(name)
-    slug = _check_slug(slug)
-    if not isinstance(payload, dict) or set(payload) - {"type", "data"} or "type" not in payload:
-        raise InvalidDocument("a block payload is {\"type\": {...}, \"data\": {...}}")
-    info, checksum = _parse_type(payload["type"], "", slug)
-    data = _check_fields(info, payload.get("data", {}), "")
-    _check_unicode(data, "data")
+    checked = []
+    seen: dict[tuple[str, str], int] = {}
+    for index, (slug, name, payload) in enumerate(blocks):
+        where = f"blocks[{index}] {_label(str(slug)[:60], str(name)[:60])!r}: " if placed else ""
+        try:
+            validate_name(name)
+            slug = _check_slug(slug)
+            if not isinstance(payload, dict) or set(payload) - {"type", "data"} or "type" not in payload:
+                raise InvalidDocument("a block payload is {\"type\": {...}, \"data\": {...}}")
+            info, checksum = _parse_type(payload["type"], where, slug)
+            data = _check_fields(info, payload.get("data", {}), where)
+            _check_unicode(data, f"{where}data")
+        except BlockError as exc:
+            raise _placed(exc, where) from None
+        first = seen.setdefault((slug, name), index)
+        if first != index:
+            raise InvalidDocument(f"{where}listed twice (first as blocks[{first}]); list each block once")
+        checked.append((where, slug, name, info, checksum, data))
 
-    def work(tx: BlocksTransaction) -> tuple[dict[str, Any], bool, list[str]]:
+    def work(tx: BlocksTransaction) -> tuple[list[tuple[dict[str, Any], bool]], list[str]]:
         writer = _Writer(tx, _now())
-        existing = tx.get_by_name(slug, name)
-        if existing is not None and not overwrite:
-            raise DocumentExists(
-                f"block {_label(slug, name)!r} already exists; pass overwrite=True (through the API: ?overwrite=true)"
-            )
-        doc_id = writer.write(info, checksum, data, name, "", 0, existing)
-        doc = tx.get_by_id(doc_id)
-        assert doc is not None  # written just now, in this transaction
-        return _document(tx, doc, include_secrets=False, type_name=info.name), existing is None, writer.secrets
+        saved = []
+        for where, slug, name, info, checksum, data in checked:
+            existing = tx.get_by_name(slug, name)
+            if existing is not None and not overwrite:
+                raise DocumentExists(f"block {_label(slug, name)!r} already exists; pass overwrite=True (through "
+                                     "the API: ?overwrite=true)")
+            try:
+                doc_id = writer.write(info, checksum, data, name, where, 0, existing)
+            except InvalidDocument as exc:  # e.g. a cycle: say which block would close it
+                raise _placed(exc, where) from None
+            doc = tx.get_by_id(doc_id)
+            assert doc is not None  # written just now, in this transaction
+            saved.append((_document(tx, doc, include_secrets=False, type_name=info.name), existing is None))
+        return saved, writer.secrets
 
-    document, created, secrets = transact(work, action="save a block in", write=True, database=database)
+    action = "save blocks in" if placed else "save a block in"
+    results, secrets = transact(work, action=action, write=True, database=database)
     for text in secrets:
         register_secret(text)
-    return document, created
+    return results
 
 
 # -- the server side: reading, listing and deleting ------------------------------------------------

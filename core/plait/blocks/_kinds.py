@@ -70,8 +70,11 @@ class InfrastructureBlock(Block):
 
     capabilities: ClassVar[tuple[str, ...]] = ("run-infrastructure",)
 
-    def run(self, entrypoint: str, parameters: dict[str, Any] | None = None) -> InfrastructureResult:
-        """Run the flow at ``entrypoint`` (``path/to/file.py:flow_name``) with ``parameters``."""
+    def run(
+        self, entrypoint: str, parameters: dict[str, Any] | None = None, *, flow_run_id: str | None = None
+    ) -> InfrastructureResult:
+        """Run the flow at ``entrypoint`` (``path/to/file.py:flow_name``) with ``parameters``;
+        ``flow_run_id`` names the run when it exists already (a worker's claimed run)."""
         raise NotImplementedError
 
 

@@ -231,11 +231,14 @@ def flow_run_logs_cmd(flow_run_id: str, as_json: bool) -> None:
 # Command groups defined in their own modules (imported last: they use PlaitGroup and json_option).
 from plait.cli.blocks import block_group  # noqa: E402
 from plait.cli.collections import collection_group  # noqa: E402
+from plait.cli.deployments import FLOW_RUN_COMMANDS, deploy_cmd, deployment_group, work_pool_group  # noqa: E402
 from plait.cli.notifications import notification_group  # noqa: E402
 from plait.cli.plugins import plugins_group  # noqa: E402
 from plait.cli.registry import registry_group  # noqa: E402
+from plait.cli.run import run_cmd  # noqa: E402
 from plait.cli.server import server_group  # noqa: E402
 from plait.cli.spool import spool_group  # noqa: E402
+from plait.cli.worker import worker_group  # noqa: E402
 
 cli.add_command(block_group)
 cli.add_command(collection_group)
@@ -244,3 +247,10 @@ cli.add_command(plugins_group)
 cli.add_command(server_group)
 cli.add_command(spool_group)
 cli.add_command(registry_group)
+cli.add_command(worker_group)
+cli.add_command(deploy_cmd)
+cli.add_command(deployment_group)
+cli.add_command(work_pool_group)
+cli.add_command(run_cmd)
+for _command in FLOW_RUN_COMMANDS:
+    flow_run_group.add_command(_command)

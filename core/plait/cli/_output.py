@@ -51,6 +51,7 @@ STATE_STYLES: dict[str, str] = {
     "RUNNING": "blue",
     "RETRYING": "yellow",
     "PAUSED": "magenta",
+    "CANCELLING": "magenta",
     "COMPLETED": "green",
     "CACHED": "cyan",
     "FAILED": "red",

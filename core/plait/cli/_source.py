@@ -37,7 +37,7 @@ _RUN_KEYS = (
 )
 _LOG_KEYS = ("timestamp", "level", "logger", "flow_run_id", "task_run_id", "task_name", "task_run_name", "message")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_NOT_FINAL = {"SCHEDULED", "PENDING", "RUNNING", "RETRYING", "PAUSED"}
+_NOT_FINAL = {"SCHEDULED", "PENDING", "RUNNING", "RETRYING", "PAUSED", "CANCELLING"}
 _PAGE = 500  # the most a server's list route gives at once
 _MAX_SUBFLOW_DEPTH = 50
 _PREFIX_SCAN = 5000  # newest runs searched for an id prefix

@@ -119,6 +119,8 @@ def show_flow_run(run: dict[str, Any]) -> None:
     ]
     if run.get("state_message"):
         fields.append(("Message", run["state_message"]))
+    if run.get("late_reason"):
+        fields.append(("Not started", run["late_reason"]))
     fields += [
         ("Started", fmt_time(run.get("start_time"))),
         ("Ended", fmt_time(run.get("end_time"))),

@@ -114,10 +114,15 @@ def flow_run_inspect(flow_run_id: str) -> dict[str, Any]:
         LookupError: No flow run, or more than one, matches ``flow_run_id``.
     """
     if _source.remote():
-        return _source.flow_run_inspect(flow_run_id)
-    from plait._store.history import get_flow_run
+        run = _source.flow_run_inspect(flow_run_id)
+    else:
+        from plait._store.history import get_flow_run
 
-    return get_flow_run(_checked_database(), flow_run_id)
+        run = get_flow_run(_checked_database(), flow_run_id)
+    from plait.cli.deployments import late_reason_of
+
+    run["late_reason"] = late_reason_of(run)  # why a Scheduled (or Late) run has not started; else None
+    return run
 
 
 def flow_run_logs(flow_run_id: str) -> list[dict[str, Any]]:

@@ -303,6 +303,195 @@ class PlaitClient:
         """The notification rules."""
         return self._session.call(self._calls.notification_rules())
 
+    # -- deployments ---------------------------------------------------------------------------------
+    def deployments(
+        self,
+        *,
+        flow_name: str | None = None,
+        work_pool: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[dict[str, Any]]:
+        """One page of deployments (of one flow, run by one work pool), with their schedules."""
+        return self._session.call(self._calls.deployments(flow_name=flow_name, work_pool=work_pool, limit=limit,
+                                 cursor=cursor))
+
+    def iter_deployments(
+        self, *, flow_name: str | None = None, work_pool: str | None = None, page_size: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every deployment matching the filters, page after page."""
+        return self._session.items(self._calls.deployments(flow_name=flow_name, work_pool=work_pool,
+                                                           limit=page_size))
+
+    def deployment(self, ref: str) -> dict[str, Any]:
+        """One deployment with its schedules, by ``"flow_name/deployment_name"`` or id.
+
+        Raises:
+            plait.client.ApiNotFound: No such deployment.
+        """
+        return self._session.call(self._calls.deployment(ref))
+
+    def save_deployment(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """Create or update a deployment from its spec (the fields of ``POST /deployments``:
+        ``flow_name``, ``name``, ``entrypoint``, ``parameters``, ``work_pool_name``,
+        ``schedules``...; ``schedules=None`` keeps the saved ones, ``[]`` clears them).
+
+        Returns:
+            ``{"deployment": {...}, "outcome": "created" | "updated" | "unchanged"}``.
+
+        Raises:
+            plait.client.ApiError: The spec is invalid (422, naming the field).
+        """
+        return self._session.call(self._calls.save_deployment(spec))
+
+    def delete_deployment(self, ref: str) -> dict[str, Any]:
+        """Delete a deployment (needs a key of scope ``admin``); its runs not yet started end
+        Cancelled. Returns what was deleted."""
+        return self._session.call(self._calls.delete_deployment(ref))
+
+    def pause_deployment(self, ref: str) -> dict[str, Any]:
+        """Pause a deployment: no new scheduled runs, nobody claims its runs."""
+        return self._session.call(self._calls.pause_deployment(ref))
+
+    def resume_deployment(self, ref: str) -> dict[str, Any]:
+        """Resume a paused deployment (its schedules are planned again)."""
+        return self._session.call(self._calls.resume_deployment(ref))
+
+    def create_deployment_run(
+        self,
+        ref: str,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        expected_start_time: datetime | str | None = None,
+        idempotency_key: str | None = None,
+        parent_flow_run_id: str | None = None,
+        parent_task_run_id: str | None = None,
+        job_variables: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A new Scheduled run of a deployment, for a worker (or its ``serve``) to run.
+
+        Args:
+            ref: ``"flow_name/deployment_name"`` or the deployment's id.
+            parameters: Update the deployment's default parameters.
+            expected_start_time: When it may start (default: now).
+            idempotency_key: Asking again with the same key returns the same run.
+            parent_flow_run_id: The flow run it is a subflow of.
+            parent_task_run_id: The task run standing for it in that flow run.
+            job_variables: Update the pool's and deployment's job variables for this run.
+
+        Returns:
+            The flow run (``state_type`` ``"SCHEDULED"``).
+        """
+        return self._session.call(self._calls.create_deployment_run(
+            ref, parameters=parameters, expected_start_time=expected_start_time, idempotency_key=idempotency_key,
+            parent_flow_run_id=parent_flow_run_id, parent_task_run_id=parent_task_run_id,
+            job_variables=job_variables))
+
+    def claim_deployment_runs(self, ref: str, runner_id: str, limit: int = 1) -> list[dict[str, Any]]:
+        """Claim up to ``limit`` due runs of a deployment for a ``serve`` process (each now
+        Pending, with its ``deployment``)."""
+        return self._session.call(self._calls.claim_deployment_runs(ref, runner_id, limit))
+
+    # -- work pools -----------------------------------------------------------------------------------
+    def work_pools(self) -> list[dict[str, Any]]:
+        """Every work pool."""
+        return self._session.call(self._calls.work_pools())
+
+    def work_pool(self, name: str) -> dict[str, Any]:
+        """One work pool with its ``queues`` and ``workers`` (each ``online`` or ``offline``).
+
+        Raises:
+            plait.client.ApiNotFound: No such work pool.
+        """
+        return self._session.call(self._calls.work_pool(name))
+
+    def create_work_pool(
+        self,
+        name: str,
+        type: str = "process",  # noqa: A002 - the API's name
+        *,
+        description: str = "",
+        base_job_variables: Mapping[str, Any] | None = None,
+        concurrency_limit: int | None = None,
+    ) -> dict[str, Any]:
+        """Create a work pool (with a queue ``default``) of an infrastructure kind.
+
+        Raises:
+            plait.client.ApiError: A pool with this name exists (409).
+        """
+        return self._session.call(self._calls.create_work_pool(
+            name, type, description=description, base_job_variables=base_job_variables,
+            concurrency_limit=concurrency_limit))
+
+    def update_work_pool(self, name: str, **changes: Any) -> dict[str, Any]:
+        """Change ``description``, ``base_job_variables`` or ``concurrency_limit`` (None lifts it)."""
+        return self._session.call(self._calls.update_work_pool(name, changes))
+
+    def delete_work_pool(self, name: str) -> dict[str, Any]:
+        """Delete a work pool (needs a key of scope ``admin``); returns what was deleted."""
+        return self._session.call(self._calls.delete_work_pool(name))
+
+    def pause_work_pool(self, name: str) -> dict[str, Any]:
+        """Pause a work pool: its workers claim nothing until it is resumed."""
+        return self._session.call(self._calls.pause_work_pool(name))
+
+    def resume_work_pool(self, name: str) -> dict[str, Any]:
+        """Resume a paused work pool."""
+        return self._session.call(self._calls.resume_work_pool(name))
+
+    def save_work_queue(
+        self, pool: str, queue: str, *, priority: int = 1, concurrency_limit: int | None = None, paused: bool = False
+    ) -> dict[str, Any]:
+        """Create or change a queue of a pool (priority 1 is served first)."""
+        call = self._calls.save_work_queue(pool, queue, priority=priority, concurrency_limit=concurrency_limit,
+                                           paused=paused)
+        return self._session.call(call)
+
+    def worker_heartbeat(
+        self, pool: str, name: str, *, hostname: str = "", pid: int | None = None, heartbeat_interval: float = 10.0
+    ) -> dict[str, Any]:
+        """A worker's heartbeat: registers it in the pool.
+
+        Returns:
+            ``{"worker_id": ..., "cancelling": [flow run ids it claimed that are now Cancelling]}``.
+        """
+        return self._session.call(self._calls.worker_heartbeat(pool, name, hostname=hostname, pid=pid,
+                                                 heartbeat_interval=heartbeat_interval))
+
+    def claim_runs(
+        self, pool: str, worker_id: str, *, limit: int = 1, queues: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Claim up to ``limit`` due runs of a pool for a worker (each now Pending, with its
+        ``deployment``); no two workers ever get the same run."""
+        return self._session.call(self._calls.claim_runs(pool, worker_id, limit=limit, queues=queues))
+
+    # -- control of flow runs ---------------------------------------------------------------------------
+    def cancel_flow_run(self, flow_run_id: str) -> dict[str, Any]:
+        """Cancel a flow run: ``{"id", "state_type"}``, ``CANCELLED`` if it had not started,
+        else ``CANCELLING`` until whatever runs it stops it.
+
+        Raises:
+            plait.client.ApiError: It has already ended (409).
+        """
+        return self._session.call(self._calls.cancel_flow_run(flow_run_id))
+
+    def resume_flow_run(self, flow_run_id: str, input: Mapping[str, Any] | None = None) -> dict[str, Any]:  # noqa: A002
+        """Resume a Paused flow run with the input it waits for.
+
+        Raises:
+            plait.client.ApiError: It is not paused (409), or the input does not fit (422).
+        """
+        return self._session.call(self._calls.resume_flow_run(flow_run_id, input))
+
+    def retry_flow_run(self, flow_run_id: str) -> dict[str, Any]:
+        """Schedule a Failed or Crashed flow run again (its completed task runs are not run again)."""
+        return self._session.call(self._calls.retry_flow_run(flow_run_id))
+
+    def late_reason(self, flow_run_id: str) -> dict[str, Any]:
+        """Why a Scheduled or Late flow run has not started: ``{"id", "state_type",
+        "state_name", "reason"}``."""
+        return self._session.call(self._calls.late_reason(flow_run_id))
+
     # -- events ---------------------------------------------------------------------------------------
     def events(
         self,

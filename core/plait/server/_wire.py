@@ -28,7 +28,8 @@ RunId = Annotated[str, StringConstraints(min_length=1, max_length=36, pattern=ID
 Micros = Annotated[StrictInt, Field(description="microseconds since 1970-01-01 UTC")]
 Int32 = Annotated[int, Field(ge=0, le=2**31 - 1)]
 StateTypeName = Literal[
-    "SCHEDULED", "PENDING", "RUNNING", "RETRYING", "COMPLETED", "CACHED", "FAILED", "CRASHED", "CANCELLED", "PAUSED"
+    "SCHEDULED", "PENDING", "RUNNING", "RETRYING", "COMPLETED", "CACHED", "FAILED", "CRASHED", "CANCELLED", "PAUSED",
+    "CANCELLING",
 ]
 Short = Annotated[str, StringConstraints(max_length=16)]
 
@@ -53,6 +54,7 @@ class _FlowFields(TypedDict):
     hostname: str | None
     heartbeat_at: Micros | None
     heartbeat_interval: float | None
+    entrypoint: NotRequired[str | None]  # 'path.py:flow' of a top-level run
 
 
 class FlowRow(_FlowFields):

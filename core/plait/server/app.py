@@ -38,6 +38,9 @@ ROUTER_MODULES = (
     "plait.server.routes.events",
     "plait.server.routes.blocks",
     "plait.server.routes.config",
+    "plait.server.routes.deployments",
+    "plait.server.routes.work_pools",
+    "plait.server.routes.control",
 )
 
 logger = logging.getLogger("plait.server")

@@ -5,9 +5,20 @@ loop does its work only while its server holds the service's lease in the store
 (``plait._store.leases``), so exactly one server acts at a time; when that server stops
 (the lease is released) or dies (it stops renewing), another takes over within one lease.
 
-Services now: ``crash-detector`` (``plait._recovery.detect_crashed`` every few seconds:
-runs silent for two of their heartbeat intervals are marked Crashed, counted from no earlier
-than this server's start).
+Services now:
+
+- ``crash-detector`` (``plait._recovery.detect_crashed`` every few seconds): runs silent for
+  two of their heartbeat intervals are marked Crashed, counted from no earlier than this
+  server's start;
+- ``scheduler`` (``plait.schedules.plan`` every ``scheduler_interval`` seconds): the
+  scheduled runs of every active schedule of every unpaused deployment, up to
+  ``scheduler_horizon`` seconds ahead and ``scheduler_max_runs`` per deployment, one per
+  slot (a unique key per slot: two passes, or two servers, never make a second);
+- ``late-runs`` (``mark_late``): Scheduled runs not started ``late_grace`` seconds after
+  their time become Late;
+- ``worker-reaper`` (``reap_dead_workers``, at the crash detector's pace): a worker silent
+  for two of its heartbeat intervals is dead; the runs it claimed are Crashed and, as
+  their deployment's ``retries`` allow, scheduled again.
 """
 
 from __future__ import annotations
@@ -25,11 +36,14 @@ from plait._runs import HOSTNAME, utcnow
 from plait._store.database import Database
 from plait.exceptions import DatabaseError
 
-__all__ = ["Services", "Service", "CRASH_DETECTOR"]
+__all__ = ["Services", "Service", "CRASH_DETECTOR", "SCHEDULER", "LATE_RUNS", "WORKER_REAPER"]
 
 logger = logging.getLogger("plait.server")
 
 CRASH_DETECTOR = "crash-detector"
+SCHEDULER = "scheduler"
+LATE_RUNS = "late-runs"
+WORKER_REAPER = "worker-reaper"
 
 
 @dataclass(frozen=True)
@@ -59,21 +73,83 @@ def _crash_detector(started: datetime) -> Callable[[Database], object]:
     return detect
 
 
+def _scheduler(horizon: float, max_runs: int) -> Callable[[Database], object]:
+    def plan(db: Database) -> object:
+        from datetime import timedelta
+
+        from plait.schedules import plan as plan_runs
+
+        made = plan_runs(db, now=utcnow(), horizon=timedelta(seconds=horizon), max_runs=max_runs)
+        if made:
+            logger.debug("scheduler: %d new scheduled run(s)", made)
+        return made
+
+    return plan
+
+
+def _late_runs(grace: float) -> Callable[[Database], object]:
+    def mark(db: Database) -> object:
+        from plait._store.scheduling import mark_late
+
+        return mark_late(db, grace_seconds=grace)
+
+    return mark
+
+
+def _reap_workers(db: Database) -> object:
+    from plait._store.scheduling import reap_dead_workers
+
+    crashed = reap_dead_workers(db)
+    if crashed:
+        logger.warning("worker-reaper: %d flow run(s) of workers that stopped heartbeating marked Crashed",
+                       len(crashed))
+    return crashed
+
+
+def _available(module: str) -> bool:
+    """Whether a part the services need is installed (the loop of a part not built is left out)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 class Services:
     """The service loops of one server process (started and stopped by the app's lifespan).
 
     Args:
         db: The store.
-        crash_interval: Seconds between two crash-detection passes.
+        crash_interval: Seconds between two crash-detection passes (and worker-reaper passes).
+        scheduler_interval: Seconds between two scheduler passes (default: the setting
+            ``scheduler_interval``).
+
+    The scheduler's horizon and run count and the late grace period are the settings
+    ``scheduler_horizon``, ``scheduler_max_runs`` and ``late_grace``.
     """
 
-    def __init__(self, db: Database, *, crash_interval: float = 5.0) -> None:
+    def __init__(self, db: Database, *, crash_interval: float = 5.0, scheduler_interval: float | None = None) -> None:
+        from plait.settings import get_settings
+
         if not crash_interval > 0:
             raise ValueError(f"crash_interval must be positive seconds, not {crash_interval!r}")
+        settings = get_settings()
+        every = settings.scheduler_interval if scheduler_interval is None else scheduler_interval
+        if not every > 0:
+            raise ValueError(f"scheduler_interval must be positive seconds, not {every!r}")
         self.db = db
         # unique per process start: a restarted server must not think it still holds a lease
         self.holder = f"{HOSTNAME}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.services = [Service(CRASH_DETECTOR, crash_interval, _crash_detector(utcnow()))]
+        if _available("plait.schedules"):
+            self.services.append(Service(SCHEDULER, every,
+                                         _scheduler(settings.scheduler_horizon, settings.scheduler_max_runs)))
+        if _available("plait._store.scheduling"):
+            # a run turns Late within a third of the grace period after it should have (at most 5 s)
+            late_every = min(5.0, max(0.5, settings.late_grace / 3))
+            self.services.append(Service(LATE_RUNS, late_every, _late_runs(settings.late_grace)))
+            self.services.append(Service(WORKER_REAPER, crash_interval, _reap_workers))
         self._tasks: list[asyncio.Task[None]] = []
         self._held: set[str] = set()
 

@@ -10,7 +10,7 @@ they read ``"***"``.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,6 +28,7 @@ from plait.blocks._documents import (
     list_document_entries,
     read_document,
     save_document,
+    save_documents,
     unknown_type,
 )
 from plait.blocks._encoding import DamagedDocument
@@ -49,6 +50,7 @@ Slug = Annotated[str, Path(min_length=1, max_length=200, pattern=_TEXT, examples
                            description="The block type's slug, e.g. 'aws-credentials'.")]
 Name = Annotated[str, Path(min_length=1, max_length=200, pattern=_TEXT, examples=["billing"],
                            description="The saved block's name, e.g. 'prod'.")]
+_MAX_APPLY = 500  # blocks in one apply: far more than a blocks file holds, and a bounded transaction
 _CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorOut, "description": "Conflicts with what is stored (named in the message)"}
 }
@@ -139,6 +141,34 @@ _EXAMPLE = {
     },
     "data": {"service": "billing", "token": "s3cr3t-t0ken"},
 }
+
+
+class BlockApplyItemIn(BlockPayloadIn):
+    """One block of an apply: the payload of ``PUT /blocks/documents/{slug}/{name}`` with the
+    name to save it under (its slug is ``type.slug``, required here)."""
+
+    name: str = Field(min_length=1, max_length=200, description="The name to save the block under.")
+
+
+class BlocksApplyIn(BaseModel):
+    """Blocks to save together, in order (a blocks file applied through the server)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    blocks: list[BlockApplyItemIn] = Field(
+        max_length=_MAX_APPLY, description=f"The blocks, in order (at most {_MAX_APPLY}); each listed once."
+    )
+
+
+class BlockApplyItemOut(BaseModel):
+    """What applying did to one block."""
+
+    action: Literal["created", "updated"] = Field(description="Whether the block was new or replaced.")
+    document: BlockDocumentOut
+
+
+class BlocksApplyOut(BaseModel):
+    items: list[BlockApplyItemOut] = Field(description="One per block of the request, in its order.")
 
 
 class DeletedBlockOut(BaseModel):
@@ -347,6 +377,42 @@ def put_block_document(
         raise _problem(exc) from None
     response.status_code = 201 if created else 200
     return document
+
+
+@router.post("/blocks/apply", response_model=BlocksApplyOut, responses=ERROR_RESPONSES)
+def apply_blocks(
+    body: Annotated[BlocksApplyIn, Body(openapi_examples={"one block": {
+        "summary": "Save one block (created, or replaced when the name is taken)",
+        "value": {"blocks": [{**_EXAMPLE, "name": "billing"}]},
+    }})],
+    db: Store,
+    caller: Runner,
+) -> dict[str, Any]:
+    """Save several blocks in one transaction: all of them, or none.
+
+    What ``plait block apply`` sends for the blocks of a file that changed (it compares them
+    with the saved ones first). The blocks are saved in order, each replacing a saved block
+    of its slug and name, so a nested ``{"$block": {"name": ..., "type", "data"}}`` refers to
+    a block saved earlier in the same request.
+
+    Answers ``{"items": [{"action": "created" | "updated", "document": {...}}]}``, one item per
+    block in the request's order, each ``document`` as ``GET /blocks/documents/{slug}/{name}``
+    answers it (secrets ``"***"``). A block that cannot be saved, or one listed twice, gets a
+    422 whose message starts with its place (``blocks[1] 'webhook/ops': ...``), and then
+    nothing was written.
+    """
+    items = []
+    for index, block in enumerate(body.blocks):
+        if block.type.slug is None:
+            raise ApiProblem(422, "invalid_block", f"blocks[{index}] {block.name[:60]!r}: type.slug is required "
+                             "(the block type's slug, e.g. 'webhook')")
+        items.append((block.type.slug, block.name, {"type": block.type, "data": block.data}))
+    try:
+        saved = save_documents(db, items)
+    except BlockError as exc:
+        raise _problem(exc) from None
+    return {"items": [{"action": "created" if created else "updated", "document": document}
+                      for document, created in saved]}
 
 
 @router.delete(
