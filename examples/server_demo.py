@@ -4,7 +4,9 @@
 2. `plait server start --port 4300` in the background, serving its own SQLite store
 3. the warehouse job (examples/warehouse/flow.py) from a second process whose settings
    name only the server: PLAIT_API_URL and PLAIT_API_KEY; it records there
-4. `plait flow-run ls` through the API, then where to look
+4. a deployment on a 5-second interval schedule (examples/deployed/plait.yaml) in a work
+   pool `demo`, run by `plait worker start --pool demo` for about 12 seconds
+5. `plait flow-run ls` through the API, then where to look
 
 The server's home is $DEMO_HOME/server, the job's $DEMO_HOME/worker (default
 .plait-demo-server). Set KEEP=1 to leave the server running at the end (Ctrl-C stops it).
@@ -38,6 +40,26 @@ def _port(preferred: int = 4300) -> int:
 
 def _show(command: str) -> None:
     print(f"\n$ {command}", flush=True)
+
+
+def _deploy_and_work(env: dict[str, str], api_url: str, seconds: float = 12.0) -> int:
+    """A work pool, a deployment on an interval schedule, and a worker that runs it for a
+    while: the scheduler of the server plans the runs, the worker claims and runs them."""
+    shown = f"PLAIT_API_URL={api_url} PLAIT_API_KEY=<key> "
+    _show(shown + "plait work-pool create demo --type process")
+    subprocess.run([*PLAIT, "work-pool", "create", "demo", "--type", "process"], env=env, check=False)
+    _show(shown + "plait deploy --file examples/deployed/plait.yaml")
+    deployed = subprocess.run([*PLAIT, "deploy", "--file", str(HERE / "deployed" / "plait.yaml")], env=env)
+    if deployed.returncode:
+        return deployed.returncode
+    _show(shown + f"plait worker start --pool demo   # stopped after {seconds:g} s")
+    worker = subprocess.Popen([*PLAIT, "worker", "start", "--pool", "demo", "--poll-interval", "1"], env=env)
+    try:
+        worker.wait(seconds)
+    except subprocess.TimeoutExpired:
+        worker.send_signal(signal.SIGTERM)  # stops claiming, lets the run in flight finish
+        worker.wait(60)
+    return 0 if worker.returncode in (0, -signal.SIGTERM) else worker.returncode
 
 
 def main() -> int:
@@ -78,8 +100,9 @@ def main() -> int:
         job = [sys.executable, str(HERE / "warehouse" / "flow.py"), *sys.argv[1:]]
         _show(f"PLAIT_API_URL={api_url} PLAIT_API_KEY=<key> python examples/warehouse/flow.py")
         done = subprocess.run(job, env=worker_env)
-        listing = [*PLAIT, "flow-run", "ls", "--limit", "10"]
-        _show(f"PLAIT_API_URL={api_url} PLAIT_API_KEY=<key> plait flow-run ls --limit 10")
+        deployed = _deploy_and_work(worker_env, api_url)
+        listing = [*PLAIT, "flow-run", "ls", "--state", "completed", "--limit", "10"]
+        _show(f"PLAIT_API_URL={api_url} PLAIT_API_KEY=<key> plait flow-run ls --state completed --limit 10")
         subprocess.run(listing, env=worker_env, check=False)
         print(f"\nWhere to look: {api_url}/v1/docs (the API), {api_url}/v1/flow-runs "
               f"(with the header 'Authorization: Bearer <key>'), or any plait command with "
@@ -90,7 +113,7 @@ def main() -> int:
                 server.wait()
             except KeyboardInterrupt:
                 pass
-        return done.returncode
+        return done.returncode or deployed
     finally:
         if server.poll() is None:
             server.send_signal(signal.SIGTERM)

@@ -1,6 +1,7 @@
 """The README's main job and the basics demo run from a clean home and record what they claim."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,15 +34,21 @@ def test_demo_server_runs_the_main_job_against_a_server(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "[announcement received] plait: flow 'warehouse-daily'" in done.stdout
-    listed = done.stdout.rsplit("plait flow-run ls --limit 10", 1)[1]
+    listed = done.stdout.rsplit("plait flow-run ls --state completed --limit 10", 1)[1]
     assert "warehouse-daily" in listed and "Completed" in listed
+    # the deployment on a 5 s interval schedule, run by a worker for about 12 s
+    assert "freshness-check" in listed
+    assert re.search(r"worker '[^']+' of pool 'demo' stopped: [1-9]\d* Completed", done.stdout), done.stdout[-2000:]
     assert "Where to look:" in done.stdout
     assert not (tmp_path / "demo" / "worker" / "plait.db").exists()  # everything went to the server
     from plait.testing import plait_test_harness
 
     with plait_test_harness(database_url=f"sqlite:///{tmp_path / 'demo' / 'server' / 'plait.db'}") as harness:
-        runs = {r["flow_name"]: r for r in harness.flow_runs(limit=20)}
+        runs = {r["flow_name"]: r for r in harness.flow_runs(limit=500) if r["state_type"] == "COMPLETED"}
+        checks = harness.flow_runs(flow_name="freshness-check", limit=500)
     assert runs["warehouse-daily"]["state_type"] == "COMPLETED"
+    assert any(r["state_type"] == "COMPLETED" for r in checks)
+    assert not [r for r in checks if r["state_type"] in ("FAILED", "CRASHED")]
     assert runs["warehouse-daily"]["task_run_count"] > 10
 
 

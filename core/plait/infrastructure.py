@@ -298,11 +298,26 @@ def _history_on() -> bool:
 def flow_run_summary(flow_run_id: str) -> dict[str, Any] | None:
     """``{id, flow_name, state_type, state_message, pid}`` of a flow run, or None if unknown.
 
-    Reads the row as stored, without crash detection (a launcher decides that itself).
+    Reads the row as stored, without crash detection (a launcher decides that itself): from
+    the plait server when ``PLAIT_API_URL`` is set (where the child recorded it), else from
+    the local store.
 
     Raises:
         DatabaseError: The database cannot be read.
+        ApiError: The server cannot be asked (``plait._api``).
     """
+    from plait.settings import get_settings
+
+    if get_settings().api_url:
+        from plait._api import ApiSession
+        from plait._api._errors import ApiNotFound
+
+        with ApiSession.from_settings() as session:
+            try:
+                run = session.call(session.calls.flow_run(flow_run_id))
+            except ApiNotFound:
+                return None
+        return {key: run.get(key) for key in ("id", "flow_name", "state_type", "state_message", "pid")}
     from plait._store import runs
     from plait._store.database import get_database
 

@@ -149,7 +149,8 @@ class Services:
             # a run turns Late within a third of the grace period after it should have (at most 5 s)
             late_every = min(5.0, max(0.5, settings.late_grace / 3))
             self.services.append(Service(LATE_RUNS, late_every, _late_runs(settings.late_grace)))
-            self.services.append(Service(WORKER_REAPER, crash_interval, _reap_workers))
+            # a dead worker is found within two of its heartbeats plus at most a second
+            self.services.append(Service(WORKER_REAPER, min(crash_interval, 1.0), _reap_workers))
         self._tasks: list[asyncio.Task[None]] = []
         self._held: set[str] = set()
 
