@@ -198,6 +198,20 @@ def test_deployment_run_makes_a_scheduled_run_with_checked_parameters(project: P
     assert bad_time.exit_code == 2 and "--at" in bad_time.stderr
 
 
+def test_flow_run_ls_keeps_runs_due_later_apart(project: Path) -> None:
+    invoke("deploy")
+    now_run = json.loads(invoke("deployment", "run", "cli-deploy-etl/nightly", "--json").stdout)
+    later = [json.loads(invoke("deployment", "run", "cli-deploy-etl/nightly", "--at", at, "--json").stdout)["id"]
+             for at in ("+2h", "+1h")]
+    listed = [r["id"] for r in json.loads(invoke("flow-run", "ls", "--json").stdout)]
+    assert listed == [now_run["id"]]
+    upcoming = json.loads(invoke("flow-run", "ls", "--upcoming", "--json").stdout)
+    assert [r["id"] for r in upcoming] == later[::-1]  # soonest first
+    assert all(r["expected_start_time"] for r in upcoming)
+    shown = invoke("flow-run", "ls", "--upcoming").stdout
+    assert shown.count(" due ") == 2, shown
+
+
 def test_a_scheduled_run_says_why_it_has_not_started(project: Path) -> None:
     invoke("deploy")
     run = json.loads(invoke("deployment", "run", "cli-deploy-etl/nightly", "--json").stdout)

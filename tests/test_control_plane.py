@@ -23,11 +23,11 @@ from plait.deployments._control import (
     ControlPlane,
     ControlRefused,
     LocalControl,
-    RemoteControl,
     check_run_parameters,
     control_plane,
     revive_times,
 )
+from plait.deployments._remote_control import RemoteControl
 
 
 # -- without a store ------------------------------------------------------------------------------

@@ -215,3 +215,44 @@ def test_serve_refuses_a_work_pool_and_options_with_a_deployment(store: Path) ->
         serve(Deployment(name="d", flow_name="f", entrypoint="x.py:f"), cron="* * * * *")
     with pytest.raises(TypeError, match="takes a flow or a Deployment"):
         serve("not a flow")
+
+
+def test_serve_against_a_server_runs_what_the_server_schedules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With PLAIT_API_URL set the serve process plans nothing itself: the server's scheduler
+    makes the interval schedule's runs, the serve process claims them through the API and its
+    runs record there (the process's own store stays unwritten)."""
+    from plait.testing import running_server
+
+    _reset_store()
+    with running_server(f"sqlite:///{tmp_path}/server.db", tmp_path / "server",
+                        env={"PLAIT_SCHEDULER_INTERVAL": "1"}) as server:
+        monkeypatch.setenv("PLAIT_HOME", str(tmp_path / "client"))
+        monkeypatch.setenv("PLAIT_DATABASE_URL", f"sqlite:///{tmp_path}/client.db")
+        monkeypatch.setenv("PLAIT_API_URL", server.api_url)
+        monkeypatch.setenv("PLAIT_API_KEY", server.run_key)
+        monkeypatch.setenv("PLAIT_LOG_TO_CONSOLE", "true")
+        script = tmp_path / "served.py"
+        script.write_text(SCRIPT)
+        out, log = tmp_path / "ticks", tmp_path / "serve.log"
+        proc = _start(script, log, "interval", str(out))
+        try:
+            from plait.deployments._control import control_plane
+
+            control = control_plane()
+            wait_for(lambda: control.get_deployment("tick/every-2s"), 60, "the deployment to be saved")
+            began = time.monotonic()
+            wait_for(lambda: out.exists() and len(out.read_text().splitlines()) >= 2, 30, "two runs")
+            took = time.monotonic() - began
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(30) == 0, log.read_text()
+        finally:
+            _stop(proc)
+            _reset_store()
+        print(f"through the server: two scheduled runs completed {took:.2f}s after the deployment was saved")
+        from plait.client import PlaitClient
+
+        with PlaitClient(server.api_url, server.read_key) as reader:
+            runs = list(reader.iter_flow_runs(flow="tick", state="COMPLETED"))
+        assert len(runs) >= 2, runs
+        assert all(r["task_run_count"] == 0 for r in runs)
+        assert not (tmp_path / "client.db").exists(), "a serve process of a server wrote a local store"

@@ -20,7 +20,7 @@ from cryptography.fernet import Fernet
 from pydantic import Field, SecretBytes, SecretStr
 
 from plait.blocks import Block, CredentialsBlock, SecretDict
-from plait.blocks._documents import block_from_document, block_payload, mark_saved
+from plait.blocks._payloads import block_from_document, block_payload, mark_saved
 from plait.testing import reset_state, throwaway_postgres_database
 from plait.testing._server import running_server
 

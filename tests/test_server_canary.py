@@ -21,7 +21,7 @@ import pytest
 from pydantic import Field, SecretStr
 
 from plait.blocks import Block, CredentialsBlock
-from plait.blocks._documents import block_from_document, block_payload
+from plait.blocks._payloads import block_from_document, block_payload
 from plait.testing import reset_state
 from plait.testing._server import ServerHandle, running_server
 
@@ -127,6 +127,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         worker = client.post("/api/v1/work-pools/walk-pool/workers/heartbeat", headers=server.headers("run"),
                              json={"name": "walk-worker", "hostname": "h", "pid": 1, "heartbeat_interval": 30})
         assert worker.status_code == 200, worker.text
+        # a concurrency limit whose description and a holder's label hold the secret
+        limit = client.put("/api/v1/concurrency-limits/walk-limit", headers=server.headers("run"),
+                           json={"limit": 5, "description": f"guards {CANARY}"})
+        assert limit.status_code == 200, limit.text
+        held = client.post("/api/v1/concurrency-limits/acquire", headers=server.headers("run"), json={
+            "names": ["walk-limit"], "hostname": "h", "pid": 1, "label": f"held with {CANARY}"})
+        assert held.status_code == 200 and held.json()["acquired"], held.text
 
         # this process loads the block through the API (its secret is now masked here too) ...
         revealed = client.get("/api/v1/blocks/documents/canary-credentials/prod", headers=server.headers("run"),
@@ -283,6 +290,11 @@ CONTROL_CALLS: dict[tuple[str, str], list[Call]] = {
     ("POST", "/api/v1/flow-runs/{id}/cancel"): [Call(key="run", path=lambda w: {"id": w.made["walk_run"]}),
                                                 Call(key="run", path=lambda w: {"id": w.made["walk_run"]},
                                                      status=409)],
+    # the walked run was cancelled: a worker's later verdict does not replace that
+    ("POST", "/api/v1/flow-runs/{id}/end"): [
+        Call(key="run", path=lambda w: {"id": w.made["walk_run"]}, json={"state_type": "CRASHED", "message": "gone"}),
+        Call(key="read", path=lambda w: {"id": w.made["walk_run"]}, json={"state_type": "CRASHED", "message": "x"},
+             status=403)],
     # the leaky run has failed: it is not paused (409), and the input (holding the secret) is never echoed
     ("POST", "/api/v1/flow-runs/{id}/resume"): [Call(key="run", path=_fr, json={"input": {"token": CANARY}},
                                                      status=409)],
@@ -291,6 +303,36 @@ CONTROL_CALLS: dict[tuple[str, str], list[Call]] = {
                                                     status=409)],
 }
 CALLS.update(CONTROL_CALLS)
+LIMIT = {"name": "walk-limit"}
+LIMIT_2 = {"name": "walk/limit-2"}  # a "/" in a name, as tags may hold one
+
+
+def _remember_slot(w: World, response: httpx.Response) -> None:
+    w.made["slot"] = response.json()["slot_ids"][0]
+
+
+CONCURRENCY_CALLS: dict[tuple[str, str], list[Call]] = {
+    ("GET", "/api/v1/concurrency-limits"): [Call(key="read")],
+    ("GET", "/api/v1/concurrency-limits/{name}"): [Call(key="read", path=LIMIT),
+                                                   Call(path={"name": "walk-none"}, status=404)],
+    ("POST", "/api/v1/concurrency-limits/acquire"): [
+        Call(key="run", json={"names": ["walk-limit", "walk-no-limit"], "hostname": "h", "pid": 2,
+                              "label": f"walk {CANARY}"}, after=_remember_slot),
+        Call(key="run", json={"names": ["walk-limit"], "occupy": 6, "hostname": "h"}, status=422),
+        Call(key="read", json={"names": ["walk-limit"], "hostname": "h"}, status=403)],
+    ("POST", "/api/v1/concurrency-limits/release"): [
+        Call(key="run", json=lambda w: {"slot_ids": [w.made["slot"], "00000000-0000-4000-8000-000000000000"]}),
+        Call(key="read", json={"slot_ids": []}, status=403)],
+    ("POST", "/api/v1/concurrency-limits/{name}/reset"): [Call(key="run", path=LIMIT),
+                                                          Call(key="run", path={"name": "walk-none"}, status=404)],
+    ("PUT", "/api/v1/concurrency-limits/{name}"): [
+        Call(key="run", path=LIMIT_2, json={"limit": 2, "slot_decay_per_second": 0.5, "description": CANARY}),
+        Call(key="run", path=LIMIT_2, json={"limit": -1}, status=422),
+        Call(key="read", path=LIMIT_2, json={"limit": 2}, status=403)],
+    ("DELETE", "/api/v1/concurrency-limits/{name}"): [Call(key="run", path=LIMIT_2, status=403), Call(path=LIMIT_2),
+                                                      Call(path=LIMIT_2, status=404)],
+}
+CALLS.update(CONCURRENCY_CALLS)
 _ORDER = {"GET": 0, "POST": 1, "PUT": 2, "PATCH": 3, "DELETE": 4}
 
 

@@ -288,6 +288,11 @@ def test_a_worker_heartbeats_and_claims_runs(server: ServerHandle, http: httpx.C
             assert run["state_type"] == "PENDING"
             assert run["deployment"]["flow_name"] == flow_name and run["deployment"]["entrypoint"]
         assert reader.flow_run_state(claimed[0]["id"]).value == "PENDING"
+        # the worker never got that answer (it holds nothing): the same two again, not the third
+        again = runner.claim_runs(pool, beat["worker_id"], limit=5, holding=[])
+        assert [r["id"] for r in again] == [r["id"] for r in claimed] and again[0]["deployment"]["entrypoint"]
+        rest = runner.claim_runs(pool, beat["worker_id"], limit=5, holding=[r["id"] for r in claimed])
+        assert {r["id"] for r in rest} == set(ids) - {r["id"] for r in claimed}
         with pytest.raises(ApiAuthError) as forbidden:
             reader.claim_runs(pool, beat["worker_id"])
         assert forbidden.value.status == 403
@@ -364,10 +369,6 @@ def test_a_waiting_run_says_why_it_is_late(server: ServerHandle, http: httpx.Cli
 
 
 def test_retry_and_resume_through_the_api(server: ServerHandle, http: httpx.Client) -> None:
-    from importlib.util import find_spec
-
-    if find_spec("plait._store.control") is None:
-        pytest.skip("plait._store.control (resume_flow_run, retry_flow_run: helper F) is not built yet")
     from plait._store.database import Database
     from plait._store.scheduling import set_flow_run_state
 
@@ -404,6 +405,36 @@ def test_retry_and_resume_through_the_api(server: ServerHandle, http: httpx.Clie
         assert resumed["id"] == run_id and resumed["state_type"] == "PENDING"
     assert_error(http.post(f"/flow-runs/{uuid.uuid4()}/retry", headers=server.headers("run")), 404)
     assert_error(http.post(f"/flow-runs/{run_id}/retry", headers=server.headers("read")), 403)
+
+
+def test_a_worker_ends_a_run_its_process_could_not_end(server: ServerHandle, http: httpx.Client) -> None:
+    from plait._store.database import Database
+    from plait._store.scheduling import set_flow_run_state
+
+    with client(server) as runner:
+        pool, _flow_name, [run_id] = _pool_with_runs(runner, 1)
+        worker_id = runner.worker_heartbeat(pool, "w", hostname="h", pid=1, heartbeat_interval=30)["worker_id"]
+        runner.claim_runs(pool, worker_id)
+        db = Database.open(server.database_url)  # type: ignore[attr-defined]
+        set_flow_run_state(db, run_id, "RUNNING")
+        ended = runner.end_flow_run(run_id, "CRASHED", "its process was killed by signal 9")
+        assert ended == {"id": run_id, "ended": True, "state_type": "CRASHED"}
+        assert runner.flow_run(run_id)["state_message"] == "its process was killed by signal 9"
+        # a second verdict does not replace the first
+        assert runner.end_flow_run(run_id, "FAILED", "late")["ended"] is False
+        assert runner.flow_run(run_id)["state_type"] == "CRASHED"
+        # a run never recorded: 404 unless the worker says what to create
+        unknown = str(uuid.uuid4())
+        with pytest.raises(ApiNotFound):
+            runner.end_flow_run(unknown, "CRASHED", "never started")
+        made = http.post(f"/flow-runs/{unknown}/end", headers=server.headers("run"), json={
+            "state_type": "FAILED", "message": "could not start", "create": {"flow_name": "etl", "pid": 7}})
+        assert made.status_code == 200 and made.json() == {"id": unknown, "ended": True, "state_type": "FAILED"}
+    bad = http.post(f"/flow-runs/{run_id}/end", headers=server.headers("run"),
+                    json={"state_type": "COMPLETED", "message": "x"})
+    assert_error(bad, 422)
+    assert_error(http.post(f"/flow-runs/{run_id}/end", headers=server.headers("read"),
+                           json={"state_type": "CRASHED", "message": "x"}), 403)
 
 
 # -- the services -------------------------------------------------------------------------------------------
@@ -483,7 +514,7 @@ def test_with_two_servers_one_schedules_and_each_slot_has_one_run(server: Server
 
 def test_secrets_the_server_knows_are_masked_in_answers_but_not_in_claims(server: ServerHandle,
                                                                            http: httpx.Client) -> None:
-    from plait.blocks._documents import block_payload
+    from plait.blocks._payloads import block_payload
     from plait_blocks import Webhook
 
     secret = f"https://hooks.example.com/{uuid.uuid4().hex}"

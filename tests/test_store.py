@@ -33,6 +33,7 @@ TABLES = {
     "block_types", "block_schemas", "block_documents", "block_document_references",
     "notification_rules", "events", "api_keys", "ingested_batches", "flow_run_tags", "service_leases",
     "work_pools", "work_queues", "workers", "deployments", "deployment_schedules",
+    "concurrency_limits", "concurrency_slots",
 }
 
 

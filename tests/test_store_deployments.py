@@ -338,3 +338,15 @@ def test_first_heartbeats_racing_make_one_worker(database_url: str) -> None:
     for t in threads:
         t.join()
     assert errors == [] and len(set(ids)) == 1
+
+
+def test_slots_of_a_deployment_saved_meanwhile_are_not_planned(database_url: str) -> None:
+    """The scheduler computes slots from the deployment it read; a save that changed it
+    before the slots are written wins: no run for a schedule that no longer exists."""
+    db = Database.open(database_url)
+    old, _ = save_deployment(db, _spec(schedules=[CRON]))
+    stale = _future_slots(old, 2)
+    new, _ = save_deployment(db, _spec(schedules=[EVERY_MINUTE]))
+    assert plan_deployment_runs(db, old["id"], stale, as_of=old["updated"]) == 0
+    assert plan_deployment_runs(db, new["id"], _future_slots(new, 2), as_of=new["updated"]) == 2
+    assert scheduled_count(db, new["id"], datetime.now(UTC)) == 2

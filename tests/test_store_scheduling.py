@@ -189,6 +189,27 @@ def test_claim_moves_due_runs_to_pending_for_the_worker(database_url: str) -> No
         claim_runs(db, "local", "worker-1", limit=0)
 
 
+def test_a_claim_whose_answer_was_lost_is_answered_again(database_url: str) -> None:
+    db = Database.open(database_url)
+    _pool(db)
+    deployment = _deployment(db)
+    first, second, third = _due(db, deployment, 3)
+    lost = claim_runs(db, "local", "worker-1", limit=2)  # the answer never reached the worker
+    assert [r["id"] for r in lost] == [first, second]
+    # the worker holds nothing: the same two again (with their deployment), nothing new
+    again = claim_runs(db, "local", "worker-1", limit=5, holding=[])
+    assert [r["id"] for r in again] == [first, second] and again[0]["deployment"]["id"] == deployment["id"]
+    # it holds one (started): the other again
+    assert [r["id"] for r in claim_runs(db, "local", "worker-1", limit=5, holding=[first])] == [second]
+    # holding both: new runs; and a worker never gets another worker's Pending runs
+    assert [r["id"] for r in claim_runs(db, "local", "worker-1", limit=5, holding=[first, second])] == [third]
+    assert claim_runs(db, "local", "worker-2", limit=5, holding=[]) == []
+    _start(db, third)
+    assert claim_runs(db, "local", "worker-1", limit=5, holding=[first, second]) == []  # Running: delivered
+    with pytest.raises(ValueError, match="holding"):
+        claim_runs(db, "local", "worker-1", holding="abc")
+
+
 @pytest.mark.parametrize("limited", [None, "pool", "deployment"])
 def test_four_claimers_racing_claim_each_of_200_runs_exactly_once(database_url: str, limited: str | None) -> None:
     db = Database.open(database_url)
@@ -516,3 +537,24 @@ def test_a_dead_workers_cancelling_run_ends_cancelled(database_url: str) -> None
     assert _run(db, run_id).state_type == "CANCELLED"
     with db.engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(_F)) == 1  # a cancelled run is not retried
+
+
+def test_listings_keep_runs_made_ahead_apart(database_url: str) -> None:
+    """A scheduler makes runs ahead: they are the newest rows, and would fill a listing of
+    the newest runs; ``upcoming`` keeps them apart (the CLI hides them by default)."""
+    from plait._store.history import list_flow_runs
+    from plait._store.pages import page_flow_runs
+
+    db = Database.open(database_url)
+    _pool(db)
+    deployment = _deployment(db, name="ahead")
+    now = datetime.now(UTC)
+    [due] = _due(db, deployment)
+    later = [create_flow_run(db, deployment, parameters={}, expected_start_time=now + timedelta(hours=h))[0]["id"]
+             for h in (2, 1)]
+    assert [r["id"] for r in list_flow_runs(db, flow_name="etl", upcoming=True)] == later[::-1]  # soonest first
+    assert [r["id"] for r in list_flow_runs(db, flow_name="etl", upcoming=False)] == [due]
+    assert {r["id"] for r in list_flow_runs(db, flow_name="etl")} == {due, *later}
+    page = page_flow_runs(db, flow_names=["etl"], upcoming=False)
+    assert [r["id"] for r in page["items"]] == [due]
+    assert {r["id"] for r in page_flow_runs(db, flow_names=["etl"], upcoming=True)["items"]} == set(later)

@@ -245,7 +245,7 @@ def test_flow_run_items_carry_the_listing_fields(db: Database) -> None:
     assert set(item) == {
         "id", "flow_name", "name", "state_type", "state_name", "state_message", "parameters", "tags",
         "parent_flow_run_id", "parent_task_run_id", "run_count", "task_run_count", "created", "start_time",
-        "end_time", "duration_seconds", "hostname", "pid",
+        "end_time", "duration_seconds", "hostname", "pid", "expected_start_time",
     }
     json.dumps(item)  # JSON-safe as it is
 

@@ -66,6 +66,20 @@ FLOWS = textwrap.dedent('''
         return i
 
 
+    @task
+    def die(signal_number: int) -> None:
+        os.kill(os.getpid(), signal_number)
+        time.sleep(30)
+
+
+    @flow
+    def doomed() -> int:
+        """Completes a task, then its process is killed inside the next one."""
+        double(1)
+        die(9)
+        return 0
+
+
     @flow
     def ticking(marker: str, n: int = 600) -> int:
         pathlib.Path(marker).write_text(str(os.getpid()))
@@ -305,6 +319,17 @@ def test_a_failing_entrypoint_fails_the_run_with_the_reason(setup: Setup) -> Non
     assert "has no flow 'nope'" in row["state_message"] and "hello" in row["state_message"]
 
 
+def test_a_run_whose_process_is_killed_keeps_what_it_completed(setup: Setup) -> None:
+    """The process dies by kill -9 inside its second task: the first task's record, in the
+    dead process's journal, is stored before the run is ended Crashed."""
+    setup.deploy("doomed")
+    run_id = setup.run("doomed/dep")
+    assert Worker("local", poll_interval=0.2, heartbeat_interval=0.5).run(once=True) == {"CRASHED": 1}
+    row = setup.control.get_flow_run(run_id)
+    assert "signal 9" in row["state_message"] or "SIGKILL" in row["state_message"], row["state_message"]
+    assert {t["task_name"]: t["state_type"] for t in row["task_runs"]} == {"double": "COMPLETED"}
+
+
 def test_a_bundle_in_local_file_system_is_downloaded_and_run(setup: Setup, tmp_path: Path) -> None:
     from plait.blocks import get_block_class
 
@@ -496,7 +521,9 @@ def test_a_worker_runs_and_cancels_runs_through_a_server(tmp_path: Path, monkeyp
             setup = Setup(tmp_path, base_job_variables={"env": {"LAYER": "pool", "POOL_ONLY": "yes"}})
             setup.deploy("hello")
             setup.deploy("ticking")
+            setup.deploy("doomed")
             hello = setup.run("hello/dep", {"name": "remote"}, job_variables={"env": {"LAYER": "run"}})
+            doomed = setup.run("doomed/dep")
             marker = tmp_path / "pid"
             ticking = setup.run("ticking/dep", {"marker": str(marker)})
             env = {**os.environ, "PLAIT_API_KEY": server.run_key}
@@ -504,6 +531,13 @@ def test_a_worker_runs_and_cancels_runs_through_a_server(tmp_path: Path, monkeyp
             with worker_process(log, "--pool", "local", "--name", "remote", "--poll-interval", "0.2",
                                 "--heartbeat-interval", "1", env=env):
                 assert setup.wait_final(hello)["state_type"] == "COMPLETED"
+                # its process killed: the worker delivers what the process journaled (the task
+                # it completed; a task run is journaled when it ends) and ends it on the server
+                killed = setup.wait_final(doomed)
+                assert killed["state_type"] == "CRASHED", killed
+                assert "signal 9" in killed["state_message"] or "SIGKILL" in killed["state_message"], killed
+                tasks = {t["task_name"]: t["state_type"] for t in killed["task_runs"]}
+                assert tasks == {"double": "COMPLETED"}, killed["task_runs"]
                 wait_for(lambda: marker.exists() and setup.state(ticking) == "RUNNING", 60, "ticking to run")
                 asked = time.monotonic()
                 assert setup.control.request_cancel(ticking) == "CANCELLING"
@@ -516,5 +550,6 @@ def test_a_worker_runs_and_cancels_runs_through_a_server(tmp_path: Path, monkeyp
             messages = [line["message"] for line in commands.flow_run_logs(hello)]  # from the server
             assert any("hello remote: LAYER=run POOL_ONLY=yes" in m for m in messages), messages
             assert [w["name"] for w in setup.control.get_work_pool("local")["workers"]] == ["remote"]
+            assert not (tmp_path / "client.db").exists(), "a worker of a server wrote a local store"
         finally:
             _reset_store()

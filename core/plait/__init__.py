@@ -12,6 +12,7 @@
 
 from plait import results as _results
 from plait import runtime
+from plait._limits import concurrency, rate_limit, rate_limit_async
 from plait._logging import get_run_logger, register_secret
 from plait._masking import mask_secrets, mask_url
 from plait._options import FlowOptions, TaskOptions
@@ -97,11 +98,14 @@ __all__ = [
     "TaskRunner",
     "ThreadPoolTaskRunner",
     "UpstreamFailed",
+    "concurrency",
     "flow",
     "get_run_logger",
     "mask_secrets",
     "mask_url",
     "pause_flow_run",
+    "rate_limit",
+    "rate_limit_async",
     "register_secret",
     "runtime",
     "task",

@@ -3,8 +3,9 @@
 ``task_steps`` and ``flow_steps`` are generators holding all orchestration decisions
 (transitions, retries, caching, timeouts, failure handling). They do no I/O themselves:
 they yield *actions* — call the user's function, sleep, wait for upstream futures, touch
-result storage — and receive the outcome. ``drive_sync`` and ``drive_async`` perform those
-actions, the only place where sync and async differ.
+result storage, take and give back concurrency slots — and receive the outcome.
+``drive_sync`` and ``drive_async`` perform those actions, the only place where sync and
+async differ.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable, Generator
 from typing import Any, cast
 
 from plait._context import FlowRunContext, TaskRunContext, flow_run_var, task_run_var
+from plait._limits import TaskSlots, might_hold, task_slots, task_slots_async
 from plait._masking import mask as scrub
 from plait._options import RunOptions
 from plait._runs import FlowRun, TaskRun, advance
@@ -127,6 +129,50 @@ def _call_with_timeout(
     if box[0].error is not None:
         raise box[0].error
     return box[0].value
+
+
+class TakeSlots:
+    """Wait for the slots of the concurrency limits a tagged task run's tags name
+    (``plait._limits``); the outcome's value is the held ``TaskSlots``, or None when no tag
+    names an active limit."""
+
+    __slots__ = ("run", "flow_ctx")
+
+    def __init__(self, run: TaskRun, flow_ctx: FlowRunContext | None) -> None:
+        self.run, self.flow_ctx = run, flow_ctx
+
+    def run_sync(self) -> Outcome:
+        try:
+            slots = task_slots(self.run, self.flow_ctx)
+            if slots is not None:
+                slots.take()
+            return Outcome(slots)
+        except Exception as exc:
+            return Outcome(error=exc)
+
+    async def run_async(self) -> Outcome:
+        try:
+            slots = await task_slots_async(self.run, self.flow_ctx)
+            if slots is not None:
+                await slots.take_async()
+            return Outcome(slots)
+        except Exception as exc:
+            return Outcome(error=exc)
+
+
+class GiveBack:
+    """Give back the slots a task run held while its body ran (never fails)."""
+
+    __slots__ = ("slots",)
+
+    def __init__(self, slots: TaskSlots) -> None:
+        self.slots = slots
+
+    def run_sync(self) -> None:
+        self.slots.give_back()
+
+    async def run_async(self) -> None:
+        await self.slots.give_back_async()
 
 
 class Sleep:
@@ -272,6 +318,7 @@ def task_steps(
 ) -> Steps:
     """The life of one task run. ``upstream``: (future, kind, parameter) to wait for."""
     options = task.options
+    slots: TaskSlots | None = None  # concurrency slots held while an attempt's body runs
     try:
         if flow_ctx is not None and flow_ctx.stop and flow_ctx.cancel_requested():
             return _cancel_task(run, flow_ctx, recorder)
@@ -322,10 +369,20 @@ def task_steps(
         while True:
             if run.run_count and flow_ctx is not None and flow_ctx.stop and flow_ctx.cancel_requested():
                 return _cancel_task(run, flow_ctx, recorder)  # no retry of a cancelled run's task
+            if run.tags and might_hold(run.tags):  # tags may name limits: hold their slots
+                taken = yield TakeSlots(run, flow_ctx)
+                if taken.error is not None:
+                    if flow_ctx is not None and flow_ctx.stop and flow_ctx.cancel_requested():
+                        return _cancel_task(run, flow_ctx, recorder)
+                    return _fail_task(run, taken.error, recorder)
+                slots = taken.value
             run.run_count += 1
             set_state(run, State(StateType.RUNNING), recorder)
             outcome = yield Call(task.fn, args, kwargs, options.timeout_seconds,
                                  f"task run {run.name!r}", task_ctx=task_ctx)
+            if slots is not None:
+                held, slots = slots, None
+                yield GiveBack(held)
             if outcome.error is None:
                 ref = None
                 if storage is not None:
@@ -352,6 +409,8 @@ def task_steps(
             if delay:
                 yield Sleep(delay)
     except BaseException as exc:  # interrupted (Ctrl-C, SystemExit, cancellation)
+        if slots is not None:  # crash path: give them back at once (logged, never raises)
+            slots.give_back()
         if not run.state.is_final():
             set_state(run, State(StateType.CRASHED, f"interrupted: {describe_error(exc)}",
                                  data=CrashedRun(describe_error(exc))), recorder)

@@ -19,13 +19,25 @@ from typing import Any, Protocol
 
 from plait.states import FINAL_TYPES, State, StateType, check_transition
 
-__all__ = ["FlowRun", "TaskRun", "Recorder", "NullRecorder", "advance", "utcnow", "HOSTNAME"]
+__all__ = ["FlowRun", "TaskRun", "Recorder", "NullRecorder", "advance", "utcnow", "parse_utc", "HOSTNAME"]
 
 HOSTNAME = socket.gethostname()
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def parse_utc(value: Any) -> Any:
+    """ISO 8601 text (a ``Z`` suffix too) as an aware UTC datetime (naive text is taken as
+    UTC); anything else, text that is no time included, as it is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 class _Run:

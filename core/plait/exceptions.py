@@ -17,6 +17,8 @@ __all__ = [
     "BlockSchemaMismatch",
     "BlockValidationError",
     "BlocksFileError",
+    "ConcurrencySlotTimeout",
+    "ConcurrencyLimitMissing",
 ]
 
 
@@ -74,3 +76,13 @@ class BlockValidationError(BlockError, ValueError):
 
 class BlocksFileError(BlockError):
     """A blocks file cannot be applied; nothing was written."""
+
+
+class ConcurrencySlotTimeout(PlaitError, TimeoutError):
+    """The slots of a concurrency (or rate) limit did not fit within ``timeout_seconds``;
+    names the limit, how much of it was used and by whom."""
+
+
+class ConcurrencyLimitMissing(PlaitError, LookupError):
+    """``strict=True`` and a name is no concurrency limit (``plait concurrency-limit create
+    NAME N`` makes one)."""

@@ -8,7 +8,8 @@ follow it in the run history. This module holds both sides:
 - the child: ``load_flow()`` and ``main()`` load the flow, run it and exit with
   0 (Completed), 1 (Failed, Crashed or Cancelled) or 2 (bad entrypoint or parameters);
 - the launcher: ``new_flow_run_id()``, ``child_environment()``, ``flow_run_state()``,
-  ``record_infrastructure_log()``, ``mark_flow_run()`` and ``decode_control_line()``.
+  ``record_infrastructure_log()``, ``settle_records()``, ``mark_flow_run()`` and
+  ``decode_control_line()``.
 
 When ``PLAIT_INFRASTRUCTURE_CONTROL=1`` the child writes lines that plait itself produced
 as *control lines* on stderr (``"\\x1e"`` + JSON): run log lines it already stored (the
@@ -44,6 +45,7 @@ __all__ = [
     "record_infrastructure_log",
     "flush_records",
     "mark_flow_run",
+    "settle_records",
     "decode_control_line",
     "CONTROL_ENV",
     "CONTROL_PREFIX",
@@ -371,6 +373,33 @@ def flush_records() -> None:
     get_recorder().flush()
 
 
+def settle_records() -> None:
+    """Store what is waiting before a run is judged: this process's buffered records, and
+    what dead processes of this host journaled but never wrote (a child killed with -9
+    mid-run leaves its completed task runs in its journal): to the plait server when
+    ``PLAIT_API_URL`` is set (``plait._spool``), else into the local store
+    (``plait._recovery``).
+
+    Raises:
+        DatabaseError: The local store cannot be written.
+    """
+    if not _history_on():
+        return
+    flush_records()
+    from plait.settings import get_settings
+
+    settings = get_settings()
+    if settings.api_url:
+        from plait._spool import deliver_pending
+
+        deliver_pending(settings)  # never raises: what it cannot deliver stays spooled
+        return
+    from plait._recovery import recover_journals
+    from plait._store.database import get_database
+
+    recover_journals(get_database(), settings.home)
+
+
 def mark_flow_run(
     flow_run_id: str,
     state_type: str,
@@ -385,11 +414,12 @@ def mark_flow_run(
     If the run exists and is not final, it and its unfinished subflow and task runs take
     ``state_type`` (a final run is left alone). If it does not exist (the child died or gave
     up before its flow started), a flow run row is created in that state, so the failure is
-    visible in ``plait flow-run ls``.
+    visible in ``plait flow-run ls``. With ``PLAIT_API_URL`` set, the server does this
+    (``POST /flow-runs/{id}/end``), as it holds the run's records.
 
     Args:
         flow_run_id: The run's id.
-        state_type: ``"CRASHED"`` or ``"FAILED"`` (any final type is accepted).
+        state_type: ``"CRASHED"``, ``"FAILED"`` or ``"CANCELLED"`` (locally, any final type).
         message: The state message (why).
         flow_name: Flow name for a row that has to be created.
         parameters: Parameters for a row that has to be created.
@@ -402,6 +432,7 @@ def mark_flow_run(
     Raises:
         ValueError: ``state_type`` is not a final state type.
         DatabaseError: The database cannot be written.
+        ApiError: The server refused or did not answer.
     """
     from plait._store import runs
     from plait._store.database import get_database
@@ -415,9 +446,20 @@ def mark_flow_run(
         raise ValueError(f"mark_flow_run() ends a run: give a final state type, not {kind.value}")
     if not _history_on():
         return False
-    flush_records()  # our own log lines first, so they sort before the final state
+    settle_records()  # its records (and our log lines) first, so they sort before the final state
     from plait._callables import jsonable, run_name
+    from plait.settings import get_settings
 
+    settings = get_settings()
+    if settings.api_url:  # the run's records go to a server: so does its end
+        from plait._api import ApiSession
+
+        with ApiSession.from_settings(settings) as session:
+            call = session.calls.end_flow_run(
+                flow_run_id, kind.value, message, flow_name=flow_name, pid=pid,
+                parameters={str(k): jsonable(v) for k, v in (parameters or {}).items()},
+            )
+            return bool(session.call(call)["ended"])
     info = {
         "flow_name": flow_name, "name": run_name(),
         "parameters": {str(k): jsonable(v) for k, v in (parameters or {}).items()}, "pid": pid,

@@ -670,7 +670,8 @@ def plan_deployment(
     chosen = _whole_instants(candidates, budget)
     if not chosen:
         return 0
-    return plan_deployment_runs(db, deployment["id"], [(slot, sid, params) for slot, _, sid, params in chosen])
+    return plan_deployment_runs(db, deployment["id"], [(slot, sid, params) for slot, _, sid, params in chosen],
+                                as_of=deployment.get("updated"))
 
 
 def _whole_instants(

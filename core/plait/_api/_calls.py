@@ -69,6 +69,14 @@ def _saved_deployment(data: Any) -> dict[str, Any]:
     return answer
 
 
+def _saved_limit(data: Any) -> dict[str, Any]:
+    answer = as_dict(data)
+    if not isinstance(answer.get("limit"), dict) or not isinstance(answer.get("outcome"), str):
+        raise ApiError(f"the answer to PUT /concurrency-limits/{{name}} is not {{limit, outcome}}: "
+                       f"{str(answer)[:200]!r}", code="bad_response")
+    return answer
+
+
 def _iso_text(value: datetime | str | None) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else value
 
@@ -96,12 +104,13 @@ class ApiCalls(ApiCore):
         top_level: bool | None = None,
         since: datetime | str | None = None,
         until: datetime | str | None = None,
+        upcoming: bool | None = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> Call[Page[dict[str, Any]]]:
         """``GET /flow-runs``: one page, newest first."""
         params = query(flow=flow, state=_states(state), tag=tag, parent=parent, top_level=top_level, since=since,
-                       until=until, limit=_limit(limit), cursor=cursor)
+                       until=until, upcoming=upcoming, limit=_limit(limit), cursor=cursor)
         return self.page_call("/flow-runs", as_dict, params)
 
     def flow_run(self, flow_run_id: str) -> Call[dict[str, Any]]:
@@ -289,9 +298,14 @@ class ApiCalls(ApiCore):
         )
         return self.call("POST", f"/deployments/{segment(ref, 'ref')}/runs", as_dict, body=body)
 
-    def claim_deployment_runs(self, ref: str, runner_id: str, limit: int = 1) -> Call[list[dict[str, Any]]]:
-        """``POST /deployments/{ref}/claim``: a ``serve`` process's due runs, now Pending."""
-        body = {"runner_id": runner_id, "limit": _limit(limit)}
+    def claim_deployment_runs(
+        self, ref: str, runner_id: str, limit: int = 1, *, holding: Sequence[str] | None = None
+    ) -> Call[list[dict[str, Any]]]:
+        """``POST /deployments/{ref}/claim``: a ``serve`` process's due runs, now Pending
+        (``holding``: the runs it is running; its claims not among them come again)."""
+        body: dict[str, Any] = {"runner_id": runner_id, "limit": _limit(limit)}
+        if holding is not None:
+            body["holding"] = list(holding)
         return self.call("POST", f"/deployments/{segment(ref, 'ref')}/claim", as_list, body=body)
 
     # -- work pools ---------------------------------------------------------------------------------
@@ -349,13 +363,67 @@ class ApiCalls(ApiCore):
         return self.call("POST", f"/work-pools/{segment(pool, 'pool')}/workers/heartbeat", as_dict, body=body)
 
     def claim_runs(
-        self, pool: str, worker_id: str, *, limit: int = 1, queues: Sequence[str] | None = None
+        self, pool: str, worker_id: str, *, limit: int = 1, queues: Sequence[str] | None = None,
+        holding: Sequence[str] | None = None,
     ) -> Call[list[dict[str, Any]]]:
-        """``POST /work-pools/{name}/claim``: due runs, now Pending, each with its deployment."""
+        """``POST /work-pools/{name}/claim``: due runs, now Pending, each with its deployment
+        (``holding``: the runs the worker is running; its claims not among them come again)."""
         body: dict[str, Any] = {"worker_id": worker_id, "limit": _limit(limit)}
         if queues is not None:
             body["queues"] = list(queues)
+        if holding is not None:
+            body["holding"] = list(holding)
         return self.call("POST", f"/work-pools/{segment(pool, 'pool')}/claim", as_list, body=body)
+
+    # -- concurrency limits -------------------------------------------------------------------------
+    def concurrency_limits(self) -> Call[list[dict[str, Any]]]:
+        """``GET /concurrency-limits``: every limit by name, each with ``used``."""
+        return self.call("GET", "/concurrency-limits", as_list)
+
+    def concurrency_limit(self, name: str) -> Call[dict[str, Any]]:
+        """``GET /concurrency-limits/{name}`` with its ``slots`` (who holds them)."""
+        return self.call("GET", f"/concurrency-limits/{segment(name, 'name')}", as_dict)
+
+    def save_concurrency_limit(
+        self,
+        name: str,
+        limit: int,
+        *,
+        slot_decay_per_second: float = 0.0,
+        active: bool = True,
+        description: str = "",
+    ) -> Call[dict[str, Any]]:
+        """``PUT /concurrency-limits/{name}``: create or change; answers ``{limit, outcome}``."""
+        body = {"limit": limit, "slot_decay_per_second": slot_decay_per_second, "active": active,
+                "description": description}
+        return self.call("PUT", f"/concurrency-limits/{segment(name, 'name')}", _saved_limit, body=body)
+
+    def delete_concurrency_limit(self, name: str) -> Call[dict[str, Any]]:
+        """``DELETE /concurrency-limits/{name}`` (needs scope admin): answers what was deleted."""
+        return self.call("DELETE", f"/concurrency-limits/{segment(name, 'name')}", as_dict)
+
+    def reset_concurrency_limit(self, name: str) -> Call[dict[str, Any]]:
+        """``POST /concurrency-limits/{name}/reset``: answers ``{name, freed}``."""
+        return self.call("POST", f"/concurrency-limits/{segment(name, 'name')}/reset", as_dict)
+
+    def acquire_concurrency_slots(
+        self,
+        names: str | Sequence[str],
+        occupy: int = 1,
+        *,
+        mode: str = "concurrency",
+        holder: Mapping[str, Any],
+    ) -> Call[dict[str, Any]]:
+        """``POST /concurrency-limits/acquire``: all or none; answers ``{acquired, slot_ids,
+        blocked_by, used, limits, missing, retry_after}``. ``holder``: ``hostname`` and
+        optionally ``flow_run_id``, ``task_run_id``, ``pid``, ``label``."""
+        body = {"names": [names] if isinstance(names, str) else list(names), "occupy": occupy, "mode": mode,
+                **dict(holder)}
+        return self.call("POST", "/concurrency-limits/acquire", as_dict, body=body)
+
+    def release_concurrency_slots(self, slot_ids: Sequence[str]) -> Call[dict[str, Any]]:
+        """``POST /concurrency-limits/release``: answers ``{released}`` (unknown ids are ignored)."""
+        return self.call("POST", "/concurrency-limits/release", as_dict, body={"slot_ids": list(slot_ids)})
 
     # -- control of flow runs ---------------------------------------------------------------------
     def cancel_flow_run(self, flow_run_id: str) -> Call[dict[str, Any]]:
@@ -370,6 +438,24 @@ class ApiCalls(ApiCore):
     def retry_flow_run(self, flow_run_id: str) -> Call[dict[str, Any]]:
         """``POST /flow-runs/{id}/retry``: the run, Scheduled again."""
         return self.call("POST", f"/flow-runs/{segment(flow_run_id, 'flow_run_id')}/retry", as_dict)
+
+    def end_flow_run(
+        self,
+        flow_run_id: str,
+        state_type: str,
+        message: str,
+        *,
+        flow_name: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        pid: int | None = None,
+    ) -> Call[dict[str, Any]]:
+        """``POST /flow-runs/{id}/end``: end a run its process could not end (with its
+        unfinished task runs and subflows); answers ``{id, ended, state_type}``. With a
+        ``flow_name``, a run that was never recorded is created in that state."""
+        body: dict[str, Any] = {"state_type": state_type, "message": message}
+        if flow_name is not None:
+            body["create"] = {"flow_name": flow_name, "parameters": dict(parameters or {}), "pid": pid}
+        return self.call("POST", f"/flow-runs/{segment(flow_run_id, 'flow_run_id')}/end", as_dict, body=body)
 
     def late_reason(self, flow_run_id: str) -> Call[dict[str, Any]]:
         """``GET /flow-runs/{id}/late-reason``: ``{id, state_type, state_name, reason}``."""

@@ -14,13 +14,11 @@ import hmac
 import secrets
 import string
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, or_, select
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from plait._runs import utcnow
@@ -50,14 +48,6 @@ _NAME_MAX = 100
 # Writing last_used_at on every request would make every read a write.
 _LAST_USED_EVERY = timedelta(minutes=1)
 
-
-@contextmanager
-def _connect(db: Database, action: str, *, write: bool = False) -> Iterator[Connection]:
-    try:
-        with db.engine.begin() if write else db.engine.connect() as conn:
-            yield conn
-    except SQLAlchemyError as exc:
-        raise db.error(exc, action) from None
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -156,7 +146,7 @@ def verify_api_key(db: Database, plaintext: str) -> dict[str, Any] | None:
     prefix = plaintext[len(KEY_PREFIX):len(KEY_PREFIX) + _PREFIX_LEN]
     digest = _digest(plaintext)
     now = utcnow()
-    with _connect(db, "check an API key against") as conn:
+    with db.connect("check an API key against") as conn:
         rows = conn.execute(select(*_PUBLIC, _K.c.hash).where(_K.c.prefix == prefix)).all()
         match = None
         for row in rows:  # compare every candidate, so timing tells nothing of which matched
@@ -182,7 +172,7 @@ def list_api_keys(db: Database) -> list[dict[str, Any]]:
     Raises:
         DatabaseError: The database cannot be read.
     """
-    with _connect(db, "read API keys from") as conn:
+    with db.connect("read API keys from") as conn:
         rows = conn.execute(select(*_PUBLIC).order_by(_K.c.created, _K.c.name)).all()
     return [_record(r) for r in rows]
 
@@ -198,7 +188,7 @@ def revoke_api_key(db: Database, name_or_prefix: str) -> bool:
     wanted = str(name_or_prefix).strip()
     if not wanted:
         return False
-    with _connect(db, "revoke an API key in", write=True) as conn:
+    with db.connect("revoke an API key in", write=True) as conn:
         rows = conn.execute(
             select(_K.c.id, _K.c.name, _K.c.prefix, _K.c.scope, _K.c.revoked_at)
             .where(or_(_K.c.name == wanted, _K.c.prefix == wanted))
@@ -223,5 +213,5 @@ def api_keys_exist(db: Database) -> bool:
     Raises:
         DatabaseError: The database cannot be read.
     """
-    with _connect(db, "read API keys from") as conn:
+    with db.connect("read API keys from") as conn:
         return conn.execute(select(_K.c.id).limit(1)).first() is not None

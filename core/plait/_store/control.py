@@ -24,14 +24,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
 
 from plait._batch import BatchRows, clean_json, clean_text
 from plait._runs import utcnow
@@ -50,14 +47,6 @@ _RETRYABLE = (StateType.FAILED.value, StateType.CRASHED.value)
 _FINAL = tuple(t.value for t in StateType if t.is_final)
 _MAX_PROBLEMS = 5
 
-
-@contextmanager
-def _connect(db: Database, action: str = "read", *, write: bool = False) -> Iterator[Connection]:
-    try:
-        with db.engine.begin() if write else db.engine.connect() as conn:
-            yield conn
-    except SQLAlchemyError as exc:
-        raise db.error(exc, action) from None
 
 
 def _missing(flow_run_id: str) -> LookupError:
@@ -110,7 +99,7 @@ def record_pause(db: Database, flow_run_id: str, schema: dict[str, Any] | None, 
         LookupError: No flow run with that id.
         DatabaseError: The database cannot be written.
     """
-    with _connect(db, "write", write=True) as conn:
+    with db.connect("write", write=True) as conn:
         run = _row(conn, flow_run_id)
         if run.state_type not in _FINAL:
             conn.execute(_F.update().where(_F.c.id == flow_run_id, _F.c.state_type.not_in(_FINAL)).values(
@@ -128,7 +117,7 @@ def pause_status(db: Database, flow_run_id: str) -> dict[str, Any]:
         LookupError: No flow run with that id.
         DatabaseError: The database cannot be read.
     """
-    with _connect(db) as conn:
+    with db.connect() as conn:
         row = conn.execute(
             select(_F.c.state_type, _F.c.state_name, _F.c.resume_input).where(_F.c.id == flow_run_id)
         ).first()
@@ -154,7 +143,7 @@ def resume_flow_run(db: Database, flow_run_id: str, input: dict[str, Any] | None
     """
     if input is not None and not isinstance(input, dict):
         raise ValueError(f"input must be a JSON object of the fields the run waits for, not {type(input).__name__}")
-    with _connect(db, "write", write=True) as conn:
+    with db.connect("write", write=True) as conn:
         run = _row(conn, flow_run_id)
         if run.state_type != _PAUSED:
             raise ValueError(f"flow run {flow_run_id} is not paused ({run.state_name}); only a Paused run can be "
@@ -198,7 +187,7 @@ def retry_flow_run(db: Database, flow_run_id: str) -> dict[str, Any]:
         ValueError: The run is in another state (the message names it).
         DatabaseError: The database cannot be written.
     """
-    with _connect(db, "write", write=True) as conn:
+    with db.connect("write", write=True) as conn:
         run = _row(conn, flow_run_id)
         if run.state_type not in _RETRYABLE:
             raise ValueError(f"flow run {flow_run_id} is {run.state_name}; only a Failed or Crashed run can be "

@@ -15,12 +15,14 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from plait._masking import mask
@@ -42,7 +44,7 @@ __all__ = [
 
 # The newest revision in migrations/versions. Kept here so the fast path needs no Alembic
 # import; tests/test_store.py checks it against the scripts.
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0008"
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 _HINT = (
@@ -236,6 +238,22 @@ class Database:
     def error(self, exc: BaseException, action: str = "open") -> DatabaseError:
         """A ``DatabaseError`` for ``exc`` naming this database (password masked)."""
         return database_error(self._url, exc, action)
+
+    @contextmanager
+    def connect(self, action: str = "read", *, write: bool = False, races: bool = False) -> Iterator[Connection]:
+        """A connection for the repositories: in one transaction committed at the end when
+        ``write``; driver errors surface as ``DatabaseError`` naming ``action`` (URL masked).
+        With ``races``, a unique-key violation (a concurrent insert won) stays an
+        ``IntegrityError`` for the caller to resolve."""
+        try:
+            with self.engine.begin() if write else self.engine.connect() as conn:
+                yield conn
+        except IntegrityError as exc:
+            if races:
+                raise
+            raise self.error(exc, action) from None
+        except SQLAlchemyError as exc:
+            raise self.error(exc, action) from None
 
     # -- cache -----------------------------------------------------------------------------
     @classmethod

@@ -15,8 +15,7 @@ Rows come back as plain dicts (times as aware UTC datetimes).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -68,14 +67,6 @@ NOT_FINAL = tuple(t for t in ALL_TYPES if t not in FINAL)
 _SCHEDULED = StateType.SCHEDULED.value
 _CHUNK = 500
 
-
-@contextmanager
-def _connect(db: Database, action: str = "read", *, write: bool = False) -> Iterator[Connection]:
-    try:
-        with db.engine.begin() if write else db.engine.connect() as conn:
-            yield conn
-    except SQLAlchemyError as exc:
-        raise db.error(exc, action) from None
 
 
 def aware(moment: datetime) -> datetime:
@@ -366,11 +357,17 @@ def _slot_key(schedule_id: str, slot: datetime) -> str:
 
 
 def plan_deployment_runs(
-    db: Database, deployment_id: str, slots: Sequence[tuple[datetime, str, dict[str, Any]]]
+    db: Database, deployment_id: str, slots: Sequence[tuple[datetime, str, dict[str, Any]]], *,
+    as_of: datetime | None = None,
 ) -> int:
     """Create the scheduler's runs of a deployment: one per ``(slot time, schedule id,
     schedule parameters)``, keyed ``schedule:<schedule id>:<slot ISO time>``, so a slot
     planned twice (by this or another server) still has one run.
+
+    The slots were computed from the deployment as read earlier: given ``as_of`` (the
+    ``updated`` time of that row), nothing is planned when a save changed the deployment
+    since (checked under its lock: a row lock on PostgreSQL, the write lock on SQLite), and
+    the next pass plans from the new schedules.
 
     Returns:
         How many runs were new (0 when the deployment does not exist or is paused).
@@ -382,10 +379,14 @@ def plan_deployment_runs(
         return 0
     now = utcnow()
     events: list[dict[str, Any]] = []
-    with _connect(db, "write", write=True) as conn:
-        row = conn.execute(select(_D).where(_D.c.id == deployment_id)).first()
+    with db.connect("write", write=True) as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        row = conn.execute(select(_D).where(_D.c.id == deployment_id).with_for_update()).first()
         if row is None or row.paused:  # a paused deployment has no future runs (resuming re-plans)
             return 0
+        if as_of is not None and aware(row.updated) != aware(as_of):
+            return 0  # saved while the slots were computed: they may be of its old schedules
         deployment = dict(row._mapping)
         pool_variables = _pool_variables(conn, deployment["work_pool_name"])
         rows = {}
@@ -407,7 +408,7 @@ def scheduled_count(db: Database, deployment_id: str, after: datetime) -> int:
     Raises:
         DatabaseError: The database cannot be read.
     """
-    with _connect(db) as conn:
+    with db.connect() as conn:
         return int(conn.scalar(
             select(func.count()).select_from(_F).where(
                 _F.c.deployment_id == deployment_id, _F.c.state_type == _SCHEDULED,
@@ -422,7 +423,7 @@ def last_planned(db: Database, deployment_id: str) -> datetime | None:
     Raises:
         DatabaseError: The database cannot be read.
     """
-    with _connect(db) as conn:
+    with db.connect() as conn:
         value: datetime | None = conn.scalar(
             select(func.max(_F.c.expected_start_time)).where(
                 _F.c.deployment_id == deployment_id, _F.c.auto_scheduled == true()

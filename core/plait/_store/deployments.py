@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, cast
 
@@ -82,14 +80,6 @@ _SCHEDULE_READ_ONLY = frozenset({"id", "deployment_id", "position", "created"})
 _KIND_FIELD = {"cron": "cron", "interval": "interval_seconds", "rrule": "rrule"}
 _NAME_MAX = 200
 
-
-@contextmanager
-def _connect(db: Database, action: str = "read", *, write: bool = False) -> Iterator[Connection]:
-    try:
-        with db.engine.begin() if write else db.engine.connect() as conn:
-            yield conn
-    except SQLAlchemyError as exc:
-        raise db.error(exc, action) from None
 
 
 # -- specs -------------------------------------------------------------------------------------------
@@ -263,7 +253,7 @@ def get_deployment(db: Database, ref: str) -> dict[str, Any] | None:
         DatabaseError: The database cannot be read.
     """
     where = _where_ref(ref)
-    with _connect(db) as conn:
+    with db.connect() as conn:
         row = conn.execute(select(_D).where(where)).first()
         return _with_schedules(conn, [row])[0] if row is not None else None
 
@@ -303,7 +293,7 @@ def list_deployments(
         query = query.where(
             or_(_D.c.flow_name > after_flow, and_(_D.c.flow_name == after_flow, _D.c.name > after_name))
         )
-    with _connect(db) as conn:
+    with db.connect() as conn:
         rows = list(conn.execute(query))
         page = _with_schedules(conn, rows[:limit])
     more = len(rows) > limit
@@ -411,7 +401,7 @@ def set_deployment_paused(db: Database, ref: str, paused: bool) -> dict[str, Any
     """
     where = _where_ref(ref)
     paused = bool(paused)
-    with _connect(db, "write", write=True) as conn:
+    with db.connect("write", write=True) as conn:
         row = conn.execute(select(_D).where(where)).first()
         if row is None:
             raise _missing(ref)
@@ -438,7 +428,7 @@ def delete_deployment(db: Database, ref: str) -> bool:
         DatabaseError: The database cannot be written.
     """
     where = _where_ref(ref)
-    with _connect(db, "write", write=True) as conn:
+    with db.connect("write", write=True) as conn:
         row = conn.execute(select(_D).where(where)).first()
         if row is None:
             return False
@@ -459,5 +449,5 @@ def touch_deployment(db: Database, deployment_id: str) -> None:
     Raises:
         DatabaseError: The database cannot be written.
     """
-    with _connect(db, "write", write=True) as conn:
+    with db.connect("write", write=True) as conn:
         conn.execute(update(_D).where(_D.c.id == deployment_id).values(last_polled_at=utcnow()))

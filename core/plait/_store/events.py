@@ -1,12 +1,14 @@
 """The events repository: what happened in the store, in commit order.
 
 Every state change of a flow or task run, every block saved or deleted, every batch of log
-lines and every API key created or revoked adds one row to ``events``: ``seq`` (the cursor,
-growing), ``id`` (a uuid), ``occurred``, ``kind`` (``flow-run.state-changed``,
-``task-run.state-changed``, ``logs.written``, ``block.saved``, ``block.deleted``,
-``api-key.created``, ``api-key.revoked``), ``resource`` (``flow-run/<id>``,
-``task-run/<id>``, ``block/<slug>/<name>``, ``api-key/<name>``) and a small JSON
-``payload`` (ids, names, state type and name — never a parameter, message or secret).
+lines, every API key created or revoked, and every change of a deployment, work pool or
+concurrency limit adds one row to ``events``: ``seq`` (the cursor, growing), ``id`` (a
+uuid), ``occurred``, ``kind`` (``KINDS``: ``flow-run.state-changed``, ``block.saved``,
+``work-pool.paused``, ``concurrency-limit.reset``...), ``resource`` (``flow-run/<id>``,
+``task-run/<id>``, ``block/<slug>/<name>``, ``api-key/<name>``,
+``deployment/<flow>/<name>``, ``work-pool/<name>``, ``concurrency-limit/<name>``) and a
+small JSON ``payload`` (ids, names, state type and name — never a parameter, message or
+secret).
 
 Events are written in the transaction of the change they describe, as its last statement.
 A reader that polls ``list_events(after_seq=N)`` must never skip an event that commits
@@ -25,14 +27,12 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, func, or_, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
 
 from plait._batch import BatchRows
 from plait._runs import utcnow
@@ -66,6 +66,7 @@ KINDS = (
     "flow-run.scheduled",
     "deployment.created", "deployment.updated", "deployment.paused", "deployment.resumed", "deployment.deleted",
     "work-pool.created", "work-pool.updated", "work-pool.paused", "work-pool.resumed", "work-pool.deleted",
+    "concurrency-limit.created", "concurrency-limit.updated", "concurrency-limit.deleted", "concurrency-limit.reset",
 )
 # Any fixed 64-bit key; plait's migration lock is "plait", this one "plaitev".
 _PG_EVENTS_LOCK = 0x706C6169746576
@@ -211,14 +212,6 @@ def event_rows_for_batch(
 
 
 # -- writing ---------------------------------------------------------------------------------------
-@contextmanager
-def _connect(db: Database, action: str, *, write: bool = False) -> Iterator[Connection]:
-    try:
-        with db.engine.begin() if write else db.engine.connect() as conn:
-            yield conn
-    except SQLAlchemyError as exc:
-        raise db.error(exc, action) from None
-
 
 def _lock_for_events(conn: Connection) -> None:
     if conn.dialect.name == "postgresql":
@@ -240,7 +233,7 @@ def insert_events(target: Connection | Database, events: Sequence[dict[str, Any]
         return
     params = [(e["id"], e["occurred"], e["kind"], e["resource"], _json_dumps(e["payload"])) for e in events]
     if isinstance(target, Database):
-        with _connect(target, "write events to", write=True) as conn:
+        with target.connect("write events to", write=True) as conn:
             insert_event_params(conn, params)
         return
     insert_event_params(target, params)
@@ -288,7 +281,7 @@ def record_event(
     """
     event = new_event(kind, resource, payload)
     if isinstance(target, Database):
-        with _connect(target, "write an event to", write=True) as conn:
+        with target.connect("write an event to", write=True) as conn:
             seq = _insert_one(conn, event)
     else:
         seq = _insert_one(target, event)
@@ -384,7 +377,7 @@ def list_events(
         query = query.where(_EV.c.occurred >= since)
     if until is not None:
         query = query.where(_EV.c.occurred < until)
-    with _connect(db, "read events from") as conn:
+    with db.connect("read events from") as conn:
         rows = conn.execute(query).all()
     items = [_item(r.seq, r.id, r.occurred, r.kind, r.resource, r.payload) for r in rows[:limit]]
     return {"items": items, "next_cursor": str(items[-1]["seq"]) if len(rows) > limit else None}
@@ -396,6 +389,6 @@ def latest_seq(db: Database) -> int:
     Raises:
         DatabaseError: The database cannot be read.
     """
-    with _connect(db, "read events from") as conn:
+    with db.connect("read events from") as conn:
         value = conn.scalar(select(func.max(_EV.c.seq)))
     return int(value or 0)

@@ -13,16 +13,18 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, not_, select
 from sqlalchemy.engine import Row
+from sqlalchemy.sql import ColumnElement
 
 from plait._runs import utcnow
 from plait._store.database import Database
-from plait._store.runs import _E, _F, _L, _S, _T, _connect, _duration, _iso, _subflow_ids
+from plait._store.runs import _E, _F, _L, _S, _T, _duration, _iso, _subflow_ids
 from plait.states import StateType
 
 __all__ = [
     "list_flow_runs",
+    "upcoming_runs",
     "resolve_flow_run_id",
     "get_flow_run",
     "get_logs",
@@ -40,10 +42,18 @@ def _parse_state_filter(state: str) -> str:
     return value
 
 
+def upcoming_runs(now: datetime) -> ColumnElement[bool]:
+    """The condition of a Scheduled run expected to start after ``now``."""
+    return and_(_F.c.state_type == "SCHEDULED", _F.c.expected_start_time.is_not(None),
+                _F.c.expected_start_time > now)
+
+
 def list_flow_runs(
-    db: Database, state: str | None = None, flow_name: str | None = None, limit: int = 20
+    db: Database, state: str | None = None, flow_name: str | None = None, limit: int = 20,
+    upcoming: bool | None = None,
 ) -> list[dict[str, Any]]:
-    """The newest flow runs, optionally filtered by state type (any case) and flow name.
+    """The newest flow runs, optionally filtered by state type (any case) and flow name;
+    ``upcoming`` True: only Scheduled runs expected to start later, False: all but those.
 
     Raises:
         ValueError: ``state`` is not a state type.
@@ -53,7 +63,7 @@ def list_flow_runs(
     query = (
         select(  # not the parameters: a listing never shows them, and they can be large
             _F.c.id, _F.c.flow_name, _F.c.name, _F.c.state_type, _F.c.state_name, _F.c.state_message,
-            _F.c.start_time, _F.c.end_time, _F.c.parent_flow_run_id, _F.c.tags,
+            _F.c.start_time, _F.c.end_time, _F.c.parent_flow_run_id, _F.c.tags, _F.c.expected_start_time,
         )
         .order_by(_F.c.created.desc(), _F.c.id.desc())
         .limit(limit)
@@ -63,7 +73,11 @@ def list_flow_runs(
     if flow_name:
         query = query.where(_F.c.flow_name == flow_name)
     now = utcnow()
-    with _connect(db) as conn:
+    if upcoming is not None:
+        query = query.where(upcoming_runs(now) if upcoming else not_(upcoming_runs(now)))
+        if upcoming:  # soonest first
+            query = query.order_by(None).order_by(_F.c.expected_start_time, _F.c.id)
+    with db.connect() as conn:
         rows = conn.execute(query).all()
         # task runs of the listed runs only: a GROUP BY over all task runs grows with history
         counts: dict[str, int] = {}
@@ -88,6 +102,7 @@ def list_flow_runs(
             "task_run_count": counts.get(r.id, 0),
             "parent_flow_run_id": r.parent_flow_run_id,
             "tags": r.tags,
+            "expected_start_time": _iso(r.expected_start_time),
         }
         for r in rows
     ]
@@ -103,7 +118,7 @@ def resolve_flow_run_id(db: Database, id_or_prefix: str) -> str:
     prefix = id_or_prefix.strip()
     if not prefix:
         raise LookupError("give a flow run id (or its first characters); run `plait flow-run ls` to see ids")
-    with _connect(db) as conn:
+    with db.connect() as conn:
         if conn.scalar(select(_F.c.id).where(_F.c.id == prefix)) is not None:
             return prefix
         like = _F.c.id.startswith(prefix, autoescape=True)  # "%" and "_" match themselves
@@ -136,7 +151,7 @@ def get_flow_run(db: Database, id_or_prefix: str) -> dict[str, Any]:
     """
     run_id = resolve_flow_run_id(db, id_or_prefix)
     task_ids = select(_T.c.id).where(_T.c.flow_run_id == run_id)
-    with _connect(db) as conn:
+    with db.connect() as conn:
         run = conn.execute(select(_F).where(_F.c.id == run_id)).one()
         flow_states = conn.execute(
             select(_S).where(_S.c.run_id == run_id, _S.c.run_kind == "flow").order_by(_S.c.id)
@@ -223,7 +238,7 @@ def get_logs(db: Database, id_or_prefix: str) -> list[dict[str, Any]]:
         DatabaseError: The database cannot be read.
     """
     run_id = resolve_flow_run_id(db, id_or_prefix)
-    with _connect(db) as conn:
+    with db.connect() as conn:
         flow_ids = _subflow_ids(conn, run_id)
         task_ids = select(_T.c.id).where(_T.c.flow_run_id.in_(flow_ids))
         rows = conn.execute(
@@ -254,7 +269,7 @@ def get_task_runs_without_flow(db: Database, limit: int = 20) -> list[dict[str, 
         DatabaseError: The database cannot be read.
     """
     now = utcnow()
-    with _connect(db) as conn:
+    with db.connect() as conn:
         rows = conn.execute(
             select(_T)
             .where(_T.c.flow_run_id.is_(None))
@@ -289,7 +304,7 @@ def task_run_names(db: Database, run_id: str) -> dict[str, str]:
     Raises:
         DatabaseError: The database cannot be read.
     """
-    with _connect(db) as conn:
+    with db.connect() as conn:
         ids = _subflow_ids(conn, run_id)
         rows = conn.execute(select(_T.c.id, _T.c.name).where(_T.c.flow_run_id.in_(ids))).all()
     return {r.id: r.name for r in rows}

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Float,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -543,3 +544,45 @@ class DeploymentScheduleModel(Base):
     created: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (Index(None, "deployment_id", "position"),)
+
+
+# -- concurrency limits and their held slots (migration 0008) ----------------------------------
+__all__ += ["ConcurrencyLimitModel", "ConcurrencySlotModel"]
+
+
+class ConcurrencyLimitModel(Base):
+    """A named concurrency limit (``plait._store.concurrency``): task runs tagged with its
+    name and ``plait.concurrency(name)`` blocks hold slots of it; with a slot decay it is a
+    rate limit too, whose bucket fill is ``level`` as of ``level_at``."""
+
+    __tablename__ = "concurrency_limits"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    limit: Mapped[int] = mapped_column(Integer)
+    slot_decay_per_second: Mapped[float] = mapped_column(Float, default=0.0)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    level: Mapped[float] = mapped_column(Float, default=0.0)
+    level_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ConcurrencySlotModel(Base):
+    """``occupy`` slots of a limit held by one holder (a task run, a with-block) since
+    ``acquired_at``; a slot of a flow run that has ended is stale and freed on the next
+    acquisition of its limit."""
+
+    __tablename__ = "concurrency_slots"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    limit_name: Mapped[str] = mapped_column(
+        String(200), ForeignKey("concurrency_limits.name", ondelete="CASCADE"), index=True
+    )
+    occupy: Mapped[int] = mapped_column(Integer)
+    flow_run_id: Mapped[str | None] = mapped_column(ID, index=True)
+    task_run_id: Mapped[str | None] = mapped_column(ID)
+    hostname: Mapped[str] = mapped_column(String)
+    pid: Mapped[int | None] = mapped_column(Integer)
+    label: Mapped[str] = mapped_column(String)  # "task run extract-3 of flow run 1a2b...", for people
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, exists, func, literal, select
+from sqlalchemy import Select, exists, func, literal, not_, select
 from sqlalchemy.engine import Connection, Row
 
 from plait._runs import utcnow
@@ -34,7 +34,8 @@ from plait._store._paging import (
     text_value,
 )
 from plait._store.database import Database
-from plait._store.runs import _E, _F, _G, _L, _R, _S, _T, _connect, _duration, _iso
+from plait._store.history import upcoming_runs
+from plait._store.runs import _E, _F, _G, _L, _R, _S, _T, _duration, _iso
 
 __all__ = [
     "page_flow_runs",
@@ -144,6 +145,7 @@ def page_flow_runs(
     top_level: bool | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    upcoming: bool | None = None,
     limit: int = 50,
     cursor: str | None = None,
 ) -> dict[str, Any]:
@@ -151,7 +153,7 @@ def page_flow_runs(
 
     Each item: ``{id, flow_name, name, state_type, state_name, state_message, parameters,
     tags, parent_flow_run_id, parent_task_run_id, run_count, task_run_count, created,
-    start_time, end_time, duration_seconds, hostname, pid}`` (``state_message`` and
+    start_time, end_time, duration_seconds, hostname, pid, expected_start_time}`` (``state_message`` and
     ``parameters`` cut when large).
 
     Args:
@@ -163,6 +165,8 @@ def page_flow_runs(
         top_level: True: only runs that are no subflow; False: only subflow runs.
         since: Only runs created at or after this time.
         until: Only runs created before this time.
+        upcoming: True: only Scheduled runs expected to start later (a scheduler makes
+            them ahead); False: every run but those.
         limit: At most this many items (1 to 1,000).
         cursor: The ``next_cursor`` of the previous page.
 
@@ -175,7 +179,7 @@ def page_flow_runs(
         _F.c.id, _F.c.flow_name, _F.c.name, _F.c.state_type, _F.c.state_name,
         *text_columns(_F.c.state_message, "state_message"), *json_columns(_F.c.parameters, "parameters", db.dialect),
         _F.c.tags, _F.c.parent_flow_run_id, _F.c.parent_task_run_id, _F.c.run_count, _F.c.created,
-        _F.c.start_time, _F.c.end_time, _F.c.hostname, _F.c.pid,
+        _F.c.start_time, _F.c.end_time, _F.c.hostname, _F.c.pid, _F.c.expected_start_time,
     ).limit(limit + 1)
     # The order (and the keyset) is that of the runs' index, or with tags of the first
     # tag's rows in flow_run_tags: the same (created, id) either way.
@@ -200,9 +204,11 @@ def page_flow_runs(
         query = query.where(created >= _check_time(since, "since"))
     if until is not None:
         query = query.where(created < _check_time(until, "until"))
+    if upcoming is not None:
+        query = query.where(upcoming_runs(utcnow()) if upcoming else not_(upcoming_runs(utcnow())))
     if cursor is not None:
         query = query.where(_after(created, run_id, decode_cursor(cursor, "flow-runs", (int, str)), True))
-    with _connect(db) as conn:
+    with db.connect() as conn:
         if wanted_tags:
             lead, *others = _rarest_first(conn, wanted_tags)
             query = query.where(tagged.c.tag == lead, *(
@@ -231,7 +237,7 @@ def page_flow_runs(
             "run_count": r.run_count, "task_run_count": counts.get(r.id, 0), "created": _iso(r.created),
             "start_time": _iso(r.start_time), "end_time": _iso(r.end_time),
             "duration_seconds": _duration(r.start_time, r.end_time, r.state_type, now),
-            "hostname": r.hostname, "pid": r.pid,
+            "hostname": r.hostname, "pid": r.pid, "expected_start_time": _iso(r.expected_start_time),
         }
         for r in rows
     ]
@@ -247,7 +253,7 @@ def get_flow_run_full(db: Database, flow_run_id: str) -> dict[str, Any]:
         DatabaseError: The database cannot be read.
     """
     flow_run_id = _check_id(flow_run_id, "flow run")
-    with _connect(db) as conn:
+    with db.connect() as conn:
         found = conn.scalar(select(_F.c.id).where(_F.c.id == flow_run_id))
     if found is None:  # an exact id: the API resolves no prefixes
         raise LookupError(f"no flow run {flow_run_id!r}")
@@ -297,7 +303,7 @@ def page_task_runs(
         query = query.where(_T.c.task_name == _one(task_name, "task_name"))
     if cursor is not None:
         query = query.where(_after(_T.c.created, _T.c.id, decode_cursor(cursor, listing, (int, str)), descending))
-    with _connect(db) as conn:
+    with db.connect() as conn:
         rows, next_cursor = _page(
             conn.execute(query).all(), limit, lambda r: encode_cursor(listing, [_micros(r.created), r.id])
         )
@@ -327,7 +333,7 @@ def get_task_run(db: Database, task_run_id: str) -> dict[str, Any]:
     """
     task_run_id = _check_id(task_run_id, "task run")
     up = _T.alias("up")
-    with _connect(db) as conn:
+    with db.connect() as conn:
         run = conn.execute(select(_T).where(_T.c.id == task_run_id)).first()
         if run is None:
             raise LookupError(f"no task run {task_run_id!r}")
@@ -439,7 +445,7 @@ def page_logs(
         start = last if start is None else max(start, last)
     if start is not None:
         query = query.where(_L.c.id > start)
-    with _connect(db) as conn:
+    with db.connect() as conn:
         rows, next_cursor = _page(conn.execute(query).all(), limit, lambda r: encode_cursor("logs", [r.id]))
     items = [_log_item(r, text_value(r.message_len, r.message_head)) for r in rows]
     return {"items": items, "next_cursor": next_cursor}
@@ -454,7 +460,7 @@ def get_log(db: Database, log_id: int) -> dict[str, Any]:
     """
     if isinstance(log_id, bool) or not isinstance(log_id, int):
         raise LookupError(f"no log line {log_id!r}")
-    with _connect(db) as conn:
+    with db.connect() as conn:
         row = conn.execute(_log_query(db, whole=True).where(_L.c.id == log_id)).first()
     if row is None:
         raise LookupError(f"no log line {log_id!r}")
@@ -495,7 +501,7 @@ def page_results(
         query = query.where(_R.c.cache_key == _one(cache_key, "cache_key"))
     if cursor is not None:
         query = query.where(_R.c.id > decode_cursor(cursor, "results", (int,))[0])
-    with _connect(db) as conn:
+    with db.connect() as conn:
         rows, next_cursor = _page(conn.execute(query).all(), limit, lambda r: encode_cursor("results", [r.id]))
     return {"items": [_result_item(r) for r in rows], "next_cursor": next_cursor}
 

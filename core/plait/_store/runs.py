@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
@@ -96,16 +95,6 @@ def is_row_error(exc: BaseException) -> bool:
         return True
     return isinstance(exc, StatementError) and isinstance(exc.orig, _VALUE_ERRORS)
 
-
-@contextmanager
-def _connect(db: Database, action: str = "read", *, write: bool = False) -> Iterator[Connection]:
-    """A connection (in a transaction committed at the end when ``write``) whose driver errors
-    surface as ``DatabaseError`` (URL masked)."""
-    try:
-        with db.engine.begin() if write else db.engine.connect() as conn:
-            yield conn
-    except SQLAlchemyError as exc:
-        raise db.error(exc, action) from None
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -414,7 +403,7 @@ def stored_flow_run_state(db: Database, flow_run_id: str) -> StateType | None:
     Raises:
         DatabaseError: The database cannot be read.
     """
-    with _connect(db) as conn:
+    with db.connect() as conn:
         value = conn.scalar(select(_F.c.state_type).where(_F.c.id == flow_run_id))
     return StateType(value) if value else None
 
@@ -429,7 +418,7 @@ def cancelling_among(db: Database, flow_run_ids: list[str] | set[str]) -> set[st
     if not ids:
         return set()
     found: set[str] = set()
-    with _connect(db) as conn:
+    with db.connect() as conn:
         for chunk in _chunks(ids):
             found.update(conn.scalars(select(_F.c.id).where(_F.c.id.in_(chunk), _F.c.state_type == _CANCELLING)))
     return found
@@ -452,7 +441,7 @@ def stored_flow_run(db: Database, flow_run_id: str) -> dict[str, Any] | None:
         DatabaseError: The database cannot be read.
     """
     extra = [_F.c[c] for c in ("entrypoint", "deployment_id") if c in _F.c]
-    with _connect(db) as conn:
+    with db.connect() as conn:
         row = conn.execute(
             select(_F.c.id, _F.c.state_type, _F.c.name, _F.c.tags, _F.c.run_count, *extra).where(_F.c.id == flow_run_id)
         ).first()
@@ -486,7 +475,7 @@ def active_flow_runs(db: Database) -> list[Row[Any]]:
     # A run a worker of a pool claimed but whose process has not started yet (no pid) is the
     # worker reaper's to judge (by the worker's heartbeat), not crash detection's.
     claimed_unstarted = and_(_F.c.claimed_at.is_not(None), _F.c.pid.is_(None), _F.c.work_pool_name.is_not(None))
-    with _connect(db) as conn:
+    with db.connect() as conn:
         return list(conn.execute(
             select(_F.c.id, _F.c.pid, _F.c.hostname, _F.c.heartbeat_at, _F.c.heartbeat_interval,
                    _F.c.start_time, _F.c.created, _F.c.claimed_at)
@@ -639,7 +628,7 @@ def flow_run_summary(db: Database, flow_run_id: str) -> dict[str, Any] | None:
     Raises:
         DatabaseError: The database cannot be read.
     """
-    with _connect(db) as conn:
+    with db.connect() as conn:
         row = conn.execute(
             select(_F.c.id, _F.c.flow_name, _F.c.state_type, _F.c.state_message, _F.c.pid).where(_F.c.id == flow_run_id)
         ).first()
@@ -667,7 +656,7 @@ def replay(db: Database, rows: BatchRows) -> None:
     Raises:
         DatabaseError: The database cannot be written.
     """
-    with _connect(db, "update", write=True) as conn:
+    with db.connect("update", write=True) as conn:
         insert_event_params(conn, replay_in(conn, rows))
 
 

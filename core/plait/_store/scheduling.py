@@ -24,8 +24,7 @@ datetimes).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -98,14 +97,6 @@ _UNLISTED_PRIORITY = 1_000_000
 _SERVE_SILENCE = 60.0  # a serve process silent this long (s) counts as not polling
 _CHUNK = 500
 
-
-@contextmanager
-def _connect(db: Database, action: str = "read", *, write: bool = False) -> Iterator[Connection]:
-    try:
-        with db.engine.begin() if write else db.engine.connect() as conn:
-            yield conn
-    except SQLAlchemyError as exc:
-        raise db.error(exc, action) from None
 
 
 # -- claiming runs ---------------------------------------------------------------------------------
@@ -263,10 +254,16 @@ def claim_runs(
     *,
     limit: int = 1,
     queues: Sequence[str] | None = None,
+    holding: Sequence[str] | None = None,
     now: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """Claim due Scheduled runs of a work pool for a worker: each run goes to exactly one
     claimer, moving Scheduled -> Pending with ``worker_id`` and ``claimed_at`` set.
+
+    A claim whose answer never reached the worker (a timeout, a dropped connection) is not
+    lost: a worker that says which runs it is ``holding`` gets the runs claimed for it that
+    are still Pending and that it does not hold (see ``_undelivered``) again, and nothing
+    new from that claim.
 
     Runs are taken from unpaused queues (lower priority number first) of deployments that are
     not paused, oldest slot first, within the concurrency limits of the pool, each queue and
@@ -280,11 +277,13 @@ def claim_runs(
         worker_id: The claiming worker's id (from ``worker_heartbeat``); None for none.
         limit: At most this many runs (1 to 1000).
         queues: Only from these queues of the pool (None: all).
+        holding: Ids of the runs the worker is running (None: it does not say; nothing
+            is delivered again).
         now: Runs due at or before this time (default: now).
 
     Returns:
         The claimed flow runs (rows), each with ``"deployment"``: its deployment's row.
-        Nothing when the pool is paused.
+        Nothing new when the pool is paused.
 
     Raises:
         LookupError: No work pool of that name.
@@ -295,21 +294,55 @@ def claim_runs(
     if queues is not None and (isinstance(queues, str) or not all(isinstance(q, str) for q in queues)):
         raise ValueError(f"queues is a list of queue names, not {queues!r}")
     moment = _aware(now) if now is not None else utcnow()
+    held = _holding(holding)
     try:
         with db.engine.begin() as conn:
-            return _claim_from_pool(conn, pool_name, worker_id, limit, list(queues) if queues else None, moment)
+            return _claim_from_pool(conn, pool_name, worker_id, limit, list(queues) if queues else None, moment,
+                                    held)
     except SQLAlchemyError as exc:
         raise db.error(exc, "write") from None
 
 
+def _holding(holding: Sequence[str] | None) -> list[str] | None:
+    if holding is None:
+        return None
+    if isinstance(holding, str) or not all(isinstance(i, str) for i in holding) or len(holding) > 10_000:
+        raise ValueError(f"holding is a list of at most 10,000 flow run ids, not {holding!r}")
+    return list(holding)
+
+
+def _undelivered(
+    conn: Connection, scope: Any, claimer: str | None, holding: list[str] | None, limit: int
+) -> list[dict[str, Any]]:
+    """Runs claimed for ``claimer`` that are still Pending and that it does not hold: their
+    claim's answer was lost on the way (it starts each run it receives before it claims
+    again, so any other Pending run of its claims never reached it). Answered again, as the
+    claim would have, each with its deployment."""
+    if claimer is None or holding is None:
+        return []
+    query = select(_F).where(scope, _F.c.worker_id == claimer, _F.c.state_type == "PENDING")
+    if holding:
+        query = query.where(_F.c.id.not_in(holding))
+    rows = [_run_dict(r) for r in conn.execute(query.order_by(_F.c.expected_start_time, _F.c.id).limit(limit))]
+    if not rows:
+        return []
+    dep_ids = sorted({r["deployment_id"] for r in rows if r["deployment_id"]})
+    deployments = {d.id: dict(d._mapping) for d in conn.execute(select(_D).where(_D.c.id.in_(dep_ids)))}
+    return [{**r, "deployment": deployments.get(r["deployment_id"])} for r in rows]
+
+
 def _claim_from_pool(
-    conn: Connection, pool_name: str, claimer: str | None, limit: int, queues: list[str] | None, now: datetime
+    conn: Connection, pool_name: str, claimer: str | None, limit: int, queues: list[str] | None, now: datetime,
+    holding: list[str] | None,
 ) -> list[dict[str, Any]]:
     pg = conn.dialect.name == "postgresql"
     _write_lock(conn)
     pool = conn.execute(select(_P).where(_P.c.name == pool_name)).first()
     if pool is None:
         raise _missing_pool(pool_name)
+    again = _undelivered(conn, _F.c.work_pool_name == pool_name, claimer, holding, limit)
+    if again:
+        return again  # the rest at the next claim, within the limits then
     queue_rows = conn.execute(select(_Q).where(_Q.c.pool_name == pool_name)).all()
     if pg and (pool.concurrency_limit is not None or any(q.concurrency_limit is not None for q in queue_rows)):
         # claimers of a limited pool take turns, so each counts the others' claims
@@ -342,12 +375,13 @@ def _claim_from_pool(
 
 
 def claim_deployment_runs(
-    db: Database, deployment_id: str, runner_id: str | None, *, limit: int = 1, now: datetime | None = None
+    db: Database, deployment_id: str, runner_id: str | None, *, limit: int = 1,
+    holding: Sequence[str] | None = None, now: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """Claim due Scheduled runs of one deployment for the ``serve`` process running it, as
     ``claim_runs`` does for a pool (same exactly-once claim, deployment limits, collision
-    strategy and catch-up). Only runs without a work pool are taken: a pool's runs are its
-    workers'. ``runner_id`` is stored as the runs' ``worker_id``.
+    strategy and catch-up; ``holding`` as there). Only runs without a work pool are taken: a
+    pool's runs are its workers'. ``runner_id`` is stored as the runs' ``worker_id``.
 
     Returns:
         The claimed flow runs, each with ``"deployment"``; nothing when it is paused.
@@ -359,16 +393,20 @@ def claim_deployment_runs(
     """
     limit = _claim_limit(limit)
     moment = _aware(now) if now is not None else utcnow()
+    held = _holding(holding)
     try:
         with db.engine.begin() as conn:
             pg = conn.dialect.name == "postgresql"
             _write_lock(conn)
+            scope = and_(_F.c.deployment_id == deployment_id, _F.c.work_pool_name.is_(None))
+            again = _undelivered(conn, scope, runner_id, held, limit)
+            if again:
+                return again
             deployment = conn.execute(select(_D.c.id, _D.c.paused).where(_D.c.id == deployment_id)).first()
             if deployment is None:
                 raise LookupError(f"no deployment with id {deployment_id!r}; list them with `plait deployment ls`")
             if deployment.paused:
                 return []
-            scope = and_(_F.c.deployment_id == deployment_id, _F.c.work_pool_name.is_(None))
             events = _catch_up(conn, scope, moment, pg)
             query = (
                 select(_F.c.id, _F.c.deployment_id, func.coalesce(_F.c.work_queue_name, DEFAULT_QUEUE).label("queue"))
@@ -399,7 +437,7 @@ def mark_late(db: Database, *, grace_seconds: float, now: datetime | None = None
         raise ValueError(f"grace_seconds is 0 or more seconds, not {grace_seconds!r}")
     moment = _aware(now) if now is not None else utcnow()
     cutoff = moment - timedelta(seconds=grace_seconds)
-    with _connect(db, "write", write=True) as conn:
+    with db.connect("write", write=True) as conn:
         ids: list[str] = list(conn.scalars(select(_F.c.id).where(
             _F.c.state_type == _SCHEDULED, _F.c.state_name == "Scheduled", _F.c.expected_start_time < cutoff,
         )))
@@ -426,7 +464,7 @@ def late_reason(db: Database, flow_run_id: str, *, now: datetime | None = None) 
         DatabaseError: The database cannot be read.
     """
     moment = _aware(now) if now is not None else utcnow()
-    with _connect(db) as conn:
+    with db.connect() as conn:
         run = conn.execute(select(_F).where(_F.c.id == flow_run_id)).first()
         if run is None:
             raise _missing_run(flow_run_id)
@@ -521,7 +559,7 @@ def request_cancel(db: Database, flow_run_id: str) -> str:
         DatabaseError: The database cannot be written.
     """
     for _attempt in range(5):
-        with _connect(db, "write", write=True) as conn:
+        with db.connect("write", write=True) as conn:
             run = conn.execute(
                 select(_F.c.state_type, _F.c.state_name).where(_F.c.id == flow_run_id)
             ).first()
@@ -571,7 +609,7 @@ def set_flow_run_state(
     if target not in _ALL_TYPES:
         raise ValueError(f"unknown state type {target!r}; use one of: {', '.join(_ALL_TYPES)}")
     for _attempt in range(5):
-        with _connect(db, "write", write=True) as conn:
+        with db.connect("write", write=True) as conn:
             current = conn.scalar(select(_F.c.state_type).where(_F.c.id == flow_run_id))
             if current is None:
                 raise _missing_run(flow_run_id)
@@ -616,7 +654,7 @@ def reap_dead_workers(db: Database, *, now: datetime | None = None) -> list[str]
     from plait._store.runs import end_flow_runs
 
     moment = _aware(now) if now is not None else utcnow()
-    with _connect(db) as conn:
+    with db.connect() as conn:
         dead = {w.id: w for w in conn.execute(select(_W))
                 if not worker_is_online(w.heartbeat_at, w.heartbeat_interval, moment)}
         if not dead:
@@ -641,7 +679,7 @@ def reap_dead_workers(db: Database, *, now: datetime | None = None) -> list[str]
 
 
 def _retry_crashed(db: Database, run: Row[Any]) -> dict[str, Any] | None:
-    with _connect(db) as conn:
+    with db.connect() as conn:
         row = conn.execute(select(_D).where(_D.c.id == run.deployment_id)).first() if run.deployment_id else None
         if row is None or not row.retries:
             return None

@@ -15,14 +15,12 @@ Rows come back as plain dicts with times as aware UTC datetimes.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.engine import Connection, Row
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 
 from plait._batch import clean_json
 from plait._runs import utcnow
@@ -61,20 +59,6 @@ _UPDATABLE = ("type", "description", "base_job_variables", "concurrency_limit", 
 class WorkPoolExists(ValueError):
     """A work pool of that name exists already (the API answers 409)."""
 
-
-@contextmanager
-def _connect(db: Database, action: str, *, write: bool = False, races: bool = False) -> Iterator[Connection]:
-    """A connection whose driver errors surface as ``DatabaseError``; with ``races``, a
-    unique-key violation (a concurrent insert won) is raised as ``IntegrityError`` instead."""
-    try:
-        with db.engine.begin() if write else db.engine.connect() as conn:
-            yield conn
-    except IntegrityError as exc:
-        if races:
-            raise
-        raise db.error(exc, action) from None
-    except SQLAlchemyError as exc:
-        raise db.error(exc, action) from None
 
 
 def _check_name(value: Any, what: str) -> str:
@@ -190,7 +174,7 @@ def create_work_pool(
         "paused": False, "created": now, "updated": now,
     }
     try:
-        with _connect(db, "write", write=True, races=True) as conn:
+        with db.connect("write", write=True, races=True) as conn:
             conn.execute(insert(_P).values(**values))
             conn.execute(insert(_Q).values(
                 id=str(uuid.uuid4()), pool_name=name, name=DEFAULT_QUEUE, priority=1, concurrency_limit=None,
@@ -215,7 +199,7 @@ def get_work_pool(db: Database, name: str) -> dict[str, Any] | None:
     Raises:
         DatabaseError: The database cannot be read.
     """
-    with _connect(db, "read") as conn:
+    with db.connect("read") as conn:
         row = conn.execute(select(_P).where(_P.c.name == name)).first()
         return _details(conn, [row])[0] if row is not None else None
 
@@ -226,7 +210,7 @@ def list_work_pools(db: Database) -> list[dict[str, Any]]:
     Raises:
         DatabaseError: The database cannot be read.
     """
-    with _connect(db, "read") as conn:
+    with db.connect("read") as conn:
         return _details(conn, list(conn.execute(select(_P).order_by(_P.c.name))))
 
 
@@ -262,7 +246,7 @@ def update_work_pool(db: Database, name: str, **changes: Any) -> dict[str, Any]:
         if not isinstance(changes["paused"], bool):
             raise ValueError(f"paused is true or false, not {changes['paused']!r}")
         values["paused"] = changes["paused"]
-    with _connect(db, "write", write=True) as conn:
+    with db.connect("write", write=True) as conn:
         row = conn.execute(
             update(_P).where(_P.c.name == name).values(updated=utcnow(), **values).returning(*_P.c)
         ).first()
@@ -299,7 +283,7 @@ def delete_work_pool(db: Database, name: str) -> bool:
     Raises:
         DatabaseError: The database cannot be written.
     """
-    with _connect(db, "write", write=True) as conn:
+    with db.connect("write", write=True) as conn:
         row = conn.execute(select(_P).where(_P.c.name == name)).first()
         if row is None:
             return False
@@ -339,7 +323,7 @@ def save_work_queue(
     values = {"priority": priority, "concurrency_limit": limit, "paused": paused}
     for attempt in (1, 2):
         try:
-            with _connect(db, "write", write=True, races=True) as conn:
+            with db.connect("write", write=True, races=True) as conn:
                 if conn.scalar(select(_P.c.id).where(_P.c.name == pool_name)) is None:
                     raise _missing(pool_name)
                 row = conn.execute(
@@ -389,7 +373,7 @@ def worker_heartbeat(
               "heartbeat_interval": float(heartbeat_interval)}
     for attempt in (1, 2):
         try:
-            with _connect(db, "write", write=True, races=True) as conn:
+            with db.connect("write", write=True, races=True) as conn:
                 worker_id = conn.scalar(
                     update(_W).where(_W.c.pool_name == pool_name, _W.c.name == worker_name).values(**values)
                     .returning(_W.c.id)

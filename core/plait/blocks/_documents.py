@@ -7,7 +7,7 @@ see. So a client sends a block's values in plain JSON together with its type's s
 information (``block_payload``); the server encrypts the secrets with its own key and writes
 the very rows ``Block.save`` writes (``save_document``), so a process with the class can load
 the block from the database as well as through the server (``read_document`` there, then
-``block_from_document`` here).
+``block_from_document`` in ``plait.blocks._payloads``).
 
 A payload (what ``PUT /api/v1/blocks/documents/{slug}/{name}`` takes)::
 
@@ -37,7 +37,6 @@ with secret values ``"***"`` unless read with secrets, and nested blocks resolve
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import uuid
@@ -51,14 +50,14 @@ from plait._batch import clean_json
 from plait._masking import MASK, register_secret
 from plait.blocks._db import _iso, _now
 from plait.blocks._encoding import Chain, DamagedDocument, _damaged_secret, _decrypt_error, cycle_error
+from plait.blocks._payloads import MAX_DEPTH, schema_checksum_of
 from plait.blocks._references import ANONYMOUS_PREFIX, _is_anonymous, _label, _suggest, validate_name
 from plait.blocks._values import _string_leaves
-from plait.exceptions import BlockError, BlockNotFound, BlockSchemaMismatch, BlockValidationError
+from plait.exceptions import BlockError, BlockNotFound, BlockValidationError
 
 if TYPE_CHECKING:
     from plait._store.blocks import BlockDocument, BlockListing, BlocksTransaction
     from plait._store.database import Database
-    from plait.blocks._base import Block
 
 __all__ = [
     "BlockTypeInfo",
@@ -67,23 +66,16 @@ __all__ = [
     "InvalidDocument",
     "UndecryptableDocument",
     "UnknownBlockType",
-    "block_from_document",
-    "block_payload",
     "delete_document",
     "known_slugs",
     "list_document_entries",
-    "mark_saved",
     "read_document",
     "register_stored_secrets",
     "save_document",
     "save_documents",
-    "schema_checksum_of",
-    "type_info",
     "unknown_type",
 ]
 
-# Deeper nesting is refused: no block needs it, and walking it could exhaust the stack.
-MAX_DEPTH = 32
 _SLUG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _NESTED_FORMS = '{"$block": "slug/name"} or {"$block": {"name", "type", "data"}}'
 _SLUG_RULE = "letters, digits, '-', '_' and '.', starting with a letter or digit (e.g. 'aws-credentials')"
@@ -135,190 +127,6 @@ class BlockTypeInfo(BaseModel):
         if value is not None and "\x00" in value:
             raise ValueError("holds a NUL character, which no database stores in text")
         return value
-
-
-# -- the client side: a block as a payload, a document as a block --------------------------------
-def schema_checksum_of(json_schema: dict[str, Any]) -> str:
-    """The checksum ``Block.schema_checksum()`` gives for a class with this JSON schema."""
-    canonical = json.dumps(json_schema, sort_keys=True, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def type_info(cls: type[Block]) -> dict[str, Any]:
-    """The ``type`` part of a payload for block class ``cls``.
-
-    Raises:
-        plait.exceptions.BlockError: The type holds its own type (it could never be saved).
-    """
-    return {
-        "slug": cls.block_type_slug,
-        "name": cls.block_type_name,
-        "description": cls.block_description,
-        "capabilities": sorted(cls.capabilities or ()),
-        "secret_fields": cls.secret_fields(),
-        "block_fields": sorted(cls.nested_block_fields()),
-        "json_schema": cls.model_json_schema(),
-        "schema_checksum": cls.schema_checksum(),
-    }
-
-
-def block_payload(block: Block) -> dict[str, Any]:
-    """What a client sends to save ``block``: its type and its values, secrets in plain JSON
-    (only send it to a server over a connection you trust, as for any credential).
-
-    Raises:
-        plait.exceptions.BlockError: The block type, or this block, contains itself.
-    """
-    from plait.blocks._base import check_block_type
-    from plait.blocks._save import check_not_self_containing
-
-    if not type(block).block_type_slug:
-        raise BlockError("the Block base class cannot be saved; subclass it with typed fields")
-    check_block_type(type(block))
-    check_not_self_containing(block)
-    return _payload(block)
-
-
-def _payload(block: Block) -> dict[str, Any]:
-    from pydantic_core import to_jsonable_python
-
-    from plait.blocks._crypto import _to_plain
-    from plait.blocks._values import _contains_block, _field_kinds, _map_blocks, _plain_fields, _reveal
-
-    cls = type(block)
-    secret, nested = _field_kinds(cls)
-    data: dict[str, Any] = {}
-    plain = set()
-    for fname in cls.model_fields:
-        value = getattr(block, fname)
-        if fname in nested and _contains_block(value):
-            data[fname] = _map_blocks(value, _nested_payload)
-        elif fname in secret:
-            data[fname] = None if value is None else to_jsonable_python(_to_plain(_reveal(value)))
-        else:
-            plain.add(fname)
-    data.update(_plain_fields(block, plain))
-    return {"type": type_info(cls), "data": {fname: data[fname] for fname in cls.model_fields}}
-
-
-def _nested_payload(child: Block) -> dict[str, Any]:
-    spec = _payload(child)
-    name = child._document_name
-    spec["name"] = name if name and not _is_anonymous(name) else None
-    return {"$block": spec}
-
-
-def mark_saved(block: Block, document: dict[str, Any]) -> None:
-    """After a save through a server: remember on ``block`` and on its nested blocks which
-    documents they are (as ``Block.save`` does), and mask their secrets in this process."""
-    from plait.blocks._base import Block
-    from plait.blocks._values import register_block_secrets
-
-    def walk(value: Any, stored: Any) -> None:
-        if isinstance(value, Block) and isinstance(stored, dict) and isinstance(stored.get("$block"), dict):
-            mark(value, stored["$block"])
-        elif isinstance(value, dict) and isinstance(stored, dict):
-            for key, item in value.items():
-                walk(item, stored.get(key))
-        elif isinstance(value, (list, tuple)) and isinstance(stored, list):
-            for item, stored_item in zip(value, stored, strict=False):
-                walk(item, stored_item)
-
-    def mark(current: Block, doc: dict[str, Any]) -> None:
-        current._document_id = doc.get("id")
-        current._document_name = doc.get("name")
-        data = doc.get("data") or {}
-        for fname in type(current).nested_block_fields():
-            walk(getattr(current, fname, None), data.get(fname))
-
-    mark(block, document)
-    register_block_secrets(block)
-
-
-def block_from_document(document: dict[str, Any], cls: type[Block] | None = None) -> Block:
-    """The block a document read with its secrets describes, nested blocks included.
-
-    Args:
-        document: A document as ``read_document(..., include_secrets=True)`` returns it.
-        cls: The class the caller expects (``MyBlock.load``); None: the registered class of
-            the document's type.
-
-    Raises:
-        plait.exceptions.BlockError: The document was read without its secrets.
-        plait.exceptions.BlockNotFound: No installed plugin registers the block's type.
-        plait.exceptions.BlockSchemaMismatch: Saved with another schema of the class.
-        plait.exceptions.BlockValidationError: The saved values are not valid.
-    """
-    from plait.blocks._base import Block
-    from plait.blocks._values import register_block_secrets
-
-    if not document.get("secrets_included"):
-        raise BlockError(
-            f"block {_label(str(document.get('slug')), str(document.get('name')))!r} was read without its "
-            "secrets; read it with include_secrets=True (an API key with scope 'run' may)"
-        )
-    hints = [cls] if cls is not None and cls is not Block else None
-    block = _build(document, hints, "")
-    register_block_secrets(block)
-    return block
-
-
-def _build(doc: dict[str, Any], hints: list[type[Block]] | None, context: str, depth: int = 0) -> Block:
-    from plait.blocks._base import Block
-    from plait.blocks._crypto import _from_plain
-    from plait.blocks._schema import validation_message
-    from plait.blocks._types import _registry
-    from plait.blocks._values import _field_kinds
-
-    slug, name = str(doc.get("slug")), str(doc.get("name"))
-    label = _label(slug, name)
-    if depth > MAX_DEPTH:
-        raise BlockError(f"block {label!r} is nested more than {MAX_DEPTH} levels deep")
-    cls = next((h for h in hints or () if h is not Block and h.block_type_slug == slug), None)
-    cls = cls or _registry().get(slug)
-    if cls is None:
-        raise BlockNotFound(
-            f"block {label!r} is of type {slug!r}, which no installed plugin registers (see `plait block types`)"
-        )
-    secret, _ = _field_kinds(cls)
-    nested = cls.nested_block_fields()
-    here = f"{label} field "
-
-    def resolve(value: Any, field: str) -> Any:
-        if isinstance(value, dict):
-            if set(value) == {"$block"} and isinstance(value["$block"], dict):
-                return _build(value["$block"], nested.get(field), f"{here}{field!r}", depth + 1)
-            return {k: resolve(v, field) for k, v in value.items()}
-        if isinstance(value, list):
-            return [resolve(v, field) for v in value]
-        return value
-
-    values: dict[str, Any] = {}
-    revealed: list[str] = []
-    for key, raw in (doc.get("data") or {}).items():
-        if key in nested:
-            values[key] = resolve(raw, key)
-        elif key in secret and raw is not None:
-            values[key] = _from_plain(raw)
-            revealed.extend(_string_leaves(values[key]))
-        else:
-            values[key] = raw
-    try:
-        block = cls.model_validate(values)
-    except ValidationError as exc:
-        where = f" (nested in {context})" if context else ""
-        if doc.get("schema_checksum") != cls.schema_checksum():
-            raise BlockSchemaMismatch(
-                validation_message(exc, f"block {label!r}{where} was saved with another schema of {cls.__name__}",
-                                   revealed)
-                + ". Update it: load the values, fix them and save(..., overwrite=True), or re-apply your blocks file."
-            ) from None
-        raise BlockValidationError(
-            validation_message(exc, f"saved block {label!r}{where} is not a valid {cls.__name__}", revealed)
-        ) from None
-    block._document_id = doc.get("id")
-    block._document_name = name
-    return block
 
 
 # -- the server side: saving by schema -------------------------------------------------------------

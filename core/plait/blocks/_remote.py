@@ -1,10 +1,10 @@
 """Blocks through a plait server: save, load, delete and list when ``PLAIT_API_URL`` is set.
 
 A process that records to a server (a worker, a flow on a laptop) keeps no database and no
-encryption key: it sends a block's values with its type's schema (``_documents.block_payload``)
+encryption key: it sends a block's values with its type's schema (``_payloads.block_payload``)
 to ``PUT /api/v1/blocks/documents/{slug}/{name}``, where the server encrypts the secrets with
 its own key, and reads a block back with its secrets (``?include_secrets=true``, which needs
-an API key of scope ``run``) to build it with its class (``_documents.block_from_document``).
+an API key of scope ``run``) to build it with its class (``_payloads.block_from_document``).
 
 Each entry point mirrors one of ``plait.blocks._load``/``_save``/``_apply`` (same arguments,
 same results, same exception types: ``BlockNotFound`` for a missing block or type,
@@ -179,7 +179,7 @@ def _document(slug: str, name: str) -> dict[str, Any]:
 
 
 def _build(document: dict[str, Any], cls: type[Block] | None) -> Block:
-    from plait.blocks._documents import block_from_document
+    from plait.blocks._payloads import block_from_document
 
     return block_from_document(document, cls)
 
@@ -293,7 +293,7 @@ def list_for_class(cls: type[Block]) -> list[dict[str, Any]]:
 # -- writing -----------------------------------------------------------------------------------------
 def save_block(block: Block, name: str, overwrite: bool = False) -> str:
     """``block.save(name, overwrite)`` through the server; returns the document's id."""
-    from plait.blocks._documents import block_payload, mark_saved
+    from plait.blocks._payloads import block_payload, mark_saved
 
     validate_name(name)
     payload = block_payload(block)  # refuses the base class and blocks that contain themselves
@@ -455,7 +455,7 @@ def apply_blocks(path: Path, entries: list[_Entry], dry_run: bool = False) -> li
     from plait._api import ApiAuthError, ApiError
     from plait._api._core import as_dict
     from plait.blocks._apply import plan_apply
-    from plait.blocks._documents import block_payload, mark_saved
+    from plait.blocks._payloads import block_payload, mark_saved
     from plait.exceptions import BlocksFileError
 
     saved = _ServerBlocks(path)

@@ -176,13 +176,18 @@ def flow_run_group() -> None:
     "--limit", type=click.IntRange(min=1), default=20, show_default=True, metavar="N",
     help="Show at most this many runs (N >= 1).",
 )
+@click.option("--upcoming", is_flag=True,
+              help="Only the scheduled runs made ahead (due later), soonest first; without it they are left out.")
 @json_option
-def flow_run_ls_cmd(state: str | None, flow_name: str | None, limit: int, as_json: bool) -> None:
-    """List the newest flow runs, newest first."""
+def flow_run_ls_cmd(state: str | None, flow_name: str | None, limit: int, upcoming: bool, as_json: bool) -> None:
+    """List the newest flow runs, newest first.
+
+    Runs a deployment's schedule made ahead, due later, are listed with --upcoming only.
+    """
     from plait.cli._output import echo_json
     from plait.cli._views import show_flow_runs
 
-    rows = commands.flow_run_ls(state=state, flow_name=flow_name, limit=limit)
+    rows = commands.flow_run_ls(state=state, flow_name=flow_name, limit=limit, upcoming=upcoming)
     if as_json:
         echo_json(rows)
     else:
@@ -231,6 +236,7 @@ def flow_run_logs_cmd(flow_run_id: str, as_json: bool) -> None:
 # Command groups defined in their own modules (imported last: they use PlaitGroup and json_option).
 from plait.cli.blocks import block_group  # noqa: E402
 from plait.cli.collections import collection_group  # noqa: E402
+from plait.cli.concurrency import concurrency_limit_group  # noqa: E402
 from plait.cli.deployments import FLOW_RUN_COMMANDS, deploy_cmd, deployment_group, work_pool_group  # noqa: E402
 from plait.cli.notifications import notification_group  # noqa: E402
 from plait.cli.plugins import plugins_group  # noqa: E402
@@ -242,6 +248,7 @@ from plait.cli.worker import worker_group  # noqa: E402
 
 cli.add_command(block_group)
 cli.add_command(collection_group)
+cli.add_command(concurrency_limit_group)
 cli.add_command(notification_group)
 cli.add_command(plugins_group)
 cli.add_command(server_group)

@@ -28,7 +28,7 @@ __all__ = ["remote", "flow_run_ls", "flow_run_inspect", "flow_run_logs", "block_
 # The keys of each answer, in the local store's order (plait._store.history).
 _LS_KEYS = (
     "id", "flow_name", "name", "state_type", "state_name", "state_message", "start_time", "end_time",
-    "duration_seconds", "task_run_count", "parent_flow_run_id", "tags",
+    "duration_seconds", "task_run_count", "parent_flow_run_id", "tags", "expected_start_time",
 )
 _RUN_KEYS = (
     "id", "flow_name", "name", "parameters", "tags", "state_type", "state_name", "state_message",
@@ -112,15 +112,19 @@ def _project(row: dict[str, Any], keys: tuple[str, ...], now: datetime) -> dict[
 
 
 # -- flow runs ---------------------------------------------------------------------------------------
-def flow_run_ls(state: str | None, flow_name: str | None, limit: int) -> list[dict[str, Any]]:
+def flow_run_ls(state: str | None, flow_name: str | None, limit: int, upcoming: bool | None = None
+                ) -> list[dict[str, Any]]:
     """``plait.cli.commands.flow_run_ls`` from the server (``state`` already normalized)."""
     now = datetime.now(UTC)
     rows: list[dict[str, Any]] = []
     with _client() as client:
-        for item in client.iter_flow_runs(state=state, flow=flow_name, page_size=min(limit, _PAGE)):
+        items = client.iter_flow_runs(state=state, flow=flow_name, upcoming=upcoming, page_size=min(limit, _PAGE))
+        for item in items:
             rows.append(_project(item, _LS_KEYS, now))
             if len(rows) >= limit:
                 break
+    if upcoming:  # soonest first, as the local listing
+        rows.sort(key=lambda r: (r.get("expected_start_time") or "", r["id"]))
     return rows
 
 

@@ -83,7 +83,8 @@ def show_flow_runs(rows: list[dict[str, Any]]) -> None:
                 row["flow_name"],
                 row["name"],
                 state_cell(row["state_type"], row["state_name"]),
-                fmt_time(row["start_time"]),
+                fmt_time(row["start_time"]) if row["start_time"] or not row.get("expected_start_time")
+                else f"due {fmt_time(row['expected_start_time'])}",
                 fmt_duration(row["duration_seconds"]),
                 str(row["task_run_count"]),
                 first_line(row["state_message"]),

@@ -81,26 +81,31 @@ def normalize_state(state: str | None) -> str | None:
     return value
 
 
-def flow_run_ls(state: str | None = None, flow_name: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+def flow_run_ls(
+    state: str | None = None, flow_name: str | None = None, limit: int = 20, upcoming: bool | None = False
+) -> list[dict[str, Any]]:
     """The newest flow runs, newest first.
 
     Args:
         state: Only runs in this state type (``"failed"``, ``"COMPLETED"``, ... any case).
         flow_name: Only runs of the flow with this name.
         limit: At most this many runs (>= 1).
+        upcoming: False (default): leave out the Scheduled runs a scheduler made ahead (due
+            later); True: only those, soonest first; None: every run.
 
     Returns:
         Rows ``{id, flow_name, name, state_type, state_name, state_message, start_time,
-        end_time, duration_seconds, task_run_count, parent_flow_run_id, tags}``.
+        end_time, duration_seconds, task_run_count, parent_flow_run_id, tags,
+        expected_start_time}``.
     """
     state = normalize_state(state)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"limit must be a whole number >= 1, got {limit!r}")
     if _source.remote():
-        return _source.flow_run_ls(state, flow_name, limit)
+        return _source.flow_run_ls(state, flow_name, limit, upcoming)
     from plait._store.history import list_flow_runs
 
-    return list_flow_runs(_checked_database(), state=state, flow_name=flow_name, limit=limit)
+    return list_flow_runs(_checked_database(), state=state, flow_name=flow_name, limit=limit, upcoming=upcoming)
 
 
 def flow_run_inspect(flow_run_id: str) -> dict[str, Any]:

@@ -37,6 +37,6 @@ def client_config(url: str | None, api_key: str | None, timeout: float | None) -
 
 def block_body(block: Block) -> tuple[str, dict[str, Any]]:
     """``(slug, body)`` of ``PUT /blocks/documents/{slug}/{name}`` for a block object."""
-    from plait.blocks._documents import block_payload
+    from plait.blocks._payloads import block_payload
 
     return type(block).block_type_slug, block_payload(block)

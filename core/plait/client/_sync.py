@@ -87,6 +87,7 @@ class PlaitClient:
         top_level: bool | None = None,
         since: datetime | str | None = None,
         until: datetime | str | None = None,
+        upcoming: bool | None = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> Page[dict[str, Any]]:
@@ -100,6 +101,8 @@ class PlaitClient:
             top_level: True: only runs that are no subflow; False: only subflows.
             since: Only runs created at or after this time.
             until: Only runs created before this time.
+            upcoming: True: only Scheduled runs expected to start later (the scheduler
+                makes them ahead); False: every run but those.
             limit: At most this many runs on the page (the server caps it).
             cursor: The ``next_cursor`` of the previous page.
 
@@ -109,7 +112,7 @@ class PlaitClient:
         """
         return self._session.call(self._calls.flow_runs(
             flow=flow, state=state, tag=tag, parent=parent, top_level=top_level, since=since, until=until,
-            limit=limit, cursor=cursor))
+            upcoming=upcoming, limit=limit, cursor=cursor))
 
     def iter_flow_runs(
         self,
@@ -121,13 +124,14 @@ class PlaitClient:
         top_level: bool | None = None,
         since: datetime | str | None = None,
         until: datetime | str | None = None,
+        upcoming: bool | None = None,
         page_size: int | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Every flow run matching the filters (as ``flow_runs``), newest first, fetching
         page after page as the loop goes on."""
         return self._session.items(self._calls.flow_runs(
             flow=flow, state=state, tag=tag, parent=parent, top_level=top_level, since=since, until=until,
-            limit=page_size))
+            upcoming=upcoming, limit=page_size))
 
     def flow_run(self, flow_run_id: str) -> dict[str, Any]:
         """One flow run in full: parameters, state history, task runs (with their states and
@@ -387,10 +391,12 @@ class PlaitClient:
             parent_flow_run_id=parent_flow_run_id, parent_task_run_id=parent_task_run_id,
             job_variables=job_variables))
 
-    def claim_deployment_runs(self, ref: str, runner_id: str, limit: int = 1) -> list[dict[str, Any]]:
+    def claim_deployment_runs(
+        self, ref: str, runner_id: str, limit: int = 1, *, holding: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
         """Claim up to ``limit`` due runs of a deployment for a ``serve`` process (each now
-        Pending, with its ``deployment``)."""
-        return self._session.call(self._calls.claim_deployment_runs(ref, runner_id, limit))
+        Pending, with its ``deployment``; ``holding`` as for ``claim_runs``)."""
+        return self._session.call(self._calls.claim_deployment_runs(ref, runner_id, limit, holding=holding))
 
     # -- work pools -----------------------------------------------------------------------------------
     def work_pools(self) -> list[dict[str, Any]]:
@@ -459,11 +465,96 @@ class PlaitClient:
                                                  heartbeat_interval=heartbeat_interval))
 
     def claim_runs(
-        self, pool: str, worker_id: str, *, limit: int = 1, queues: Sequence[str] | None = None
+        self, pool: str, worker_id: str, *, limit: int = 1, queues: Sequence[str] | None = None,
+        holding: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         """Claim up to ``limit`` due runs of a pool for a worker (each now Pending, with its
-        ``deployment``); no two workers ever get the same run."""
-        return self._session.call(self._calls.claim_runs(pool, worker_id, limit=limit, queues=queues))
+        ``deployment``); no two workers ever get the same run. ``holding``: the ids of the
+        runs the worker is running; runs claimed for it that it never received (the answer
+        was lost) come again instead of new ones."""
+        return self._session.call(self._calls.claim_runs(pool, worker_id, limit=limit, queues=queues,
+                                                             holding=holding))
+
+    # -- concurrency limits ----------------------------------------------------------------------------
+    def concurrency_limits(self) -> list[dict[str, Any]]:
+        """Every concurrency limit by name, each with ``used`` (slots in use now)."""
+        return self._session.call(self._calls.concurrency_limits())
+
+    def concurrency_limit(self, name: str) -> dict[str, Any]:
+        """One concurrency limit with its ``slots``: who holds them (``label``, ``hostname``,
+        ``pid``, ``acquired_at``), oldest first.
+
+        Raises:
+            plait.client.ApiNotFound: No such limit.
+        """
+        return self._session.call(self._calls.concurrency_limit(name))
+
+    def save_concurrency_limit(
+        self,
+        name: str,
+        limit: int,
+        *,
+        slot_decay_per_second: float = 0.0,
+        active: bool = True,
+        description: str = "",
+    ) -> dict[str, Any]:
+        """Create or change a concurrency limit of ``limit`` slots (``slot_decay_per_second``
+        above 0 makes it a rate limit too; ``active=False`` makes it constrain nothing).
+
+        Returns:
+            ``{"limit": ..., "outcome": "created" | "updated" | "unchanged"}``.
+        """
+        return self._session.call(self._calls.save_concurrency_limit(
+            name, limit, slot_decay_per_second=slot_decay_per_second, active=active, description=description))
+
+    def delete_concurrency_limit(self, name: str) -> dict[str, Any]:
+        """Delete a concurrency limit and its held slots (needs a key of scope ``admin``);
+        returns what was deleted.
+
+        Raises:
+            plait.client.ApiNotFound: No such limit.
+        """
+        return self._session.call(self._calls.delete_concurrency_limit(name))
+
+    def reset_concurrency_limit(self, name: str) -> dict[str, Any]:
+        """Free every slot held of a limit and empty its rate bucket: ``{"name", "freed"}``.
+
+        Raises:
+            plait.client.ApiNotFound: No such limit.
+        """
+        return self._session.call(self._calls.reset_concurrency_limit(name))
+
+    def acquire_concurrency_slots(
+        self,
+        names: str | Sequence[str],
+        occupy: int = 1,
+        *,
+        mode: str = "concurrency",
+        holder: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """Take ``occupy`` slots of each named limit that is active, all or none, once (no
+        waiting: ``plait.concurrency`` waits and retries).
+
+        Args:
+            names: A limit's name or several; names with no limit constrain nothing.
+            occupy: Slots to take of each.
+            mode: ``"concurrency"`` (held until released) or ``"rate"`` (they drain away).
+            holder: ``hostname`` and optionally ``flow_run_id``, ``task_run_id``, ``pid``,
+                ``label`` (shown to people as who holds the slots).
+
+        Returns:
+            ``{"acquired", "slot_ids", "blocked_by", "used", "limits", "missing", "retry_after"}``.
+
+        Raises:
+            plait.client.ApiError: It can never fit, or mode ``rate`` meets a limit without
+                slot decay (422).
+        """
+        return self._session.call(self._calls.acquire_concurrency_slots(names, occupy, mode=mode, holder=holder))
+
+    def release_concurrency_slots(self, slot_ids: Sequence[str]) -> dict[str, Any]:
+        """Let go of slots ``acquire_concurrency_slots`` answered: ``{"released": n}``
+        (unknown ids are ignored)."""
+        return self._session.call(self._calls.release_concurrency_slots(slot_ids))
 
     # -- control of flow runs ---------------------------------------------------------------------------
     def cancel_flow_run(self, flow_run_id: str) -> dict[str, Any]:
@@ -486,6 +577,12 @@ class PlaitClient:
     def retry_flow_run(self, flow_run_id: str) -> dict[str, Any]:
         """Schedule a Failed or Crashed flow run again (its completed task runs are not run again)."""
         return self._session.call(self._calls.retry_flow_run(flow_run_id))
+
+    def end_flow_run(self, flow_run_id: str, state_type: str, message: str) -> dict[str, Any]:
+        """End a flow run its process could not end (CRASHED, FAILED or CANCELLED), with its
+        unfinished task runs and subflows: ``{"id", "ended", "state_type"}`` (``ended`` is
+        False when it had already ended)."""
+        return self._session.call(self._calls.end_flow_run(flow_run_id, state_type, message))
 
     def late_reason(self, flow_run_id: str) -> dict[str, Any]:
         """Why a Scheduled or Late flow run has not started: ``{"id", "state_type",

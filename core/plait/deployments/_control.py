@@ -1,8 +1,9 @@
 """The control plane: deployments, work pools, workers' claims and run control, local or remote.
 
-``control_plane()`` answers the one this process uses: ``RemoteControl`` (the plait server
-``PLAIT_API_URL`` names, through ``plait._api``) when that setting is set, else
-``LocalControl`` over the configured store (``plait._store``). Both have the same methods,
+``control_plane()`` answers the one this process uses: ``RemoteControl``
+(``plait.deployments._remote_control``: the plait server ``PLAIT_API_URL`` names, through
+``plait._api``) when that setting is set, else ``LocalControl`` over the configured store
+(``plait._store``). Both have the same methods,
 take the same arguments and answer the same shapes, so ``plait deploy``, ``run_deployment``,
 workers and ``serve`` work the same either way:
 
@@ -27,16 +28,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from plait._runs import parse_utc
 from plait.exceptions import PlaitError
 
 if TYPE_CHECKING:
-    from plait._api import ApiCalls, ApiSession, Call
     from plait._store.database import Database
 
 __all__ = [
     "ControlPlane",
     "LocalControl",
-    "RemoteControl",
     "ControlNotFound",
     "ControlRefused",
     "control_plane",
@@ -84,16 +84,6 @@ def check_run_parameters(deployment: Mapping[str, Any], parameters: Mapping[str,
         raise ValueError(f"deployment {name!r} cannot run with these parameters: " + "; ".join(problems))
 
 
-def _parse_time(value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return value
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def revive_times(value: T) -> T:
     """``value`` (rows as the API answers them) with the ISO 8601 text of its time fields
     (``TIME_KEYS``, at any depth) as timezone-aware UTC datetimes."""
@@ -102,7 +92,7 @@ def revive_times(value: T) -> T:
 
 def _revived(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _parse_time(v) if k in TIME_KEYS else _revived(v) for k, v in value.items()}
+        return {k: parse_utc(v) if k in TIME_KEYS else _revived(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_revived(v) for v in value]
     return value
@@ -247,13 +237,19 @@ class ControlPlane(ABC):
 
     @abstractmethod
     def claim_runs(
-        self, pool_name: str, worker_id: str, limit: int = 1, queues: Sequence[str] | None = None
+        self, pool_name: str, worker_id: str, limit: int = 1, queues: Sequence[str] | None = None,
+        holding: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
-        """Claim due runs of a pool for a worker: each now Pending, with its ``deployment``."""
+        """Claim due runs of a pool for a worker: each now Pending, with its ``deployment``.
+        With ``holding`` (the ids of the runs it is running), runs claimed for it earlier
+        whose answer it never received come again instead of new ones."""
 
     @abstractmethod
-    def claim_deployment_runs(self, deployment_id: str, runner_id: str, limit: int = 1) -> list[dict[str, Any]]:
-        """Claim due runs of one deployment for a ``serve`` process (marking it polled)."""
+    def claim_deployment_runs(
+        self, deployment_id: str, runner_id: str, limit: int = 1, holding: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Claim due runs of one deployment for a ``serve`` process (marking it polled);
+        ``holding`` as for ``claim_runs``."""
 
     @abstractmethod
     def touch_deployment(self, deployment_id: str) -> None:
@@ -269,6 +265,15 @@ class ControlPlane(ABC):
             ControlNotFound: No such run.
             ControlRefused: It has already ended.
         """
+
+    @abstractmethod
+    def end_flow_run(
+        self, flow_run_id: str, state_type: str, message: str, *, flow_name: str = "unknown",
+        parameters: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """End a run its process could not end (``state_type`` CRASHED, FAILED or
+        CANCELLED), with its unfinished task runs and subflows; a run never recorded is
+        created in that state. False when it had already ended (its own verdict stands)."""
 
     @abstractmethod
     def cancelling_among(self, flow_run_ids: Iterable[str]) -> set[str]:
@@ -467,18 +472,23 @@ class LocalControl(ControlPlane):
                                                heartbeat_interval=heartbeat_interval))
 
     def claim_runs(
-        self, pool_name: str, worker_id: str, limit: int = 1, queues: Sequence[str] | None = None
+        self, pool_name: str, worker_id: str, limit: int = 1, queues: Sequence[str] | None = None,
+        holding: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         from plait._store.scheduling import claim_runs
 
         return _local(lambda: claim_runs(self.db, pool_name, worker_id, limit=limit,
-                                         queues=list(queues) if queues is not None else None))
+                                         queues=list(queues) if queues is not None else None,
+                                         holding=list(holding) if holding is not None else None))
 
-    def claim_deployment_runs(self, deployment_id: str, runner_id: str, limit: int = 1) -> list[dict[str, Any]]:
+    def claim_deployment_runs(
+        self, deployment_id: str, runner_id: str, limit: int = 1, holding: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
         from plait._store.scheduling import claim_deployment_runs
 
         self.touch_deployment(deployment_id)
-        return _local(lambda: claim_deployment_runs(self.db, deployment_id, runner_id, limit=limit, now=None))
+        return _local(lambda: claim_deployment_runs(self.db, deployment_id, runner_id, limit=limit, now=None,
+                                                    holding=list(holding) if holding is not None else None))
 
     def touch_deployment(self, deployment_id: str) -> None:
         from plait._store.deployments import touch_deployment
@@ -492,6 +502,20 @@ class LocalControl(ControlPlane):
         self._known_run(flow_run_id)
         state = _local(lambda: request_cancel(self.db, flow_run_id))
         return str(getattr(state, "value", state))
+
+    def end_flow_run(
+        self, flow_run_id: str, state_type: str, message: str, *, flow_name: str = "unknown",
+        parameters: Mapping[str, Any] | None = None,
+    ) -> bool:
+        from plait._store.runs import end_flow_runs
+        from plait.infrastructure import settle_records
+        from plait.states import StateType
+
+        kind = _local(lambda: StateType(state_type.upper()))
+        settle_records()  # what its dead process journaled, and its last log lines, go first
+        info = {"flow_name": flow_name, "parameters": dict(parameters or {})}
+        return flow_run_id in _local(lambda: end_flow_runs(self.db, {flow_run_id: message}, kind, subflows=True,
+                                                           create={flow_run_id: info}))
 
     def cancelling_among(self, flow_run_ids: Iterable[str]) -> set[str]:
         from plait._store.scheduling import cancelling_among
@@ -555,205 +579,6 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-# -- a plait server ---------------------------------------------------------------------------------------
-class RemoteControl(ControlPlane):
-    """The control plane on a plait server, through its API (``plait._api``).
-
-    Args:
-        session: The session to send requests with (default: one from the settings,
-            ``PLAIT_API_URL`` and ``PLAIT_API_KEY``, made at the first request).
-    """
-
-    def __init__(self, session: ApiSession | None = None) -> None:
-        self._session = session
-
-    def __repr__(self) -> str:
-        label = self._session.config.label if self._session is not None else "PLAIT_API_URL"
-        return f"RemoteControl({label!r})"
-
-    @property
-    def session(self) -> ApiSession:
-        """The API session (made from the settings at first use)."""
-        if self._session is None:
-            from plait._api import ApiSession
-
-            self._session = ApiSession.from_settings()
-        return self._session
-
-    @property
-    def calls(self) -> ApiCalls:
-        return self.session.calls
-
-    def _send(self, call: Call[T]) -> T:
-        """Send ``call``; the server's 404 as ``ControlNotFound``, its 400/409/422 as
-        ``ControlRefused`` (other failures stay ``ApiError``s: unavailable, auth)."""
-        from plait._api import ApiError, ApiNotFound
-
-        try:
-            return self.session.call(call)
-        except ApiNotFound as exc:
-            raise ControlNotFound(exc.message) from None
-        except ApiError as exc:
-            if exc.status in (400, 409, 422):
-                raise ControlRefused(exc.message) from None
-            raise
-
-    def _maybe(self, call: Call[dict[str, Any]]) -> dict[str, Any] | None:
-        try:
-            return revive_times(self._send(call))
-        except ControlNotFound:
-            return None
-
-    def close(self) -> None:
-        """Close the session's kept-alive connections."""
-        if self._session is not None:
-            self._session.close()
-
-    # -- deployments -------------------------------------------------------------------------------
-    def save_deployment(self, spec: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
-        from pydantic_core import to_jsonable_python
-
-        answer = self._send(self.calls.save_deployment(to_jsonable_python(dict(spec))))
-        return revive_times(answer["deployment"]), str(answer["outcome"])
-
-    def get_deployment(self, ref: str) -> dict[str, Any] | None:
-        return self._maybe(self.calls.deployment(ref))
-
-    def list_deployments(self, *, flow_name: str | None = None, work_pool: str | None = None) -> list[dict[str, Any]]:
-        call = self.calls.deployments(flow_name=flow_name, work_pool=work_pool, limit=500)
-        return [revive_times(row) for row in self.session.items(call)]
-
-    def set_deployment_paused(self, ref: str, paused: bool) -> dict[str, Any]:
-        call = self.calls.pause_deployment(ref) if paused else self.calls.resume_deployment(ref)
-        return revive_times(self._send(call))
-
-    def delete_deployment(self, ref: str) -> bool:
-        try:
-            self._send(self.calls.delete_deployment(ref))
-        except ControlNotFound:
-            return False
-        return True
-
-    def create_flow_run(
-        self,
-        deployment_ref: str,
-        parameters: Mapping[str, Any] | None = None,
-        expected_start_time: datetime | None = None,
-        idempotency_key: str | None = None,
-        parent_flow_run_id: str | None = None,
-        parent_task_run_id: str | None = None,
-        job_variables: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        from pydantic_core import to_jsonable_python
-
-        call = self.calls.create_deployment_run(
-            deployment_ref, parameters=to_jsonable_python(dict(parameters or {})),
-            expected_start_time=_utc(expected_start_time), idempotency_key=idempotency_key,
-            parent_flow_run_id=parent_flow_run_id, parent_task_run_id=parent_task_run_id,
-            job_variables=to_jsonable_python(dict(job_variables)) if job_variables is not None else None,
-        )
-        return revive_times(self._send(call))
-
-    # -- work pools and workers --------------------------------------------------------------------
-    def create_work_pool(
-        self,
-        name: str,
-        type: str = "process",  # noqa: A002
-        *,
-        description: str = "",
-        base_job_variables: Mapping[str, Any] | None = None,
-        concurrency_limit: int | None = None,
-    ) -> dict[str, Any]:
-        call = self.calls.create_work_pool(name, type, description=description,
-                                           base_job_variables=base_job_variables,
-                                           concurrency_limit=concurrency_limit)
-        return revive_times(self._send(call))
-
-    def get_work_pool(self, name: str) -> dict[str, Any] | None:
-        return self._maybe(self.calls.work_pool(name))
-
-    def list_work_pools(self) -> list[dict[str, Any]]:
-        return [revive_times(row) for row in self._send(self.calls.work_pools())]
-
-    def update_work_pool(self, name: str, **changes: Any) -> dict[str, Any]:
-        return revive_times(self._send(self.calls.update_work_pool(name, changes)))
-
-    def set_work_pool_paused(self, name: str, paused: bool) -> dict[str, Any]:
-        call = self.calls.pause_work_pool(name) if paused else self.calls.resume_work_pool(name)
-        return revive_times(self._send(call))
-
-    def delete_work_pool(self, name: str) -> bool:
-        try:
-            self._send(self.calls.delete_work_pool(name))
-        except ControlNotFound:
-            return False
-        return True
-
-    def save_work_queue(
-        self, pool_name: str, name: str, *, priority: int = 1, concurrency_limit: int | None = None,
-        paused: bool = False,
-    ) -> dict[str, Any]:
-        call = self.calls.save_work_queue(pool_name, name, priority=priority, concurrency_limit=concurrency_limit,
-                                          paused=paused)
-        return revive_times(self._send(call))
-
-    def worker_heartbeat(
-        self, pool_name: str, worker_name: str, hostname: str, pid: int | None, heartbeat_interval: float
-    ) -> dict[str, Any]:
-        call = self.calls.worker_heartbeat(pool_name, worker_name, hostname=hostname, pid=pid,
-                                           heartbeat_interval=heartbeat_interval)
-        answer = self._send(call)
-        return {"worker_id": str(answer["worker_id"]), "cancelling": [str(i) for i in answer.get("cancelling") or ()]}
-
-    def claim_runs(
-        self, pool_name: str, worker_id: str, limit: int = 1, queues: Sequence[str] | None = None
-    ) -> list[dict[str, Any]]:
-        call = self.calls.claim_runs(pool_name, worker_id, limit=limit, queues=queues)
-        return [revive_times(row) for row in self._send(call)]
-
-    def claim_deployment_runs(self, deployment_id: str, runner_id: str, limit: int = 1) -> list[dict[str, Any]]:
-        call = self.calls.claim_deployment_runs(deployment_id, runner_id, limit)
-        return [revive_times(row) for row in self._send(call)]
-
-    def touch_deployment(self, deployment_id: str) -> None:
-        """Nothing to send: every claim through the API marks the deployment polled."""
-
-    # -- run control --------------------------------------------------------------------------------
-    def request_cancel(self, flow_run_id: str) -> str:
-        return str(self._send(self.calls.cancel_flow_run(flow_run_id))["state_type"])
-
-    def cancelling_among(self, flow_run_ids: Iterable[str]) -> set[str]:
-        """One listing of the Cancelling runs (they are few and short-lived), intersected
-        with ``flow_run_ids``."""
-        ids = set(flow_run_ids)
-        if not ids:
-            return set()
-        call = self.calls.flow_runs(state="CANCELLING", limit=500)
-        return {str(row["id"]) for row in self.session.items(call) if row.get("id") in ids}
-
-    def get_flow_run(self, flow_run_id: str) -> dict[str, Any] | None:
-        try:
-            return self._send(self.calls.flow_run(flow_run_id))
-        except ControlNotFound:
-            return None
-
-    def late_reason(self, flow_run_id: str) -> str:
-        return str(self._send(self.calls.late_reason(flow_run_id))["reason"])
-
-    def plan(self, now: datetime | None = None) -> int:
-        """Nothing to do: the server's scheduler plans every deployment's runs."""
-        return 0
-
-    def resume_flow_run(self, flow_run_id: str, input: Mapping[str, Any] | None = None) -> dict[str, Any]:  # noqa: A002
-        from pydantic_core import to_jsonable_python
-
-        body = to_jsonable_python(dict(input)) if input is not None else None
-        return revive_times(self._send(self.calls.resume_flow_run(flow_run_id, body)))
-
-    def retry_flow_run(self, flow_run_id: str) -> dict[str, Any]:
-        return revive_times(self._send(self.calls.retry_flow_run(flow_run_id)))
-
-
 def control_plane() -> ControlPlane:
     """The control plane this process uses: ``RemoteControl`` when ``PLAIT_API_URL`` is set,
     else ``LocalControl`` over the configured store.
@@ -765,6 +590,8 @@ def control_plane() -> ControlPlane:
     from plait.settings import get_settings
 
     if get_settings().api_url:
+        from plait.deployments._remote_control import RemoteControl
+
         return RemoteControl()
     from plait._store.database import get_database
 

@@ -60,6 +60,7 @@ class FlowRunItem(_Open):
     created: str | None = None
     start_time: str | None = None
     end_time: str | None = None
+    expected_start_time: str | None = Field(default=None, description="when a deployment's run is due")
 
 
 class FlowRunFull(_Open):

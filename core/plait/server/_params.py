@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Path, Query
+from pydantic import Field
 
 from plait.server._errors import ApiProblem
 from plait.server._wire import ID_PATTERN
@@ -15,6 +16,7 @@ from plait.states import StateType
 
 __all__ = [
     "RunIdPath",
+    "HeldRunId",
     "RunIdQuery",
     "CursorQuery",
     "limit_query",
@@ -32,6 +34,8 @@ _STATE_NAMES = ", ".join(t.value for t in StateType)
 RunIdPath = Annotated[
     str, Path(min_length=1, max_length=36, pattern=ID_PATTERN, description="a run's id (uuid)")
 ]
+# A run id inside a request body (a list of them, as a claim's ``holding``).
+HeldRunId = Annotated[str, Field(min_length=1, max_length=36, pattern=ID_PATTERN)]
 RunIdQuery = Annotated[
     str | None, Query(min_length=1, max_length=36, pattern=ID_PATTERN, description="a run's id (uuid)")
 ]

@@ -41,6 +41,7 @@ ROUTER_MODULES = (
     "plait.server.routes.deployments",
     "plait.server.routes.work_pools",
     "plait.server.routes.control",
+    "plait.server.routes.concurrency",
 )
 
 logger = logging.getLogger("plait.server")

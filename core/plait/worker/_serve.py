@@ -113,7 +113,7 @@ class Server:
         local = is_local_control(control)
         deployment_id = str(self.deployment["id"])
         supervisor = RunSupervisor(
-            control, runner=self.label, local=local, kind_for=lambda _run: SERVE_INFRASTRUCTURE,
+            control, runner=self.label, kind_for=lambda _run: SERVE_INFRASTRUCTURE,
             cancel_grace=self.cancel_grace, kill_grace=self.kill_grace,
         )
         plan = Pacer(min(get_settings().scheduler_interval, 5.0))
@@ -128,7 +128,8 @@ class Server:
                     room = _MAX_CLAIM if self.limit is None else self.limit - len(supervisor)
                     if room > 0:
                         claimed = call_quietly(self.label, "claiming runs", control.claim_deployment_runs,
-                                               deployment_id, self.runner_id, limit=room, default=[])
+                                               deployment_id, self.runner_id, limit=room,
+                                               holding=supervisor.active_ids(), default=[])
                         for flow_run in claimed or ():
                             supervisor.start(dict(flow_run))
                 supervisor.supervise()

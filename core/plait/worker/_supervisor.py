@@ -86,8 +86,6 @@ class RunSupervisor:
     Args:
         control: The control plane (``plait.deployments._control.control_plane()``).
         runner: Who runs them, for messages ("worker 'w1' of pool 'p'").
-        local: True when ``control`` writes the local store (runs are ended with their task
-            runs through ``plait.infrastructure.mark_flow_run``); False for a server.
         kind_for: The infrastructure kind (work pool type) for a claimed run.
         pool_variables: The work pool's current base job variables (the lowest layer).
         cancel_grace: Seconds a Cancelling run may take to stop by itself.
@@ -99,7 +97,6 @@ class RunSupervisor:
         control: Any,
         *,
         runner: str,
-        local: bool,
         kind_for: Callable[[Mapping[str, Any]], str],
         pool_variables: Callable[[], Mapping[str, Any] | None] = lambda: None,
         cancel_grace: float = 2.0,
@@ -107,7 +104,6 @@ class RunSupervisor:
     ) -> None:
         self.control = control
         self.runner = runner
-        self.local = local
         self.kind_for = kind_for
         self.pool_variables = pool_variables
         self.cancel_grace = cancel_grace
@@ -125,8 +121,11 @@ class RunSupervisor:
         return len(self.active_ids())
 
     def start(self, flow_run: dict[str, Any]) -> None:
-        """Run a claimed flow run (with its ``"deployment"``) in a new thread."""
+        """Run a claimed flow run (with its ``"deployment"``) in a new thread (once: a run
+        already in flight is not started again)."""
         active = _Active(dict(flow_run))
+        if active.id in self.active_ids():
+            return
         active.thread = threading.Thread(
             target=self._execute, args=(active,), name=f"plait-run-{active.id[:8]}", daemon=True
         )
@@ -284,27 +283,17 @@ class RunSupervisor:
     def end(self, flow_run: Mapping[str, Any], state_type: str, message: str) -> bool:
         """End a flow run in ``state_type`` unless it already ended; True when this wrote it.
 
-        Local store: with its unfinished task runs and subflows (``mark_flow_run``). Server:
-        through the control plane's ``set_flow_run_state``.
+        With its unfinished task runs and subflows, through the control plane (the local
+        store, or the server's ``POST /flow-runs/{id}/end``).
         """
         run_id = str(flow_run["id"])
         message = mask(message)
         self.log(run_id, logging.WARNING if state_type != "CANCELLED" else logging.INFO, message)
         try:
-            if self.local:
-                from plait.infrastructure import mark_flow_run
-
-                return mark_flow_run(
-                    run_id, state_type, message, flow_name=str(flow_run.get("flow_name") or "unknown"),
-                    parameters=dict(flow_run.get("parameters") or {}),
-                )
-            setter = getattr(self.control, "set_flow_run_state", None)
-            if setter is None:
-                logger.error("%s: cannot end flow run %s as %s: this control plane has no set_flow_run_state",
-                             self.runner, run_id, state_type)
-                return False
-            setter(run_id, state_type, _title(state_type), message)
-            return True
+            return bool(self.control.end_flow_run(
+                run_id, state_type, message, flow_name=str(flow_run.get("flow_name") or "unknown"),
+                parameters=dict(flow_run.get("parameters") or {}),
+            ))
         except Exception as exc:
             logger.error("%s: cannot end flow run %s as %s: %s", self.runner, run_id, state_type, mask(str(exc)))
             return False

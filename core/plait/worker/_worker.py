@@ -1,11 +1,13 @@
 """``Worker``: polls a work pool, claims its due runs and runs them on the pool's infrastructure.
 
-One loop, a few ticks a second:
+A heartbeat thread beats every ``heartbeat_interval`` (the answer names this worker's
+Cancelling runs), whatever the loop is doing; the loop, a few ticks a second:
 
-- heartbeat every ``heartbeat_interval`` (the answer names this worker's Cancelling runs);
-  on a local store the heartbeat also reaps dead workers (see below);
+- every ``heartbeat_interval``, re-reads the pool and, on a local store, reaps dead workers
+  (see below);
 - claim every ``poll_interval`` while there is room under ``limit`` (claims are atomic in the
-  store: two workers never start the same run);
+  store: two workers never start the same run; a claim whose answer was lost on the way is
+  answered again at the next one, as the worker says which runs it holds);
 - every second, ask which in-flight runs are Cancelling; the supervisor gives each
   ``cancel_grace`` seconds to stop by itself, then ends it Cancelled and kills its process
   group (SIGTERM, SIGKILL after ``kill_grace``).
@@ -13,7 +15,7 @@ One loop, a few ticks a second:
 Dead workers: a worker silent for two of its heartbeat intervals is dead; its claimed runs
 become Crashed and, when their deployment has ``retries`` left, are scheduled again. With a
 server (``PLAIT_API_URL``) the server's ``worker-reaper`` service does this. On a local
-store there is no server, so every worker's heartbeat reaps the others (a worker cannot
+store there is no server, so every worker reaps the others (a worker cannot
 reap itself: with one worker on a local store, its runs are reaped when a worker starts
 again).
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -172,19 +175,26 @@ class Worker:
         control = self.control
         local = is_local_control(control)
         supervisor = RunSupervisor(
-            control, runner=self.label, local=local, kind_for=self._kind_for,
+            control, runner=self.label, kind_for=self._kind_for,
             pool_variables=self._pool_variables, cancel_grace=self.cancel_grace, kill_grace=self.kill_grace,
         )
         self._supervisor = supervisor
         where = "the local store" if local else "the plait server"
         logger.info("%s started: %s infrastructure, polling %s every %gs (limit %s)", self.label, pool.get("type"),
                     where, self.poll_interval, self.limit or "none")
-        heartbeat, poll = Pacer(self.heartbeat_interval), Pacer(self.poll_interval)
+        housekeeping, poll = Pacer(self.heartbeat_interval), Pacer(self.poll_interval)
         cancels = Pacer(CANCEL_CHECK_SECONDS)
+        # Heartbeats have their own thread: a loop slowed by a busy machine or a claim waiting
+        # on a lock must not make a live worker look dead (a reaper would crash its runs).
+        self._beat(supervisor)
+        beating = threading.Event()
+        beater = threading.Thread(target=self._beat_until, args=(supervisor, beating), name="plait-heartbeat",
+                                  daemon=True)
+        beater.start()
         with self.loop.signals(self.label):
             while not self.loop.stopping.is_set():
-                if heartbeat.due():
-                    self._heartbeat(supervisor, reap=local)
+                if housekeeping.due():
+                    self._housekeeping(reap=local)
                 if cancels.due():
                     supervisor.check_cancels()
                 if self.worker_id and poll.due():
@@ -195,7 +205,11 @@ class Worker:
                         poll.soon()  # there may be more due runs than one claim takes
                 supervisor.supervise()
                 self.loop.sleep(TICK_SECONDS)
-            self._drain(supervisor, heartbeat, cancels, wait_forever=once and not self.loop.stopping.is_set())
+            try:
+                self._drain(supervisor, cancels, wait_forever=once and not self.loop.stopping.is_set())
+            finally:
+                beating.set()
+                beater.join(timeout=5)
         tally = dict(supervisor.tally)
         summary = ", ".join(f"{n} {state.title()}" for state, n in sorted(tally.items())) or "no runs"
         logger.info("%s stopped%s: %s", self.label, f" ({self.loop.reason})" if self.loop.reason else "", summary)
@@ -206,13 +220,22 @@ class Worker:
             return _MAX_CLAIM
         return self.limit - len(supervisor)
 
-    def _heartbeat(self, supervisor: RunSupervisor, *, reap: bool) -> None:
+    def _beat(self, supervisor: RunSupervisor) -> None:
+        """One heartbeat: learn this worker's id and which of its runs are Cancelling."""
         answer = call_quietly(self.label, "heartbeat", self.control.worker_heartbeat, self.pool, self.name,
                               hostname=socket.gethostname(), pid=os.getpid(),
                               heartbeat_interval=self.heartbeat_interval)
         if answer:
             self.worker_id = str(answer.get("worker_id") or self.worker_id or "") or None
             supervisor.note_cancelling(answer.get("cancelling") or ())
+
+    def _beat_until(self, supervisor: RunSupervisor, done: threading.Event) -> None:
+        while not done.wait(self.heartbeat_interval):
+            self._beat(supervisor)
+
+    def _housekeeping(self, *, reap: bool) -> None:
+        """Each heartbeat interval: re-read the pool (its job variables may change) and, on a
+        local store, reap dead workers."""
         row = call_quietly(self.label, "reading the work pool", self.control.get_work_pool, self.pool)
         if row:
             self._pool_row = dict(row)
@@ -240,14 +263,16 @@ class Worker:
         if room <= 0 or self.worker_id is None:
             return 0
         worker_id = self.worker_id
+        # holding: a claim whose answer was lost on the way is answered again (not stranded Pending)
         claimed = call_quietly(self.label, "claiming runs", self.control.claim_runs, self.pool, worker_id,
-                               limit=room, queues=self.queues, default=[])
+                               limit=room, queues=self.queues, holding=supervisor.active_ids(), default=[])
         for flow_run in claimed or ():
             supervisor.start(dict(flow_run))
         return len(claimed or ())
 
-    def _drain(self, supervisor: RunSupervisor, heartbeat: Pacer, cancels: Pacer, *, wait_forever: bool) -> None:
-        """Let the runs in flight finish (heartbeating, obeying cancels) until the grace ends."""
+    def _drain(self, supervisor: RunSupervisor, cancels: Pacer, *, wait_forever: bool) -> None:
+        """Let the runs in flight finish (obeying cancels; the heartbeat thread goes on) until
+        the grace ends."""
         if len(supervisor):
             grace = "" if wait_forever else f" for up to {self.shutdown_grace:g}s"
             logger.info("%s: waiting%s for %d run(s) in flight", self.label, grace, len(supervisor))
@@ -255,8 +280,6 @@ class Worker:
         while len(supervisor) and not self.loop.hurry.is_set():
             if not wait_forever and time.monotonic() >= deadline:
                 break
-            if heartbeat.due():
-                self._heartbeat(supervisor, reap=False)
             if cancels.due():
                 supervisor.check_cancels()
             supervisor.supervise()
@@ -264,10 +287,8 @@ class Worker:
         if len(supervisor):
             why = self.loop.reason or "stop"
             supervisor.stop_all(mask(f"{self.label} shut down ({why})"))
-            # keep heartbeating while the processes are stopped, so no reaper acts meanwhile
+            # the heartbeat thread goes on while the processes are stopped: no reaper acts meanwhile
             deadline = time.monotonic() + self.kill_grace + 10.0
             while len(supervisor) and time.monotonic() < deadline:
-                if heartbeat.due():
-                    self._heartbeat(supervisor, reap=False)
                 supervisor.supervise()
                 time.sleep(TICK_SECONDS)

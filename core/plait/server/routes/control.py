@@ -8,11 +8,13 @@ the answer to "why is my run late?".
   field it lacks) before anything changes.
 - Retry: a Failed or Crashed run is Scheduled again (same id, parameters and deployment);
   task runs that completed before are not run again.
+- End: a worker whose run's process died (or was killed after a cancel) ends the run
+  Crashed, Failed or Cancelled, with its unfinished task runs and subflows.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
@@ -46,6 +48,34 @@ class ResumeIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"input": {"approved": True}}]})
 
     input: JsonObject | None = Field(default=None, description="Values of the model the run waits for.")
+
+
+class EndCreate(BaseModel):
+    """The run to create if it was never recorded (its process died before its flow started)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flow_name: str = Field(min_length=1, max_length=500)
+    parameters: JsonObject = Field(default_factory=dict)
+    pid: int | None = Field(default=None, ge=0, le=2**31 - 1)
+
+
+class EndIn(BaseModel):
+    """How a run whose process could not end it ends."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"state_type": "CRASHED", "message": "its process was killed by signal 9"}]
+    })
+
+    state_type: Literal["CRASHED", "FAILED", "CANCELLED"]
+    message: str = Field(max_length=20_000, description="Why it ended (the state message).")
+    create: EndCreate | None = Field(default=None, description="Create the run in this state if it does not exist.")
+
+
+class EndOut(BaseModel):
+    id: str
+    ended: bool = Field(description="False when the run had already ended (it keeps its own verdict).")
+    state_type: str | None = Field(description="The state it is in now.")
 
 
 class LateReasonOut(BaseModel):
@@ -133,6 +163,26 @@ def retry_flow_run(id: RunIdPath, db: Store, caller: Runner) -> Any:  # noqa: A0
     _summary(db, id)
     row = store_call(lambda: retry(db, id), missing=_missing(id), refused=_conflict)
     return _flow_run(db, id, row)
+
+
+@router.post("/flow-runs/{id}/end", response_model=EndOut, **ROWS, responses=ERROR_RESPONSES,
+             summary="End a flow run its process could not end")
+def end_flow_run(id: RunIdPath, body: EndIn, db: Store, caller: Runner) -> Any:  # noqa: A002
+    """For workers and infrastructure: end the run (and its unfinished task runs and
+    subflows) Crashed, Failed or Cancelled, unless it has already ended. With ``create``, a
+    run that was never recorded is created in that state, so the failure shows in the run
+    list; without it, an unknown run is a 404."""
+    from plait._store.runs import end_flow_runs
+    from plait.states import StateType
+
+    create = {id: body.create.model_dump()} if body.create is not None else None
+    if create is None:
+        _summary(db, id)
+    kind = StateType(body.state_type)
+    ended = store_call(lambda: end_flow_runs(db, {id: body.message}, kind, subflows=True, create=create),
+                       missing=_missing(id), refused=_conflict)
+    now = _summary(db, id)
+    return {"id": id, "ended": id in ended, "state_type": now.get("state_type")}
 
 
 @router.get("/flow-runs/{id}/late-reason", response_model=LateReasonOut, **ROWS,

@@ -22,7 +22,7 @@ from plait._masking import mask
 from plait._store.database import Database
 from plait.server._deps import Caller, database, require
 from plait.server._errors import ERROR_RESPONSES, ApiProblem, ErrorOut
-from plait.server._params import CursorQuery, limit_query
+from plait.server._params import CursorQuery, HeldRunId, limit_query
 from plait.server._wire import ID_PATTERN
 
 __all__ = [
@@ -341,6 +341,9 @@ class DeploymentClaimIn(BaseModel):
     runner_id: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$",
                            description="Who claims (a serve process's id).")
     limit: int = Field(default=1, ge=1, le=100)
+    holding: list[HeldRunId] | None = Field(
+        default=None, max_length=1000,
+        description="Ids of the runs it is running: its Pending claims not among them are answered again.")
 
 
 Ref = Annotated[str, Path(min_length=1, max_length=401, pattern=r"^[^\x00-\x1f\x7f]+$",
@@ -508,6 +511,7 @@ def claim_deployment_runs(ref: Ref, claim: DeploymentClaimIn, db: Store, caller:
     found = _find(db, ref)
     missing = _deployment_missing(ref)
     store_call(lambda: touch_deployment(db, found["id"]), missing=missing, refused=_conflict)
-    items = store_call(lambda: claim_runs(db, found["id"], claim.runner_id, limit=claim.limit, now=None),
+    items = store_call(lambda: claim_runs(db, found["id"], claim.runner_id, limit=claim.limit,
+                                          holding=claim.holding, now=None),
                        missing=missing, refused=_conflict)
     return {"items": answer(items, masked=False), "next_cursor": None}

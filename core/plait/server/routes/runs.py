@@ -81,6 +81,8 @@ def list_flow_runs(
                                                         "runs")] = None,
     since: Annotated[datetime | None, Query(description="created at or after (ISO 8601; UTC if no offset)")] = None,
     until: Annotated[datetime | None, Query(description="created before (ISO 8601; UTC if no offset)")] = None,
+    upcoming: Annotated[bool | None, Query(description="true: only Scheduled runs expected to start later (made "
+                                                       "ahead by the scheduler); false: all runs but those")] = None,
     limit: int = limit_query(50, 500),
     cursor: CursorQuery = None,
 ) -> dict[str, Any]:
@@ -90,7 +92,7 @@ def list_flow_runs(
     states = state_types(state)
     return from_store(lambda: page_flow_runs(
         db, flow_names=flow or None, states=states, tags=tag or None, parent_flow_run_id=parent,
-        top_level=top_level, since=utc(since), until=utc(until), limit=limit, cursor=cursor,
+        top_level=top_level, since=utc(since), until=utc(until), upcoming=upcoming, limit=limit, cursor=cursor,
     ))
 
 

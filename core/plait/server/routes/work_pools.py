@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from plait._store.database import Database
 from plait.server._deps import Caller, database, require
 from plait.server._errors import ERROR_RESPONSES, ApiProblem, ErrorOut
+from plait.server._params import HeldRunId
 from plait.server.routes.deployments import (
     NAME_PATTERN,
     ROWS,
@@ -146,6 +147,10 @@ class ClaimIn(BaseModel):
                            description="What the heartbeat answered.")
     limit: int = Field(default=1, ge=1, le=100, description="Most runs to claim.")
     queues: list[Name] | None = Field(default=None, max_length=100, description="Only from these queues.")
+    holding: list[HeldRunId] | None = Field(
+        default=None, max_length=1000,
+        description="Ids of the runs the worker is running. Runs claimed for it that are still Pending and not "
+                    "among them (a claim whose answer it never received) are answered again, instead of new ones.")
 
 
 # -- errors ----------------------------------------------------------------------------------------
@@ -306,7 +311,7 @@ def claim_runs(name: PoolName, claim: ClaimIn, db: Store, caller: Runner) -> Any
 
     _find(db, name)
     items = store_call(
-        lambda: claim_due(db, name, claim.worker_id, limit=claim.limit, queues=claim.queues),
+        lambda: claim_due(db, name, claim.worker_id, limit=claim.limit, queues=claim.queues, holding=claim.holding),
         missing=lambda m: ApiProblem(404, "worker_not_found", m or f"no worker {claim.worker_id!r} in work pool "
                                      f"{name!r}; send a heartbeat first", {"resource": "worker",
                                                                             "id": claim.worker_id}),
