@@ -32,9 +32,11 @@ demo-basics: $(STAMP)
 	PLAIT_HOME=$${PLAIT_HOME:-$(CURDIR)/.plait-demo} $(BIN)/python examples/demo.py
 	PLAIT_HOME=$${PLAIT_HOME:-$(CURDIR)/.plait-demo} $(BIN)/plait flow-run ls --limit 10
 
-# test files run in parallel (one worker per core; a file's tests stay on one worker)
+# test files run in parallel (one worker per core; a file's tests stay on one worker), then
+# the few tests that need the machine to themselves (marked serial), alone
 test: $(STAMP)
-	$(BIN)/python -m pytest -n auto --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto --dist loadfile -m "not serial" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m serial $(PYTEST_ARGS)
 
 # ruff over the whole tree, mypy (strict) over the core; both configured in pyproject.toml
 lint: $(STAMP)

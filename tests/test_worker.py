@@ -464,6 +464,7 @@ def test_shutdown_grace_over_ends_the_run_crashed(setup: Setup, tmp_path: Path) 
 
 @pytest.mark.slow
 @pytest.mark.postgres
+@pytest.mark.serial  # 200 Python processes: beside the parallel suite it starved past 900 s twice
 @pytest.mark.timeout(1500)  # 200 Python processes: minutes on a busy 2-core machine
 def test_four_workers_run_each_of_200_runs_exactly_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from plait.testing import throwaway_postgres_database
