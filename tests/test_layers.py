@@ -27,7 +27,7 @@ LAYERS: list[list[str]] = [
      "plait._plugin_guard", "plait._plugin_records", "plait._plugin_contract", "plait.hookspecs", "plait.results"],
     ["plait._store", "plait._api"],
     ["plait.states", "plait.settings", "plait.exceptions", "plait._runs", "plait._masking", "plait._keys",
-     "plait._version", "plait._batch"],
+     "plait._version", "plait._batch", "plait._automation_model"],
 ]
 RANK = {group: rank for rank, layer in enumerate(LAYERS) for group in layer}
 # The only imports allowed to point up, each inside one method and each the user's door into

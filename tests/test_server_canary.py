@@ -333,6 +333,77 @@ CONCURRENCY_CALLS: dict[tuple[str, str], list[Call]] = {
                                                       Call(path=LIMIT_2, status=404)],
 }
 CALLS.update(CONCURRENCY_CALLS)
+
+# For tests/test_server_canary.py: add after `CALLS.update(CONCURRENCY_CALLS)` (H2's routes).
+# The walk runs GETs before POSTs, so the GETs of one automation use the fixture's notification
+# rule "canary-rule" (listed as a read-only automation); the POSTs make "walk-automation",
+# whose description holds the secret (masked before it is stored), as do an event's payload
+# and labels. Not its actions: those are stored as written (the evaluator sends a webhook
+# call's header as given) and only masked in answers (tests/test_server_automations.py).
+WALK_AUTOMATION = {"key": "walk-automation"}
+RULE_AUTOMATION = {"key": "canary-rule"}
+
+
+def _automation() -> dict[str, Any]:
+    return {"name": "walk-automation", "description": f"guards {CANARY}",
+            "trigger": {"expect": ["walk.never-happens"]},
+            "actions": [{"type": "pause-work-pool", "work_pool": "walk-none"}]}
+
+
+AUTOMATION_CALLS: dict[tuple[str, str], list[Call]] = {
+    ("GET", "/api/v1/automations"): [Call(key="read")],
+    ("GET", "/api/v1/automations/{key}"): [Call(key="read", path=RULE_AUTOMATION),
+                                           Call(key="read", path={"key": "walk-none"}, status=404)],
+    ("GET", "/api/v1/automations/{key}/actions"): [Call(key="read", path=RULE_AUTOMATION),
+                                                   Call(key="read", path={"key": "walk-none"}, status=404)],
+    ("POST", "/api/v1/automations"): [
+        Call(json=lambda w: _automation(), status=201), Call(json=lambda w: _automation()),  # then unchanged
+        Call(json={"name": "walk-bad", "trigger": {"within": "soon"}, "actions": []}, status=422),
+        Call(key="run", json=lambda w: _automation(), status=403)],
+    ("POST", "/api/v1/automations/{key}/disable"): [Call(path=WALK_AUTOMATION),
+                                                    Call(path=RULE_AUTOMATION, status=409)],
+    ("POST", "/api/v1/automations/{key}/enable"): [Call(path=WALK_AUTOMATION)],
+    ("DELETE", "/api/v1/automations/{key}"): [Call(path=RULE_AUTOMATION, status=409), Call(path=WALK_AUTOMATION),
+                                              Call(path=WALK_AUTOMATION, status=404)],
+    ("POST", "/api/v1/events"): [
+        Call(key="run", status=201, json={"event": "walk.happened", "resource": {"id": "walk", "token": CANARY},
+                                          "payload": {"said": f"token {CANARY}"}}),
+        Call(key="run", json={"event": "flow-run.state-changed", "resource": {"id": "flow-run/x"}}, status=400),
+        Call(key="read", json={"event": "walk.happened", "resource": {"id": "walk"}}, status=403)],
+}
+CALLS.update(AUTOMATION_CALLS)
+
+# Webhooks: made, rotated, then called by the receiver route with the webhook's own token (no
+# API key) and a body that holds the secret (masked in the event it becomes).
+WALK_HOOK = {"name": "walk-hook"}
+
+
+def _remember_hook(w: World, response: httpx.Response) -> None:
+    answer = response.json()
+    w.made["hook_slug"] = answer["webhook"]["slug"]
+    w.made["hook_token"] = answer["token"]
+
+
+WEBHOOK_CALLS: dict[tuple[str, str], list[Call]] = {
+    ("GET", "/api/v1/webhooks"): [Call(key="read")],
+    ("GET", "/api/v1/webhooks/by-name/{name}"): [Call(key="read", path={"name": "walk-none"}, status=404)],
+    ("POST", "/api/v1/webhooks"): [
+        Call(json={"name": "walk-hook", "description": f"for {CANARY}"}, status=201, after=_remember_hook),
+        Call(json={"name": "walk-hook"}, status=409),
+        Call(json={"name": "walk-bad-hook", "template": "{{ body."}, status=400),
+        Call(key="run", json={"name": "walk-hook-2"}, status=403)],
+    ("POST", "/api/v1/webhooks/by-name/{name}/rotate"): [
+        Call(path=WALK_HOOK, after=_remember_hook), Call(path={"name": "walk-none"}, status=404)],
+    ("POST", "/api/v1/webhooks/{slug}"): [
+        Call(key=None, path=lambda w: {"slug": w.made["hook_slug"]}, params=lambda w: {"token": w.made["hook_token"]},
+             json={"said": f"token {CANARY}"}, status=202),
+        Call(key=None, path=lambda w: {"slug": w.made["hook_slug"]}, params={"token": "wrong"}, json={}, status=401),
+        Call(key=None, path={"slug": "walk-no-such-hook"}, json={}, status=404)],
+    ("PATCH", "/api/v1/webhooks/by-name/{name}"): [
+        Call(path=WALK_HOOK, json={"description": "changed"}), Call(key="read", path=WALK_HOOK, json={}, status=403)],
+    ("DELETE", "/api/v1/webhooks/by-name/{name}"): [Call(path=WALK_HOOK), Call(path=WALK_HOOK, status=404)],
+}
+CALLS.update(WEBHOOK_CALLS)
 _ORDER = {"GET": 0, "POST": 1, "PUT": 2, "PATCH": 3, "DELETE": 4}
 
 

@@ -77,6 +77,21 @@ def _saved_limit(data: Any) -> dict[str, Any]:
     return answer
 
 
+def _saved_automation(data: Any) -> dict[str, Any]:
+    answer = as_dict(data)
+    if not isinstance(answer.get("automation"), dict) or not isinstance(answer.get("outcome"), str):
+        raise ApiError(f"the answer to POST /automations is not {{automation, outcome}}: {str(answer)[:200]!r}",
+                       code="bad_response")
+    return answer
+
+
+def _created_webhook(data: Any) -> dict[str, Any]:
+    answer = as_dict(data)
+    if not isinstance(answer.get("webhook"), dict) or not isinstance(answer.get("token"), str):
+        raise ApiError("the answer to creating or rotating a webhook has no {webhook, token}", code="bad_response")
+    return answer
+
+
 def _iso_text(value: datetime | str | None) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else value
 
@@ -461,7 +476,77 @@ class ApiCalls(ApiCore):
         """``GET /flow-runs/{id}/late-reason``: ``{id, state_type, state_name, reason}``."""
         return self.call("GET", f"/flow-runs/{segment(flow_run_id, 'flow_run_id')}/late-reason", as_dict)
 
+    # -- automations -------------------------------------------------------------------------------
+    def list_automations(self) -> Call[list[dict[str, Any]]]:
+        """``GET /automations``: every automation by name, notification rules among them (read-only)."""
+        return self.call("GET", "/automations", as_list)
+
+    def save_automation(self, spec: Mapping[str, Any]) -> Call[dict[str, Any]]:
+        """``POST /automations`` (needs scope admin): create or update by name; answers
+        ``{automation, outcome}``."""
+        return self.call("POST", "/automations", _saved_automation, body=dict(spec))
+
+    def get_automation(self, key: str) -> Call[dict[str, Any]]:
+        """``GET /automations/{key}`` (name or id): the automation with ``recent_actions``."""
+        return self.call("GET", f"/automations/{segment(key, 'key')}", as_dict)
+
+    def enable_automation(self, key: str) -> Call[dict[str, Any]]:
+        """``POST /automations/{key}/enable`` (needs scope admin)."""
+        return self.call("POST", f"/automations/{segment(key, 'key')}/enable", as_dict)
+
+    def disable_automation(self, key: str) -> Call[dict[str, Any]]:
+        """``POST /automations/{key}/disable`` (needs scope admin)."""
+        return self.call("POST", f"/automations/{segment(key, 'key')}/disable", as_dict)
+
+    def delete_automation(self, key: str) -> Call[dict[str, Any]]:
+        """``DELETE /automations/{key}`` (needs scope admin): answers what was deleted."""
+        return self.call("DELETE", f"/automations/{segment(key, 'key')}", as_dict)
+
+    def automation_actions(
+        self, key: str, status: str | None = None, limit: int | None = None
+    ) -> Call[list[dict[str, Any]]]:
+        """``GET /automations/{key}/actions``: the actions it took, newest first."""
+        params = query(status=status, limit=_limit(limit))
+        return self.call("GET", f"/automations/{segment(key, 'key')}/actions", as_list, params=params)
+
+    # -- webhooks ------------------------------------------------------------------------------------
+    def list_webhooks(self) -> Call[list[dict[str, Any]]]:
+        """``GET /webhooks``: every webhook by name (never a token)."""
+        return self.call("GET", "/webhooks", as_list)
+
+    def create_webhook(self, body: Mapping[str, Any]) -> Call[dict[str, Any]]:
+        """``POST /webhooks`` (needs scope admin) with ``{name, template, description?,
+        enabled?}``: answers ``{webhook, token, path}``, the token shown this once."""
+        return self.call("POST", "/webhooks", _created_webhook, body=dict(body))
+
+    def get_webhook(self, name: str) -> Call[dict[str, Any]]:
+        """``GET /webhooks/by-name/{name}``."""
+        return self.call("GET", f"/webhooks/by-name/{segment(name, 'name')}", as_dict)
+
+    def update_webhook(self, name: str, body: Mapping[str, Any]) -> Call[dict[str, Any]]:
+        """``PATCH /webhooks/by-name/{name}`` (needs scope admin): ``template``, ``description``
+        or ``enabled``, only those given change."""
+        return self.call("PATCH", f"/webhooks/by-name/{segment(name, 'name')}", as_dict, body=dict(body))
+
+    def rotate_webhook(self, name: str) -> Call[dict[str, Any]]:
+        """``POST /webhooks/by-name/{name}/rotate`` (needs scope admin): a new token,
+        ``{webhook, token}``; the old one stops working."""
+        return self.call("POST", f"/webhooks/by-name/{segment(name, 'name')}/rotate", _created_webhook)
+
+    def delete_webhook(self, name: str) -> Call[dict[str, Any]]:
+        """``DELETE /webhooks/by-name/{name}`` (needs scope admin): answers what was deleted."""
+        return self.call("DELETE", f"/webhooks/by-name/{segment(name, 'name')}", as_dict)
+
     # -- events ------------------------------------------------------------------------------------
+    def emit_event(self, body: Mapping[str, Any]) -> Call[dict[str, Any]]:
+        """``POST /events`` (needs scope run) with ``{event, resource: {id, ...labels},
+        payload?, occurred?}`` (``occurred`` a datetime or ISO text): answers the stored event
+        with its ``seq``."""
+        sent = dict(body)
+        if isinstance(sent.get("occurred"), datetime):
+            sent["occurred"] = sent["occurred"].isoformat()
+        return self.call("POST", "/events", as_dict, body=sent)
+
     def events(
         self,
         *,

@@ -131,6 +131,7 @@ class Event:
             ``block.saved``, ``block.deleted``, ...
         resource: What it is about: ``flow-run/<id>``, ``task-run/<id>``, ``block/<slug>/<name>``.
         payload: The details (small: ids, state type and name, flow or task name, log lines).
+        labels: A custom event's resource labels beyond its id (``emit_event``, webhooks).
     """
 
     seq: int
@@ -139,6 +140,7 @@ class Event:
     kind: str
     resource: str
     payload: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> Event:
@@ -163,6 +165,7 @@ class Event:
             kind=str(data.get("kind") or ""),
             resource=str(data.get("resource") or ""),
             payload=payload if isinstance(payload, dict) else {},
+            labels=data["labels"] if isinstance(data.get("labels"), dict) else None,
         )
 
 

@@ -329,7 +329,9 @@ def save_deployment(db: Database, spec: dict[str, Any]) -> tuple[dict[str, Any],
     clears them. Each schedule: ``kind`` (cron | interval | rrule), ``cron`` /
     ``interval_seconds`` (+ optional ``anchor``) / ``rrule``, ``timezone`` ("UTC"),
     ``active`` (true), ``parameters`` ({}). Emits ``deployment.created`` or
-    ``deployment.updated`` (payload ``changed``: the fields that changed).
+    ``deployment.updated`` (payload ``changed``: the fields that changed). ``triggers``
+    likewise: None keeps the deployment's trigger automations, a list replaces them (each
+    an automation spec or the shorthand of ``plait._automation_model.deployment_trigger_specs``).
 
     Returns:
         ``(deployment row with schedules, outcome)``; outcome is "created", "updated" or
@@ -339,20 +341,41 @@ def save_deployment(db: Database, spec: dict[str, Any]) -> tuple[dict[str, Any],
         ValueError: A malformed spec (the message names the field).
         DatabaseError: The database cannot be written.
     """
+    spec = dict(spec)
+    triggers = spec.pop("triggers", None)
     values, schedules, paused_given = _normalise(spec)
+    if triggers is not None:  # refused before anything is written
+        from plait._automation_model import deployment_trigger_specs
+
+        triggers = deployment_trigger_specs(f"{values['flow_name']}/{values['name']}", triggers)
     for attempt in (1, 2):
         try:
             with db.engine.begin() as conn:
                 outcome, deployment_id = _save_in(conn, values, schedules, paused_given)
                 row = conn.execute(select(_D).where(_D.c.id == deployment_id)).first()
                 assert row is not None
-                return _with_schedules(conn, [row])[0], outcome
+                saved = _with_schedules(conn, [row])[0]
+            if triggers is not None:
+                outcome = _save_triggers(db, saved, triggers, outcome)
+            return saved, outcome
         except IntegrityError as exc:  # created concurrently by another save: update it instead
             if attempt == 2:
                 raise db.error(exc, "write") from None
         except SQLAlchemyError as exc:
             raise db.error(exc, "write") from None
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _save_triggers(db: Database, deployment: dict[str, Any], triggers: list[dict[str, Any]], outcome: str) -> str:
+    """Make the deployment's trigger automations ``triggers`` (validated automation specs);
+    a deployment otherwise unchanged whose triggers changed counts as updated."""
+    from plait._store.automations import replace_source_automations
+
+    results = replace_source_automations(db, f"deployment:{deployment['id']}", triggers)
+    deployment["triggers"] = [a["name"] for a, o in results if o != "deleted"]
+    if outcome == "unchanged" and any(o != "unchanged" for _, o in results):
+        return "updated"
+    return outcome
 
 
 def _save_in(
@@ -439,6 +462,9 @@ def delete_deployment(db: Database, ref: str) -> bool:
         conn.execute(delete(_DS).where(_DS.c.deployment_id == row.id))
         conn.execute(delete(_D).where(_D.c.id == row.id))
         insert_events(conn, [*events, _event("deployment.deleted", dict(row._mapping))])
+    from plait._store.automations import replace_source_automations
+
+    replace_source_automations(db, f"deployment:{row.id}", [])  # its triggers go with it
     return True
 
 

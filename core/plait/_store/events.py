@@ -67,6 +67,9 @@ KINDS = (
     "deployment.created", "deployment.updated", "deployment.paused", "deployment.resumed", "deployment.deleted",
     "work-pool.created", "work-pool.updated", "work-pool.paused", "work-pool.resumed", "work-pool.deleted",
     "concurrency-limit.created", "concurrency-limit.updated", "concurrency-limit.deleted", "concurrency-limit.reset",
+    "automation.created", "automation.updated", "automation.enabled", "automation.disabled", "automation.deleted",
+    "automation.triggered", "automation.action.executed", "automation.action.failed", "automation.loop-detected",
+    "webhook.created", "webhook.updated", "webhook.deleted",
 )
 # Any fixed 64-bit key; plait's migration lock is "plait", this one "plaitev".
 _PG_EVENTS_LOCK = 0x706C6169746576
@@ -268,24 +271,27 @@ def insert_event_params(conn: Connection, params: Sequence[EventParams]) -> None
 
 
 def record_event(
-    target: Database | Connection, kind: str, resource: str, payload: dict[str, Any]
+    target: Database | Connection, kind: str, resource: str, payload: dict[str, Any],
+    *, labels: dict[str, Any] | None = None, occurred: datetime | None = None,
 ) -> dict[str, Any]:
     """Store one event now and return it as ``list_events`` shows it (with its ``seq``).
 
     Given a connection, the event joins its transaction (as its last write, as for
-    ``insert_events``).
+    ``insert_events``). ``labels``: the resource's labels beyond its id (custom events).
 
     Raises:
         ValueError: ``kind`` or ``resource`` is malformed.
         DatabaseError: (with a ``Database``) The database cannot be written.
     """
-    event = new_event(kind, resource, payload)
+    event = new_event(kind, resource, payload, occurred)
+    if labels:
+        event["labels"] = labels
     if isinstance(target, Database):
         with target.connect("write an event to", write=True) as conn:
             seq = _insert_one(conn, event)
     else:
         seq = _insert_one(target, event)
-    return _item(seq, event["id"], event["occurred"], kind, resource, payload)
+    return _item(seq, event["id"], event["occurred"], kind, resource, payload, labels or None)
 
 
 def _insert_one(conn: Connection, event: dict[str, Any]) -> int:
@@ -295,9 +301,14 @@ def _insert_one(conn: Connection, event: dict[str, Any]) -> int:
 
 
 # -- reading ---------------------------------------------------------------------------------------
-def _item(seq: int, event_id: str, occurred: datetime, kind: str, resource: str, payload: Any) -> dict[str, Any]:
-    return {"seq": seq, "id": event_id, "occurred": occurred.isoformat(), "kind": kind, "resource": resource,
+def _item(
+    seq: int, event_id: str, occurred: datetime, kind: str, resource: str, payload: Any, labels: Any = None
+) -> dict[str, Any]:
+    item = {"seq": seq, "id": event_id, "occurred": occurred.isoformat(), "kind": kind, "resource": resource,
             "payload": payload}
+    if labels:
+        item["labels"] = labels
+    return item
 
 
 def _kind_filter(kinds: Sequence[str]) -> Any:
@@ -379,7 +390,7 @@ def list_events(
         query = query.where(_EV.c.occurred < until)
     with db.connect("read events from") as conn:
         rows = conn.execute(query).all()
-    items = [_item(r.seq, r.id, r.occurred, r.kind, r.resource, r.payload) for r in rows[:limit]]
+    items = [_item(r.seq, r.id, r.occurred, r.kind, r.resource, r.payload, r.labels) for r in rows[:limit]]
     return {"items": items, "next_cursor": str(items[-1]["seq"]) if len(rows) > limit else None}
 
 

@@ -385,6 +385,7 @@ class EventModel(Base):
     kind: Mapped[str] = mapped_column(String)
     resource: Mapped[str] = mapped_column(String)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    labels: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # a custom event's resource labels
 
     __table_args__ = (
         Index(None, "kind", "seq"),
@@ -586,3 +587,92 @@ class ConcurrencySlotModel(Base):
     pid: Mapped[int | None] = mapped_column(Integer)
     label: Mapped[str] = mapped_column(String)  # "task run extract-3 of flow run 1a2b...", for people
     acquired_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# -- automations, webhooks (migration 0009) --------------------------------------------------
+__all__ += ["AutomationModel", "AutomationBucketModel", "AutomationActionModel", "ServiceCursorModel",
+            "WebhookModel"]
+
+
+class AutomationModel(Base):
+    """A trigger and its actions, saved by name (``plait._store.automations``)."""
+
+    __tablename__ = "automations"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    trigger: Mapped[dict[str, Any]] = mapped_column(JSON)
+    actions: Mapped[list[Any]] = mapped_column(JSON)
+    source: Mapped[str | None] = mapped_column(String(200), index=True)  # "deployment:<id>": managed there
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AutomationBucketModel(Base):
+    """One open window of a trigger: ``count`` events since ``opened_at``, ending at
+    ``expires_at`` (null: no end), per automation, trigger path and ``for_each`` key."""
+
+    __tablename__ = "automation_buckets"
+
+    automation_id: Mapped[str] = mapped_column(ID, ForeignKey("automations.id", ondelete="CASCADE"),
+                                               primary_key=True)
+    path: Mapped[str] = mapped_column(String(50), primary_key=True)
+    key: Mapped[str] = mapped_column(String, primary_key=True)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    count: Mapped[int] = mapped_column(Integer)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class AutomationActionModel(Base):
+    """One action of one firing, recorded before it is taken; ``status`` pending, running,
+    done, failed or skipped."""
+
+    __tablename__ = "automation_actions"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    automation_id: Mapped[str] = mapped_column(ID, index=True)
+    automation_name: Mapped[str] = mapped_column(String(200))
+    firing_id: Mapped[str] = mapped_column(ID)
+    position: Mapped[int] = mapped_column(Integer)
+    action: Mapped[dict[str, Any]] = mapped_column(JSON)
+    context: Mapped[dict[str, Any]] = mapped_column(JSON)
+    chain: Mapped[list[Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+    started: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    flow_run_id: Mapped[str | None] = mapped_column(ID, index=True)  # the run a run-deployment made
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("firing_id", "position"), Index(None, "status", "created"))
+
+
+class ServiceCursorModel(Base):
+    """The seq of the last event a service has dealt with."""
+
+    __tablename__ = "service_cursors"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    updated: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class WebhookModel(Base):
+    """A named receiver of HTTP calls that become events; only the token's SHA-256 is kept."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64))
+    template: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_called_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

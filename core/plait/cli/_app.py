@@ -234,6 +234,7 @@ def flow_run_logs_cmd(flow_run_id: str, as_json: bool) -> None:
 
 
 # Command groups defined in their own modules (imported last: they use PlaitGroup and json_option).
+from plait.cli.automations import automation_group  # noqa: E402
 from plait.cli.blocks import block_group  # noqa: E402
 from plait.cli.collections import collection_group  # noqa: E402
 from plait.cli.concurrency import concurrency_limit_group  # noqa: E402
@@ -244,8 +245,10 @@ from plait.cli.registry import registry_group  # noqa: E402
 from plait.cli.run import run_cmd  # noqa: E402
 from plait.cli.server import server_group  # noqa: E402
 from plait.cli.spool import spool_group  # noqa: E402
+from plait.cli.webhooks import webhook_group  # noqa: E402
 from plait.cli.worker import worker_group  # noqa: E402
 
+cli.add_command(automation_group)
 cli.add_command(block_group)
 cli.add_command(collection_group)
 cli.add_command(concurrency_limit_group)
@@ -255,6 +258,7 @@ cli.add_command(server_group)
 cli.add_command(spool_group)
 cli.add_command(registry_group)
 cli.add_command(worker_group)
+cli.add_command(webhook_group)
 cli.add_command(deploy_cmd)
 cli.add_command(deployment_group)
 cli.add_command(work_pool_group)

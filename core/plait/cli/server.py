@@ -14,6 +14,7 @@ server's host), never through the API.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 from datetime import timedelta
@@ -128,6 +129,19 @@ def _url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
+class MaskedAccessLog(logging.Filter):
+    """uvicorn's access log quotes each request's path with its query string: password-like
+    query values (a webhook's ``?token=``) are masked there."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+            from plait._masking import mask_url
+
+            record.args = (*args[:2], mask_url(args[2]), *args[3:])
+        return True
+
+
 def _log_config() -> dict[str, Any]:
     import copy
 
@@ -136,6 +150,8 @@ def _log_config() -> dict[str, Any]:
     config = copy.deepcopy(LOGGING_CONFIG)
     for name in ("plait.server", "plait.store"):
         config["loggers"][name] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    config.setdefault("filters", {})["masked_query"] = {"()": MaskedAccessLog}
+    config["handlers"]["access"]["filters"] = ["masked_query"]
     return config
 
 

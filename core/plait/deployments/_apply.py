@@ -120,6 +120,8 @@ def _entry(path: Path, index: int, raw: Any) -> Deployment:
         schedules = []  # `schedules:` with nothing after it: as explicit as []
     if not isinstance(schedules, (list, type(None))):
         raise DeploymentsFileError(f"{where}: 'schedules' must be a list (use [] to clear them)")
+    if "triggers" in raw and raw["triggers"] is None:
+        options["triggers"] = []  # `triggers:` with nothing after it removes them, as [] does
     try:
         with _importable_from(workdir):
             flow = load_flow(_loadable(entrypoint, workdir))

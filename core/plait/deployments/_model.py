@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from plait._automation_model import deployment_trigger_specs
 from plait.deployments._schema import schema_problems
 from plait.exceptions import PlaitError
 
@@ -165,6 +166,9 @@ class Deployment(BaseModel):
             (False for a new deployment).
         storage_block: ``"slug/name"`` of a storage block holding the code bundle.
         bundle_key: The bundle's path in that block (set by ``upload_bundle()``).
+        triggers: Events that run it (automations it owns: ``{deployment: "flow/name",
+            states: [completed], parameters: {...}}`` or an event trigger's fields; see
+            docs/automations.md). None keeps the saved ones; ``[]`` removes them.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -190,6 +194,7 @@ class Deployment(BaseModel):
     paused: bool | None = None
     storage_block: str | None = None
     bundle_key: str | None = None
+    triggers: list[dict[str, Any]] | None = None
 
     @field_validator("name", "flow_name")
     @classmethod
@@ -231,6 +236,7 @@ class Deployment(BaseModel):
                          schema_problems(self.parameter_schema, schedule.parameters, partial=True)]
         if problems:
             raise ValueError(f"flow {self.flow_name!r}: " + "; ".join(problems))
+        deployment_trigger_specs(self.full_name, self.triggers)  # refused here, before anything is saved
         return self
 
     @property
@@ -267,6 +273,7 @@ class Deployment(BaseModel):
             "retries": self.retries,
             "paused": paused if self.paused is None else self.paused,
             "schedules": None if self.schedules is None else [s.to_spec() for s in self.schedules],
+            "triggers": None if self.triggers is None else deployment_trigger_specs(self.full_name, self.triggers),
         }
 
     def apply(self) -> tuple[dict[str, Any], str]:

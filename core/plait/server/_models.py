@@ -138,3 +138,4 @@ class EventItem(_Open):
     kind: str
     resource: str
     payload: dict[str, Any] = Field(default_factory=dict)
+    labels: dict[str, Any] | None = Field(default=None, description="a custom event's resource labels beyond its id")

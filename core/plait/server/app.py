@@ -42,6 +42,8 @@ ROUTER_MODULES = (
     "plait.server.routes.work_pools",
     "plait.server.routes.control",
     "plait.server.routes.concurrency",
+    "plait.server.routes.automations",
+    "plait.server.routes.webhooks",
 )
 
 logger = logging.getLogger("plait.server")

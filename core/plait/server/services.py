@@ -18,7 +18,10 @@ Services now:
   their time become Late;
 - ``worker-reaper`` (``reap_dead_workers``, at the crash detector's pace): a worker silent
   for two of its heartbeat intervals is dead; the runs it claimed are Crashed and, as
-  their deployment's ``retries`` allow, scheduled again.
+  their deployment's ``retries`` allow, scheduled again;
+- ``automations`` (``plait.automations._evaluator.Evaluator.run_pass`` every
+  ``AUTOMATIONS_INTERVAL`` seconds): new events through every enabled automation's
+  trigger, and the actions that fired taken in a pool of their own.
 """
 
 from __future__ import annotations
@@ -30,13 +33,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from plait._masking import mask
 from plait._runs import HOSTNAME, utcnow
 from plait._store.database import Database
 from plait.exceptions import DatabaseError
 
-__all__ = ["Services", "Service", "CRASH_DETECTOR", "SCHEDULER", "LATE_RUNS", "WORKER_REAPER"]
+__all__ = ["Services", "Service", "CRASH_DETECTOR", "SCHEDULER", "LATE_RUNS", "WORKER_REAPER", "AUTOMATIONS"]
 
 logger = logging.getLogger("plait.server")
 
@@ -44,6 +48,8 @@ CRASH_DETECTOR = "crash-detector"
 SCHEDULER = "scheduler"
 LATE_RUNS = "late-runs"
 WORKER_REAPER = "worker-reaper"
+AUTOMATIONS = "automations"
+AUTOMATIONS_INTERVAL = 0.1  # an event's actions start within about this long of its commit
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,12 @@ class Services:
             self.services.append(Service(LATE_RUNS, late_every, _late_runs(settings.late_grace)))
             # a dead worker is found within two of its heartbeats plus at most a second
             self.services.append(Service(WORKER_REAPER, min(crash_interval, 1.0), _reap_workers))
+        self.evaluator: Any = None
+        if _available("plait.automations._evaluator"):
+            from plait.automations._evaluator import Evaluator
+
+            self.evaluator = Evaluator(db)
+            self.services.append(Service(AUTOMATIONS, AUTOMATIONS_INTERVAL, lambda _db: self.evaluator.run_pass()))
         self._tasks: list[asyncio.Task[None]] = []
         self._held: set[str] = set()
 
@@ -166,6 +178,8 @@ class Services:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.evaluator is not None:
+            await asyncio.to_thread(self.evaluator.close)  # actions under way finish and are recorded
         for name in sorted(self._held):
             try:
                 await asyncio.to_thread(self._release, name)

@@ -67,10 +67,10 @@ def reset_state() -> None:
     """Forget what the process keeps between calls, for a fresh start after the settings
     changed: the recorder (flushed first) and its journal, the database engines, the loaded
     plugins with the storage built from their schemes, cached notification rules, the
-    connections to a plait server, what it knows of concurrency limits and plait's logging
-    handlers.
+    connections to a plait server (blocks' and custom events'), what it knows of concurrency
+    limits and plait's logging handlers.
     (docs/architecture.md lists every piece of module-level state.)"""
-    from plait import notifications, plugins
+    from plait import events, notifications, plugins
     from plait._limits import reset_limits
     from plait._logging import reset_logging
     from plait._recorder import reset_recorder
@@ -82,6 +82,7 @@ def reset_state() -> None:
     plugins.reset_plugins()
     notifications.clear_cache()
     _remote.reset_sessions()
+    events.reset_sessions()
     reset_limits()
     reset_logging()
 

@@ -257,6 +257,9 @@ class DeploymentIn(BaseModel):
     retries: int = Field(default=0, ge=0, le=1000, description="Runs again a run that crashed, this many times.")
     paused: bool = False
     schedules: list[ScheduleIn] | None = Field(default=None, max_length=100)
+    triggers: list[JsonObject] | None = Field(
+        default=None, max_length=50, description="Events that run it (automations it owns, see /automations): "
+        "null keeps the saved ones, [] removes them.")
 
 
 class DeploymentOut(_Open):
@@ -272,6 +275,7 @@ class DeploymentOut(_Open):
     work_queue_name: str | None = None
     paused: bool | None = None
     schedules: list[dict[str, Any]] = Field(default_factory=list)
+    triggers: list[str] | None = Field(default=None, description="Names of its trigger automations (when saved).")
     created: str | None = None
     updated: str | None = None
 

@@ -13,6 +13,12 @@ gets everything after it first, then the live events. New log lines arrive as
 ``logs.written`` events naming the flow run; read the lines themselves from
 ``GET /logs?flow_run=...``. A comment line (``: keep-alive``) is sent every 15 s so proxies
 keep the connection open.
+
+``POST /events`` stores an event of the caller's own (``plait.events.emit_event`` sends it,
+a key of scope run): ``{event, resource: {id, ...labels}, payload, occurred}``. Kinds of
+plait's own (``flow-run.``, ``deployment.``, ``automation.``... the prefixes of
+``plait._store.events.KINDS``) are refused, so no client can forge a state change; a
+secret the server knows is masked in the payload and labels before they are stored.
 """
 
 from __future__ import annotations
@@ -20,20 +26,33 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from plait._masking import mask
 from plait._store.database import Database
+from plait.events import (
+    FUTURE_SLACK,
+    MAX_EVENT_BYTES,
+    MAX_LABEL_VALUE,
+    MAX_LABELS,
+    MAX_RESOURCE_ID,
+    event_size,
+    reserved_prefixes,
+)
 from plait.exceptions import DatabaseError
 from plait.server._deps import Caller, database, require
-from plait.server._errors import ApiProblem
+from plait.server._errors import ERROR_RESPONSES, ApiProblem
 from plait.server._models import EventItem, Page
 from plait.server._params import from_store, limit_query, utc
 from plait.server._stream import hub_for, matches
+from plait.server.routes.deployments import JsonObject, refusal
 
 __all__ = ["router", "KEEPALIVE_SECONDS"]
 
@@ -44,6 +63,7 @@ KEEPALIVE_SECONDS = 15.0
 _TICK = 0.25  # how often a stream looks at the server stopping and its queue
 
 Reader = Annotated[Caller, Depends(require("read"))]
+Runner = Annotated[Caller, Depends(require("run"))]
 Store = Annotated[Database, Depends(database)]
 KindQuery = Annotated[
     list[str] | None,
@@ -74,6 +94,87 @@ def list_events(
     return from_store(lambda: store_list(
         db, kinds=kind or None, resource=resource or None, after_seq=start, since=utc(since), until=utc(until),
         limit=limit,
+    ))
+
+
+# -- custom events -----------------------------------------------------------------------------------
+# The rules are plait.events' (what emit_event checks before sending), so client and server agree.
+_EVENT_KIND = r"^[a-z][a-z0-9-]*(\.[a-z0-9-]+)+$"
+_LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
+_NO_CONTROL = re.compile(r"^[^\x00-\x1f\x7f]+$")
+
+
+class EventIn(BaseModel):
+    """An event of your own: what happened (``event``), to what (``resource``: its ``id`` and
+    string labels), and details (``payload``)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "event": "warehouse.table.refreshed", "resource": {"id": "analytics.orders", "team": "data"},
+        "payload": {"rows": 1200},
+    }]})
+
+    event: str = Field(min_length=3, max_length=200, pattern=_EVENT_KIND,
+                       description="The kind, lowercase and dotted: 'warehouse.table.refreshed'.")
+    resource: dict[str, str] = Field(description="What it is about: 'id' (required) and labels, all strings.")
+    payload: JsonObject = Field(default_factory=dict, description="Details (JSON); at most 64 KiB with the labels.")
+    occurred: datetime | None = Field(default=None, description="When it happened (default: now).")
+
+    @field_validator("resource")
+    @classmethod
+    def _resource(cls, value: dict[str, str]) -> dict[str, str]:
+        ident = value.get("id")
+        if not isinstance(ident, str) or not ident.strip():
+            raise ValueError("needs an 'id' (a non-empty string), e.g. {\"id\": \"analytics.orders\"}")
+        if len(ident) > MAX_RESOURCE_ID or not _NO_CONTROL.match(ident):
+            raise ValueError(f"'id' is at most {MAX_RESOURCE_ID} characters without control characters")
+        if len(value) - 1 > MAX_LABELS:
+            raise ValueError(f"at most {MAX_LABELS} labels beside 'id'")
+        for key, text in value.items():
+            if key != "id" and not _LABEL_NAME.match(key):
+                raise ValueError(f"label {key[:50]!r} is not a label name like 'team' or 'table.schema'")
+            if len(text) > MAX_LABEL_VALUE or "\x00" in text:
+                raise ValueError(f"label {key[:50]!r}: at most {MAX_LABEL_VALUE} characters, no NUL")
+        return value
+
+
+def _masked_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, dict):
+        return {k: _masked_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked_json(v) for v in value]
+    return value
+
+
+@router.post("/events", response_model=EventItem, status_code=201,
+             responses=ERROR_RESPONSES, summary="Emit an event")
+def emit_event(body: EventIn, db: Store, caller: Runner) -> dict[str, Any]:
+    """Store an event of your own (``plait.events.emit_event`` sends this) and answer it with
+    its ``seq``; automations see it like any other. Kinds that are plait's own
+    (``flow-run.*``, ``deployment.*``, ``automation.*``...) are refused (400), as is an event
+    whose payload and labels pass 64 KiB of JSON (413) or one dated more than 5 minutes
+    ahead (422). A secret the server knows is masked before it is stored."""
+    from plait._store.events import record_event
+
+    reserved = reserved_prefixes()
+    if body.event.startswith(reserved):
+        raise ApiProblem(400, "reserved_event_kind", (
+            f"event kind {body.event!r} is reserved for plait (kinds starting with {', '.join(reserved)}); "
+            "name your own like 'warehouse.table.refreshed'"), [{"in": "body", "field": "event",
+                                                               "message": "reserved for plait"}])
+    labels = {k: v for k, v in body.resource.items() if k != "id"}
+    size = event_size(body.payload, labels)
+    if size > MAX_EVENT_BYTES:
+        raise ApiProblem(413, "event_too_large", f"the event's payload and labels are {size} bytes of JSON; at "
+                         f"most {MAX_EVENT_BYTES} are taken: send large data elsewhere and its address here")
+    occurred = utc(body.occurred)
+    if occurred is not None and occurred > datetime.now(UTC) + FUTURE_SLACK:
+        raise refusal(422, "invalid_event", "'occurred' is more than 5 minutes ahead of the server's clock; "
+                      "give when it happened (UTC, or with an offset)", "occurred")
+    return from_store(lambda: record_event(
+        db, body.event, body.resource["id"], _masked_json(body.payload),
+        labels={k: mask(v) for k, v in labels.items()} or None, occurred=occurred,
     ))
 
 
