@@ -5,7 +5,8 @@
 3. the warehouse job (examples/warehouse/flow.py) from a second process whose settings
    name only the server: PLAIT_API_URL and PLAIT_API_KEY; it records there
 4. a deployment on a 5-second interval schedule (examples/deployed/plait.yaml) in a work
-   pool `demo`, run by `plait worker start --pool demo` for about 12 seconds
+   pool `demo`, and one with a trigger that runs it whenever a run of the first completes,
+   both run by `plait worker start --pool demo` for about 12 seconds
 5. `plait flow-run ls` through the API, then where to look
 
 The server's home is $DEMO_HOME/server, the job's $DEMO_HOME/worker (default

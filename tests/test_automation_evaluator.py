@@ -159,9 +159,9 @@ def test_a_credential_comes_from_a_secret_block_and_none_is_stored(plait_env: st
     create_automation({"name": "with-credential", "trigger": {"expect": ["custom.go"]},
                        "actions": [{"type": "call-webhook", "url": url,
                                     "headers": {"Authorization": "Bearer {{ secret('receiver-token') }}"}}]})
-    # a credential written into the automation itself is masked before it is stored
+    # a secret plait knows, written into the automation itself, is masked before it is stored
     create_automation({"name": "pasted-credential", "trigger": {"expect": ["custom.never"]},
-                       "actions": [{"type": "call-webhook", "url": url, "headers": {"Authorization": token}}]})
+                       "actions": [{"type": "call-webhook", "url": url, "body": f"key={token}"}]})
     evaluator = Evaluator(db)
     try:
         evaluator.run_pass()
@@ -172,7 +172,38 @@ def test_a_credential_comes_from_a_secret_block_and_none_is_stored(plait_env: st
     finally:
         evaluator.close()
         receiver.shutdown()
-    assert get_automation(db, "pasted-credential")["actions"][0]["headers"]["Authorization"] == "***"
+    assert get_automation(db, "pasted-credential")["actions"][0]["body"] == "key=***"
     if plait_env.startswith("sqlite:///"):
         for path in tmp_path.rglob("*.db*"):
             assert token.encode() not in path.read_bytes(), path
+
+
+def test_actions_left_by_a_dead_evaluator_are_taken_at_most_once(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    from plait._store.deployments import save_deployment
+    from plait.automations import _evaluator
+
+    save_deployment(db, {"flow_name": "etl", "name": "nightly", "entrypoint": "/srv/etl.py:etl", "schedules": []})
+    save(db, "left-behind", {"expect": ["custom.go"]},
+         [{"type": "run-deployment", "deployment": "etl/nightly"},
+          {"type": "call-webhook", "url": "http://127.0.0.1:9/never"}])
+    dead = Evaluator(db)
+    monkeypatch.setattr(dead, "_submit", lambda action, claim=False: None)  # dies before taking anything
+    dead.run_pass()
+    record_event(db, "custom.go", "custom/x", {})
+    dead.run_pass()
+    assert sorted(a["status"] for a in list_automation_actions(db, automation="left-behind")) == ["running"] * 2
+    monkeypatch.setattr(_evaluator, "_INTERRUPTED_AFTER", timedelta(0))
+    for _attempt in range(2):  # a restarted server, then another one
+        heir = Evaluator(db)
+        try:
+            wait_for(lambda: all(a["status"] in ("done", "failed")
+                                 for a in list_automation_actions(db, automation="left-behind")), heir)
+        finally:
+            heir.close()
+    taken = {a["type"]: a for a in list_automation_actions(db, automation="left-behind")}
+    assert taken["call-webhook"]["status"] == "failed" and "not taken again" in taken["call-webhook"]["error"]
+    assert taken["run-deployment"]["status"] == "done"  # keyed by the action: taken again, one run
+    from plait._store.pages import page_flow_runs
+
+    runs = page_flow_runs(db, flow_names=["etl"], limit=10)["items"]
+    assert [r["id"] for r in runs] == [taken["run-deployment"]["flow_run_id"]]

@@ -48,8 +48,17 @@ automations:
     trigger: {expect: "warehouse.*", threshold: 3, within: 10m}
     actions:
       - type: call-webhook
-        url: https://hooks.example.com/in?token=tok-12345678
-        headers: {Authorization: Bearer sk-live-abcdef}
+        url: "https://hooks.example.com/in?token={{ secret('hook-token') }}"
+        headers: {Authorization: "Bearer {{ secret('api-key') }}"}
+"""
+
+PASTED = """\
+name: pasted
+trigger: {expect: warehouse.loaded}
+actions:
+  - type: call-webhook
+    url: https://hooks.example.com/in?token=tok-12345678
+    headers: {Authorization: Bearer sk-live-abcdef}
 """
 
 BROKEN_SECOND = """\
@@ -164,6 +173,14 @@ def test_secrets_in_actions_are_never_shown(plait_env: str, tmp_path: Path) -> N
         assert "sk-live-abcdef" not in output and "tok-12345678" not in output, args
     action = as_json("automation", "inspect", "shout")["actions"][0]
     assert action["headers"] == {"Authorization": "***"} and action["url"].endswith("token=***")
+
+
+def test_a_credential_written_into_an_action_is_refused(plait_env: str, tmp_path: Path) -> None:
+    failed = invoke("automation", "create", "-f", write(tmp_path, PASTED), ok=False).output
+    assert "actions.0.headers.Authorization: a credential written as it is" in failed
+    assert "actions.0.url: holds a password or token" in failed and "secret('NAME')" in failed
+    assert "sk-live-abcdef" not in failed and "tok-12345678" not in failed
+    assert as_json("automation", "ls") == []
 
 
 def test_a_bad_file_saves_nothing_and_says_where(plait_env: str, tmp_path: Path) -> None:

@@ -46,7 +46,11 @@ def test_demo_server_runs_the_main_job_against_a_server(tmp_path):
     with plait_test_harness(database_url=f"sqlite:///{tmp_path / 'demo' / 'server' / 'plait.db'}") as harness:
         runs = {r["flow_name"]: r for r in harness.flow_runs(limit=500) if r["state_type"] == "COMPLETED"}
         checks = harness.flow_runs(flow_name="freshness-check", limit=500)
+        reports = [harness.flow_run(r["id"]) for r in harness.flow_runs(flow_name="freshness-report", limit=500)
+                   if r["state_type"] == "COMPLETED"]
     assert runs["warehouse-daily"]["state_type"] == "COMPLETED"
+    # a deployment trigger: each completed check starts a report, which the worker runs
+    assert reports and reports[0]["parameters"] == {"tables": 3}
     assert any(r["state_type"] == "COMPLETED" for r in checks)
     assert not [r for r in checks if r["state_type"] in ("FAILED", "CRASHED")]
     assert runs["warehouse-daily"]["task_run_count"] > 10

@@ -211,24 +211,29 @@ def test_answers_mask_secrets_and_webhook_credentials(served: Served, http: http
     server = served.server
     secret = save_secret(server, http)
     name = unique("masked")
-    action = {"type": "call-webhook", "url": "https://hooks.example.com/in?token=tok-12345678",
-              "headers": {"Authorization": "Bearer sk-live-abcdef", "X-Team": "data"}, "body": f"pw={secret}"}
+    pasted = {"type": "call-webhook", "url": "https://hooks.example.com/in?token=tok-12345678",
+              "headers": {"Authorization": "Bearer sk-live-abcdef"}}
+    refused = assert_error(http.post("/automations", json=spec(name, actions=[pasted]),
+                                     headers=server.headers("admin")), 422, "invalid_automation")
+    assert "actions.0.headers.Authorization" in refused["message"] and "actions.0.url" in refused["message"]
+    assert "sk-live-abcdef" not in str(refused) and "tok-12345678" not in str(refused)
+    action = {"type": "call-webhook", "url": "https://hooks.example.com/in?token={{ secret('hook') }}",
+              "headers": {"Authorization": "Bearer {{ secret('api') }}", "X-Team": "data"}, "body": f"pw={secret}"}
     with client(server) as admin:
         saved = admin.save_automation(spec(name, description=f"uses {secret}", actions=[action]))
     for answer in (saved["automation"], http.get(f"/automations/{name}", headers=server.headers("read")).json()):
         text = str(answer)
-        assert secret not in text and "sk-live-abcdef" not in text and "tok-12345678" not in text
+        assert secret not in text
         shown = answer["actions"][0]
         assert shown["headers"] == {"Authorization": "***", "X-Team": "data"}
         assert shown["url"] == "https://hooks.example.com/in?token=***"
         assert answer["description"] == "uses ***"
-    # the store keeps the actions as written (the evaluator sends the real header), the
-    # description with the secret the server knows masked
+    # the store keeps the templates that read secret blocks, and no secret the server knows
     from plait._store.automations import get_automation
 
     stored = get_automation(store(served), name)
-    assert stored["actions"][0]["headers"]["Authorization"] == "Bearer sk-live-abcdef"
-    assert stored["description"] == "uses ***"
+    assert stored["actions"][0]["headers"]["Authorization"] == "Bearer {{ secret('api') }}"
+    assert stored["actions"][0]["body"] == "pw=***" and stored["description"] == "uses ***"
 
 
 def test_the_actions_an_automation_took_are_listed_newest_first(served: Served, http: httpx.Client) -> None:

@@ -83,6 +83,7 @@ def validated(data: Mapping[str, Any] | AutomationSpec) -> AutomationSpec:
         return spec
     problems = []
     for i, action in enumerate(spec.to_json()["actions"]):
+        problems += _written_credentials(action, f"actions.{i}")
         for path, text in _template_leaves({k: v for k, v in action.items() if k != "type"}, f"actions.{i}"):
             try:
                 check_template(text, what=f"{path} of automation {spec.name!r}")
@@ -91,6 +92,25 @@ def validated(data: Mapping[str, Any] | AutomationSpec) -> AutomationSpec:
     if problems:
         raise AutomationSpecError(f"automation {spec.name!r} is not valid: " + "; ".join(problems))
     return spec
+
+
+def _written_credentials(action: Mapping[str, Any], path: str) -> list[str]:
+    """A webhook call's credential written into the automation (a header such as
+    ``Authorization``, a URL's password or token): refused, since the store would then hold
+    it in the clear; a template reading a secret block is what belongs there."""
+    if action.get("type") != "call-webhook":
+        return []
+    from plait._masking import mask_url
+
+    hint = "keep it in a secret block and write \"{{ secret('NAME') }}\" instead (docs/automations.md)"
+    problems = []
+    for name, value in (action.get("headers") or {}).items():
+        if _SENSITIVE_HEADER.search(name) and isinstance(value, str) and not any(m in value for m in _TEMPLATE_MARKS):
+            problems.append(f"{path}.headers.{name}: a credential written as it is; {hint}")
+    url = action.get("url")
+    if isinstance(url, str) and not any(m in url for m in _TEMPLATE_MARKS) and mask_url(url) != url:
+        problems.append(f"{path}.url: holds a password or token; {hint}")
+    return problems
 
 
 def _masked(value: Any) -> Any:
