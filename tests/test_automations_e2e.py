@@ -326,3 +326,33 @@ def test_two_servers_take_each_action_once(tmp_path: Path) -> None:
         wait_for(lambda: len(receiver.bodies) >= 40, "10 more calls after a server stopped", timeout=60)
         time.sleep(1.0)
         assert sorted(int(b["body"]) for b in receiver.bodies) == list(range(40))
+
+
+def evaluator_pids(server: ServerHandle) -> list[int]:
+    assert server.process is not None
+    found = subprocess.run(["pgrep", "-P", str(server.process.pid), "-f", "plait.automations._runner"],
+                           capture_output=True, text=True)
+    return [int(p) for p in found.stdout.split()]
+
+
+def test_an_evaluator_killed_with_kill_9_is_replaced_and_misses_nothing(site: dict[str, Any]) -> None:
+    server = site["server"]
+    receiver = Receiver()
+    try:
+        save_automation(server, {"name": "survives-kill", "trigger": {"expect": ["custom.after-kill"]},
+                                 "actions": [{"type": "call-webhook", "url": receiver.url + "/k",
+                                              "body": "{{ event.payload.n }}"}]})
+        [first] = wait_for(lambda: evaluator_pids(server), "the server's evaluator process")
+        time.sleep(0.5)
+        os.kill(first, 9)
+        with http(server) as api:
+            for n in range(3):  # while no evaluator runs: kept in the store, taken by the next one
+                assert api.post("/events", json={"event": "custom.after-kill", "resource": {"id": "custom/k"},
+                                                 "payload": {"n": n}}).status_code == 201
+        wait_for(lambda: len(receiver.bodies) >= 3, "the three calls from the evaluator started again", timeout=60)
+        time.sleep(1.0)
+        assert sorted(int(b["body"]) for b in receiver.bodies) == [0, 1, 2]
+        [second] = evaluator_pids(server)
+        assert second != first
+    finally:
+        receiver.close()

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
@@ -388,22 +388,25 @@ def finish_actions(db: Database, outcomes: Sequence[tuple[dict[str, Any], dict[s
     if not outcomes:
         return
     now = utcnow()
-    events = []
+    rows, events = [], []
+    for action, result, error in outcomes:
+        flow_run_id = (result or {}).get("flow_run_id")
+        rows.append({"b_id": action["id"], "b_status": "failed" if error is not None else "done", "b_result": result,
+                     "b_error": error, "b_flow_run_id": flow_run_id})
+        payload = {"automation_id": action["automation_id"], "automation_name": action["automation_name"],
+                   "action_id": action["id"], "firing_id": action["firing_id"], "position": action["position"],
+                   "type": action["type"], "chain": action.get("chain", [])}
+        if flow_run_id:
+            payload["flow_run_id"] = flow_run_id
+        if error is not None:
+            payload["error"] = error[:2000]
+        kind = "automation.action.failed" if error is not None else "automation.action.executed"
+        events.append(automation_event(kind, action["automation_name"], payload))
     with db.connect("write", write=True) as conn:
-        for action, result, error in outcomes:
-            flow_run_id = (result or {}).get("flow_run_id")
-            conn.execute(update(_X).where(_X.c.id == action["id"]).values(
-                status="failed" if error is not None else "done", finished=now, result=result, error=error,
-                flow_run_id=flow_run_id))
-            payload = {"automation_id": action["automation_id"], "automation_name": action["automation_name"],
-                       "action_id": action["id"], "firing_id": action["firing_id"], "position": action["position"],
-                       "type": action["type"], "chain": action.get("chain", [])}
-            if flow_run_id:
-                payload["flow_run_id"] = flow_run_id
-            if error is not None:
-                payload["error"] = error[:2000]
-            kind = "automation.action.failed" if error is not None else "automation.action.executed"
-            events.append(automation_event(kind, action["automation_name"], payload))
+        # one statement, many parameter sets: at 100 actions a second this is the evaluator's main cost
+        conn.execute(update(_X).where(_X.c.id == bindparam("b_id")).values(
+            status=bindparam("b_status"), finished=now, result=bindparam("b_result"), error=bindparam("b_error"),
+            flow_run_id=bindparam("b_flow_run_id")), rows)
         insert_events(conn, events)
 
 

@@ -231,6 +231,11 @@ class Database:
         they belong to by it, without writing the URL or its password to disk)."""
         return hashlib.sha256(self._url.encode()).hexdigest()[:20]
 
+    def child_environment(self) -> dict[str, str]:
+        """The variables that make a child process of plait's own open this database
+        (``PLAIT_DATABASE_URL``). For that child's environment only: never log or show it."""
+        return {"PLAIT_DATABASE_URL": self._url}
+
     def is_url(self, url: str) -> bool:
         """Whether this database was opened for ``url`` (without exposing the URL)."""
         return url == self._url

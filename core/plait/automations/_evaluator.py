@@ -1,8 +1,8 @@
 """The automation evaluator: the server service that reads events, fires triggers and takes
 actions.
 
-One pass (``Evaluator.run_pass``, every quarter second on the server holding the
-``automations`` lease):
+One pass (``Evaluator.run_pass``, every tenth of a second in the evaluator process of the
+server holding the ``automations`` lease, ``plait.automations._runner``):
 
 1. read the events after the cursor (500 at most) and what the store knows of the flow
    runs they concern;
@@ -120,7 +120,7 @@ class Evaluator:
         specs = self._specs(rows)
         if not self.loaded:
             self.cursor = read_cursor(self.db, CURSOR)
-            if self.cursor is None:  # the first evaluator of this store starts from now, not from history
+            if self.cursor is None:  # (migration 0009 made the row) start from now, never from history
                 from plait._store.automations import commit_pass
 
                 commit_pass(self.db, CURSOR, seen=None, seq=latest_seq(self.db))

@@ -19,9 +19,10 @@ Services now:
 - ``worker-reaper`` (``reap_dead_workers``, at the crash detector's pace): a worker silent
   for two of its heartbeat intervals is dead; the runs it claimed are Crashed and, as
   their deployment's ``retries`` allow, scheduled again;
-- ``automations`` (``plait.automations._evaluator.Evaluator.run_pass`` every
-  ``AUTOMATIONS_INTERVAL`` seconds): new events through every enabled automation's
-  trigger, and the actions that fired taken in a pool of their own.
+- ``automations``: new events through every enabled automation's trigger, and the actions
+  that fired. It runs in a child process of the server (``plait.automations._runner``,
+  under the same kind of lease), so that templates, webhook calls and the action log never
+  compete with the API for this interpreter; it is started again if it dies.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from plait._masking import mask
 from plait._runs import HOSTNAME, utcnow
@@ -49,7 +52,7 @@ SCHEDULER = "scheduler"
 LATE_RUNS = "late-runs"
 WORKER_REAPER = "worker-reaper"
 AUTOMATIONS = "automations"
-AUTOMATIONS_INTERVAL = 0.1  # an event's actions start within about this long of its commit
+_CHILD_STOP_SECONDS = 30.0  # the evaluator finishes the actions under way, then records them
 
 
 @dataclass(frozen=True)
@@ -157,12 +160,8 @@ class Services:
             self.services.append(Service(LATE_RUNS, late_every, _late_runs(settings.late_grace)))
             # a dead worker is found within two of its heartbeats plus at most a second
             self.services.append(Service(WORKER_REAPER, min(crash_interval, 1.0), _reap_workers))
-        self.evaluator: Any = None
-        if _available("plait.automations._evaluator"):
-            from plait.automations._evaluator import Evaluator
-
-            self.evaluator = Evaluator(db)
-            self.services.append(Service(AUTOMATIONS, AUTOMATIONS_INTERVAL, lambda _db: self.evaluator.run_pass()))
+        self.evaluates = _available("plait.automations._runner")
+        self.evaluator: subprocess.Popen[bytes] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._held: set[str] = set()
 
@@ -171,6 +170,27 @@ class Services:
         if self._tasks:
             return
         self._tasks = [asyncio.create_task(self._loop(s), name=f"plait-{s.name}") for s in self.services]
+        if self.evaluates:
+            self._start_evaluator()
+            self._tasks.append(asyncio.create_task(self._watch_evaluator(), name=f"plait-{AUTOMATIONS}"))
+
+    def _start_evaluator(self) -> None:
+        env = {**os.environ, **self.db.child_environment()}
+        self.evaluator = subprocess.Popen([sys.executable, "-m", "plait.automations._runner"], env=env,
+                                          stdin=subprocess.DEVNULL)
+
+    async def _watch_evaluator(self) -> None:
+        started = time.monotonic()
+        while True:
+            await asyncio.sleep(1.0)
+            child = self.evaluator
+            if child is None or child.poll() is None:
+                continue
+            logger.warning("the automation evaluator stopped (exit status %s); starting it again", child.returncode)
+            if time.monotonic() - started < 10:
+                await asyncio.sleep(5.0)  # it dies at once: do not spin
+            started = time.monotonic()
+            self._start_evaluator()
 
     async def stop(self) -> None:
         """Stop the loops and give up the leases this server holds."""
@@ -178,8 +198,15 @@ class Services:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self.evaluator is not None:
-            await asyncio.to_thread(self.evaluator.close)  # actions under way finish and are recorded
+        child, self.evaluator = self.evaluator, None
+        if child is not None and child.poll() is None:
+            child.terminate()  # it finishes and records the actions under way, gives its lease up
+            try:
+                await asyncio.to_thread(child.wait, _CHILD_STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                logger.warning("the automation evaluator did not stop within %gs; killing it", _CHILD_STOP_SECONDS)
+                child.kill()
+                await asyncio.to_thread(child.wait)
         for name in sorted(self._held):
             try:
                 await asyncio.to_thread(self._release, name)

@@ -326,7 +326,7 @@ async def call_webhook(
     if wait > 0:
         raise ApiProblem(429, "too_many_requests",
                          f"webhook {hook['name']!r} takes at most {RATE_PER_SECOND:g} calls a second (bursts of "
-                         f"{BURST}); retry in {wait:.2f} s", {"retry_after": round(wait, 3)},
+                         f"{BURST}); retry in {wait:.2f} s", {"retry_after": max(round(wait, 3), 0.001)},
                          headers={"Retry-After": str(max(1, math.ceil(wait)))})
     body = await _read_body(request)
     context = call_context(hook["name"], body, request.headers.items(), request.query_params.multi_items(),

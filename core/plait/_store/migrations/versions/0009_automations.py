@@ -11,7 +11,9 @@ Revises: 0008
   ``for_each`` key): what was counted since when, and when the window ends.
 - ``automation_actions``: every action of every firing, recorded before it is taken (unique
   per firing and position, so an action is recorded once), with its outcome.
-- ``service_cursors``: how far a service has read the events (the automation evaluator).
+- ``service_cursors``: how far a service has read the events (the automation evaluator);
+  its row starts at the newest event of the store being upgraded, so automations react to
+  what happens from now on, never to history.
 - ``webhooks``: named receivers ``POST /api/v1/webhooks/{slug}``; only the SHA-256 of a
   webhook's token is kept.
 
@@ -22,6 +24,7 @@ this schema.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -92,13 +95,15 @@ def upgrade() -> None:
     op.create_index(op.f("ix_automation_actions_automation_id"), "automation_actions", ["automation_id"])
     op.create_index(op.f("ix_automation_actions_status_created"), "automation_actions", ["status", "created"])
     op.create_index(op.f("ix_automation_actions_flow_run_id"), "automation_actions", ["flow_run_id"])
-    op.create_table(
+    cursors = op.create_table(
         "service_cursors",
         sa.Column("name", sa.String(100), nullable=False),
         sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.Column("updated", _TS, nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_service_cursors")),
     )
+    newest = op.get_bind().execute(sa.text("SELECT COALESCE(MAX(seq), 0) FROM events")).scalar()
+    op.bulk_insert(cursors, [{"name": "automations", "seq": int(newest or 0), "updated": datetime.now(UTC)}])
     op.create_table(
         "webhooks",
         sa.Column("id", _ID, nullable=False),
