@@ -356,3 +356,21 @@ def test_an_evaluator_killed_with_kill_9_is_replaced_and_misses_nothing(site: di
         assert second != first
     finally:
         receiver.close()
+
+
+def test_a_server_killed_outright_leaves_no_evaluator_behind(tmp_path: Path) -> None:
+    with running_server(f"sqlite:///{tmp_path / 'plait.db'}", tmp_path / "server") as server:
+        [child] = wait_for(lambda: evaluator_pids(server), "the server's evaluator process")
+        assert server.process is not None
+        server.process.kill()
+        server.process.wait(30)
+
+        def gone() -> bool:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                return True
+            return subprocess.run(["ps", "-o", "stat=", "-p", str(child)], capture_output=True,
+                                  text=True).stdout.strip().startswith("Z")
+
+        wait_for(gone, "the orphaned evaluator to stop", timeout=30)

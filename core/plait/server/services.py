@@ -175,7 +175,9 @@ class Services:
             self._tasks.append(asyncio.create_task(self._watch_evaluator(), name=f"plait-{AUTOMATIONS}"))
 
     def _start_evaluator(self) -> None:
-        env = {**os.environ, **self.db.child_environment()}
+        from plait.automations._runner import PARENT_VARIABLE
+
+        env = {**os.environ, **self.db.child_environment(), PARENT_VARIABLE: str(os.getpid())}
         self.evaluator = subprocess.Popen([sys.executable, "-m", "plait.automations._runner"], env=env,
                                           stdin=subprocess.DEVNULL)
 
