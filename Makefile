@@ -43,8 +43,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# the speed issue's table beside plain-Python baselines; exits 1 when a target is missed by
+# more than 20%. PROFILE=1 also writes cProfile output per case to bench/profiles/;
+# BENCH_ARGS=--quick for a short run
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(if $(PROFILE),--profile bench/profiles) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .plait-demo .plait-demo-server
