@@ -392,6 +392,14 @@ def test_events_list_filters_and_pages(served: Served) -> None:
     assert {e["resource"] for e in mine} == {f"flow-run/{nightly['id']}"}
     assert served.get("/events", params={"kind": "block.*"}).status_code == 200
     _assert_error(served.get("/events", params={"kind": "NOT A KIND"}), 400)
+    # newest first, paged back by the cursor (or `before`), the same events in reverse
+    params = {"kind": "flow-run.state-changed", "order": "desc", "limit": 7}
+    newest = served.get("/events", params=params).json()
+    older = served.get("/events", params={**params, "cursor": newest["next_cursor"]}).json()
+    back = [e["seq"] for e in newest["items"] + older["items"]]
+    assert back == sorted(seqs, reverse=True)[:14]
+    assert [e["seq"] for e in served.get("/events", params={**params, "before": back[6]}).json()["items"]] == back[7:]
+    _assert_error(served.get("/events", params={"order": "sideways"}), 422)
 
 
 class _Stream:

@@ -106,7 +106,7 @@ def test_migrations_create_every_table_matching_the_models(database_url: str) ->
         assert {ix["name"] for ix in inspect(conn).get_indexes("flow_runs")} == {
             # keyset order (created, id) behind every filter the API offers
             "ix_flow_runs_created_id", "ix_flow_runs_flow_name_created_id", "ix_flow_runs_state_type_created_id",
-            "ix_flow_runs_parent_flow_run_id_created_id",
+            "ix_flow_runs_parent_flow_run_id_created_id", "ix_flow_runs_deployment_id_created_id",
             "ix_flow_runs_work_pool_name_state_type_expected_start_time",
             "ix_flow_runs_deployment_id_state_type_expected_start_time", "ix_flow_runs_idempotency_key",
         }

@@ -120,13 +120,35 @@ class ApiCalls(ApiCore):
         since: datetime | str | None = None,
         until: datetime | str | None = None,
         upcoming: bool | None = None,
+        deployment: Filter = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> Call[Page[dict[str, Any]]]:
         """``GET /flow-runs``: one page, newest first."""
         params = query(flow=flow, state=_states(state), tag=tag, parent=parent, top_level=top_level, since=since,
-                       until=until, upcoming=upcoming, limit=_limit(limit), cursor=cursor)
+                       until=until, upcoming=upcoming, deployment=deployment, limit=_limit(limit), cursor=cursor)
         return self.page_call("/flow-runs", as_dict, params)
+
+    def flow_run_summary(
+        self,
+        *,
+        flow: Filter = None,
+        state: StateType | str | Sequence[StateType | str] | None = None,
+        tag: Filter = None,
+        deployment: Filter = None,
+        top_level: bool | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        buckets: int | None = None,
+    ) -> Call[dict[str, Any]]:
+        """``GET /flow-runs/summary``: counts by state type, overall and per time bucket."""
+        params = query(flow=flow, state=_states(state), tag=tag, deployment=deployment, top_level=top_level,
+                       since=since, until=until, buckets=_limit(buckets))
+        return self.call("GET", "/flow-runs/summary", as_dict, params=params)
+
+    def flow_run_graph(self, flow_run_id: str) -> Call[dict[str, Any]]:
+        """``GET /flow-runs/{id}/graph``: its task runs as nodes, their edges, its subflows."""
+        return self.call("GET", f"/flow-runs/{segment(flow_run_id, 'flow_run_id')}/graph", as_dict)
 
     def flow_run(self, flow_run_id: str) -> Call[dict[str, Any]]:
         """``GET /flow-runs/{id}``: the run with its task runs, edges and state history."""
@@ -555,12 +577,14 @@ class ApiCalls(ApiCore):
         after: int | None = None,
         since: datetime | str | None = None,
         until: datetime | str | None = None,
+        before: int | None = None,
+        newest_first: bool = False,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> Call[Page[Event]]:
-        """``GET /events``: one page, oldest first."""
-        params = query(kind=kind, resource=resource, after=after, since=since, until=until, limit=_limit(limit),
-                       cursor=cursor)
+        """``GET /events``: one page, oldest first (or newest first)."""
+        params = query(kind=kind, resource=resource, after=after, since=since, until=until, before=before,
+                       order="desc" if newest_first else None, limit=_limit(limit), cursor=cursor)
         return self.page_call("/events", Event.from_json, params)
 
     def event_stream(

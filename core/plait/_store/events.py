@@ -353,12 +353,15 @@ def list_events(
     after_seq: int | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    before_seq: int | None = None,
+    newest_first: bool = False,
     limit: int = 100,
 ) -> dict[str, Any]:
-    """Stored events, oldest first: ``{"items": [...], "next_cursor": str | None}``.
+    """Stored events, oldest first (or newest first): ``{"items": [...], "next_cursor": str | None}``.
 
     Each item: ``{seq, id, occurred (ISO 8601), kind, resource, payload}``. ``next_cursor``
-    is the ``seq`` of the last item (as text) when more events match, for ``after_seq``.
+    is the ``seq`` of the last item (as text) when more events match: pass it as
+    ``after_seq`` (oldest first) or ``before_seq`` (newest first) for the next page.
 
     Args:
         db: The database.
@@ -368,6 +371,8 @@ def list_events(
         after_seq: Only events after this one.
         since: Only events that occurred at or after this time.
         until: Only events that occurred before this time.
+        before_seq: Only events before this one.
+        newest_first: List the newest events first.
         limit: At most this many items (1 to 1,000).
 
     Raises:
@@ -375,15 +380,18 @@ def list_events(
         DatabaseError: The database cannot be read.
     """
     limit = check_limit(limit)
-    query = select(_EV).order_by(_EV.c.seq).limit(limit + 1)
+    query = select(_EV).order_by(_EV.c.seq.desc() if newest_first else _EV.c.seq).limit(limit + 1)
     if kinds:
         query = query.where(_kind_filter(list(kinds)))
     if resource:
         query = query.where(resource_prefix(_EV.c.resource, resource, db.dialect))
+    for name, value in (("after_seq", after_seq), ("before_seq", before_seq)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"{name} must be an event's seq (a whole number), not {value!r}")
     if after_seq is not None:
-        if isinstance(after_seq, bool) or not isinstance(after_seq, int):
-            raise ValueError(f"after_seq must be an event's seq (a whole number), not {after_seq!r}")
         query = query.where(_EV.c.seq > after_seq)
+    if before_seq is not None:
+        query = query.where(_EV.c.seq < before_seq)
     if since is not None:
         query = query.where(_EV.c.occurred >= since)
     if until is not None:

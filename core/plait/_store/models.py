@@ -179,6 +179,8 @@ class FlowRunModel(Base):
         Index(None, "work_pool_name", "state_type", "expected_start_time"),
         # a serve process's claim, and the scheduler's look at a deployment's planned runs
         Index(None, "deployment_id", "state_type", "expected_start_time"),
+        # a deployment's runs, newest first (the dashboard's deployment filter; migration 0010)
+        Index(None, "deployment_id", "created", "id"),
         # unique: one run per schedule slot / caller's key, however many servers plan
         Index(None, "idempotency_key", unique=True),
     )

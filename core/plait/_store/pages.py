@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, exists, func, literal, not_, select
+from sqlalchemy import Select, Table, exists, func, literal, not_, select
 from sqlalchemy.engine import Connection, Row
 
 from plait._runs import utcnow
@@ -35,6 +35,7 @@ from plait._store._paging import (
 )
 from plait._store.database import Database
 from plait._store.history import upcoming_runs
+from plait._store.models import DeploymentModel
 from plait._store.runs import _E, _F, _G, _L, _R, _S, _T, _duration, _iso
 
 __all__ = [
@@ -45,8 +46,11 @@ __all__ = [
     "page_logs",
     "get_log",
     "page_results",
+    "deployment_ids",
+    "deployment_names",
 ]
 
+_D: Table = cast(Table, DeploymentModel.__table__)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 _ID_MAX = 64
@@ -146,6 +150,7 @@ def page_flow_runs(
     since: datetime | None = None,
     until: datetime | None = None,
     upcoming: bool | None = None,
+    deployments: Sequence[str] | None = None,
     limit: int = 50,
     cursor: str | None = None,
 ) -> dict[str, Any]:
@@ -153,8 +158,9 @@ def page_flow_runs(
 
     Each item: ``{id, flow_name, name, state_type, state_name, state_message, parameters,
     tags, parent_flow_run_id, parent_task_run_id, run_count, task_run_count, created,
-    start_time, end_time, duration_seconds, hostname, pid, expected_start_time}`` (``state_message`` and
-    ``parameters`` cut when large).
+    start_time, end_time, duration_seconds, hostname, pid, expected_start_time, deployment_id,
+    deployment_name, work_pool_name, worker_id}`` (``state_message`` and ``parameters`` cut
+    when large; ``deployment_name`` is ``"<flow>/<name>"``, null for a run started by hand).
 
     Args:
         db: The database.
@@ -167,6 +173,7 @@ def page_flow_runs(
         until: Only runs created before this time.
         upcoming: True: only Scheduled runs expected to start later (a scheduler makes
             them ahead); False: every run but those.
+        deployments: Only runs of these deployments, each an id or ``"<flow>/<name>"``.
         limit: At most this many items (1 to 1,000).
         cursor: The ``next_cursor`` of the previous page.
 
@@ -180,6 +187,7 @@ def page_flow_runs(
         *text_columns(_F.c.state_message, "state_message"), *json_columns(_F.c.parameters, "parameters", db.dialect),
         _F.c.tags, _F.c.parent_flow_run_id, _F.c.parent_task_run_id, _F.c.run_count, _F.c.created,
         _F.c.start_time, _F.c.end_time, _F.c.hostname, _F.c.pid, _F.c.expected_start_time,
+        _F.c.deployment_id, _F.c.work_pool_name, _F.c.worker_id,
     ).limit(limit + 1)
     # The order (and the keyset) is that of the runs' index, or with tags of the first
     # tag's rows in flow_run_tags: the same (created, id) either way.
@@ -208,7 +216,10 @@ def page_flow_runs(
         query = query.where(upcoming_runs(utcnow()) if upcoming else not_(upcoming_runs(utcnow())))
     if cursor is not None:
         query = query.where(_after(created, run_id, decode_cursor(cursor, "flow-runs", (int, str)), True))
+    refs = _strings(deployments, "deployments")
     with db.connect() as conn:
+        if refs:
+            query = query.where(_equal_or_in(_F.c.deployment_id, deployment_ids(conn, refs) or [""]))
         if wanted_tags:
             lead, *others = _rarest_first(conn, wanted_tags)
             query = query.where(tagged.c.tag == lead, *(
@@ -227,6 +238,7 @@ def page_flow_runs(
                 .group_by(_T.c.flow_run_id)
             ).all()
             counts = {str(r.flow_run_id): int(r.n) for r in counted}
+        labels = deployment_names(conn, {r.deployment_id for r in rows if r.deployment_id})
     now = utcnow()
     items = [
         {
@@ -238,10 +250,31 @@ def page_flow_runs(
             "start_time": _iso(r.start_time), "end_time": _iso(r.end_time),
             "duration_seconds": _duration(r.start_time, r.end_time, r.state_type, now),
             "hostname": r.hostname, "pid": r.pid, "expected_start_time": _iso(r.expected_start_time),
+            "deployment_id": r.deployment_id, "deployment_name": labels.get(r.deployment_id or ""),
+            "work_pool_name": r.work_pool_name, "worker_id": r.worker_id,
         }
         for r in rows
     ]
     return {"items": items, "next_cursor": next_cursor}
+
+
+def deployment_ids(conn: Connection, refs: Sequence[str]) -> list[str]:
+    """The ids of the deployments ``refs`` names (ids or ``"<flow>/<name>"``; unknown ones
+    name nothing)."""
+    named = [tuple(ref.rsplit("/", 1)) for ref in refs if "/" in ref]
+    ids = [ref for ref in refs if "/" not in ref]
+    if named:
+        ids += [str(r.id) for r in conn.execute(select(_D.c.id, _D.c.flow_name, _D.c.name).where(
+            _D.c.flow_name.in_([flow for flow, _ in named]))) if (r.flow_name, r.name) in set(named)]
+    return ids
+
+
+def deployment_names(conn: Connection, ids: set[str]) -> dict[str, str]:
+    """``{id: "<flow>/<name>"}`` of the deployments with these ids (one query)."""
+    if not ids:
+        return {}
+    rows = conn.execute(select(_D.c.id, _D.c.flow_name, _D.c.name).where(_D.c.id.in_(sorted(ids))))
+    return {str(r.id): f"{r.flow_name}/{r.name}" for r in rows}
 
 
 def get_flow_run_full(db: Database, flow_run_id: str) -> dict[str, Any]:

@@ -4,12 +4,17 @@
     def list_runs(db: Database = Depends(database), caller: Caller = Depends(require("read"))): ...
 
 Scopes are ordered ``read < run < admin``. A request without a valid key gets 401, one whose
-key lacks the scope 403. With auth off (``create_app(auth=False)``, or ``auth=None`` while
+key lacks the scope 403. The dashboard's login cookie (``SESSION_COOKIE``, holding an API
+key) counts as the key too; a request that changes something and brings only the cookie must
+also carry the ``X-Plait-CSRF`` header (``csrf_token(key)``), which another site cannot read
+or forge. With auth off (``create_app(auth=False)``, or ``auth=None`` while
 no API key exists) every caller is ``Caller(name=None, scope="admin")``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,9 +26,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from plait._store.database import Database
 from plait.server._errors import ApiProblem
 
-__all__ = ["SCOPES", "Caller", "database", "require", "auth_enabled"]
+__all__ = ["SCOPES", "SESSION_COOKIE", "CSRF_HEADER", "Caller", "database", "require", "auth_enabled", "csrf_token"]
 
 SCOPES = ("read", "run", "admin")
+SESSION_COOKIE = "plait_session"
+CSRF_HEADER = "X-Plait-CSRF"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # auth=None: how long "no API key exists" is believed before asking the store again
 _OPEN_RECHECK_SECONDS = 2.0
 
@@ -90,6 +98,31 @@ def auth_enabled(request: Request) -> bool:
     return False
 
 
+def csrf_token(api_key: str | None) -> str:
+    """The anti-forgery token of a dashboard session: pages send it back with every change.
+
+    Derived from the session's key (with auth off, from a fixed string): a page of this server
+    can embed it, another site never learns it.
+    """
+    return hmac.new((api_key or "plait: auth off").encode(), b"plait csrf", hashlib.sha256).hexdigest()[:32]
+
+
+def _cookie_key(request: Request) -> str | None:
+    """The API key of the dashboard cookie, once its CSRF header is checked for changes."""
+    key = request.cookies.get(SESSION_COOKIE)
+    if not key:
+        return None
+    if request.method not in _SAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not hmac.compare_digest(sent, csrf_token(key)):
+            raise ApiProblem(
+                403, "csrf",
+                f"a change sent with the dashboard's cookie needs the {CSRF_HEADER} header of its page; "
+                "reload the page, or send `Authorization: Bearer <key>` instead of the cookie",
+            )
+    return key
+
+
 def _unauthorized(message: str) -> ApiProblem:
     return ApiProblem(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
 
@@ -98,14 +131,15 @@ def _dependency(scope: str) -> Callable[..., Caller]:
     def caller(request: Request, credentials: Bearer) -> Caller:
         if not auth_enabled(request):
             return Caller(name=None, scope="admin")
-        if credentials is None:
+        secret = credentials.credentials if credentials is not None else _cookie_key(request)
+        if secret is None:
             raise _unauthorized(
                 "this route needs an API key: send `Authorization: Bearer <key>` (make one with "
                 "`plait server api-key create NAME --scope read|run|admin` on the server)"
             )
         from plait._store.api_keys import verify_api_key
 
-        key = verify_api_key(request.app.state.database, credentials.credentials)
+        key = verify_api_key(request.app.state.database, secret)
         if key is None:
             raise _unauthorized("the API key is unknown, revoked or expired; ask for a new one")
         found = Caller(name=str(key["name"]), scope=str(key["scope"]))

@@ -18,6 +18,8 @@ __all__ = [
     "Page",
     "Health",
     "FlowRunItem",
+    "FlowRunSummary",
+    "SummaryBucket",
     "FlowRunFull",
     "FlowRunState",
     "TaskRunItem",
@@ -61,6 +63,11 @@ class FlowRunItem(_Open):
     start_time: str | None = None
     end_time: str | None = None
     expected_start_time: str | None = Field(default=None, description="when a deployment's run is due")
+    deployment_id: str | None = Field(default=None, description="the deployment that made it; null when started by "
+                                                                "hand")
+    deployment_name: str | None = Field(default=None, description='"<flow>/<name>" of that deployment')
+    work_pool_name: str | None = None
+    worker_id: str | None = Field(default=None, description="the worker that claimed it")
 
 
 class FlowRunFull(_Open):
@@ -76,6 +83,21 @@ class FlowRunFull(_Open):
     states: list[dict[str, Any]] = Field(default_factory=list)
     task_runs: list[dict[str, Any]] = Field(default_factory=list)
     subflows: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class SummaryBucket(BaseModel):
+    start: str
+    end: str
+    counts: dict[str, int] = Field(description="runs created in [start, end) by state type; absent types: none")
+
+
+class FlowRunSummary(BaseModel):
+    total: int = Field(description="runs created in [since, until) matching the filters")
+    counts: dict[str, int] = Field(description="those runs by state type")
+    since: str | None = Field(description="the window's start; null when no run matches")
+    until: str
+    bucket_seconds: float | None = Field(description="each bucket's width")
+    buckets: list[SummaryBucket]
 
 
 class FlowRunState(BaseModel):

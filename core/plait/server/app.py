@@ -1,4 +1,4 @@
-"""The ASGI app: ``create_app(database)`` serves one store under ``/api/v1``.
+"""The ASGI app: ``create_app(database)`` serves one store under ``/api/v1``, and the dashboard at ``/``.
 
 Routes live in the modules of ``ROUTER_MODULES``, each defining ``router = APIRouter()`` with
 paths relative to ``/api/v1``. ``RequestGuard`` wraps every request: it gives it an id (sent
@@ -34,6 +34,7 @@ __all__ = ["create_app", "ROUTER_MODULES", "API_PREFIX", "RequestGuard"]
 API_PREFIX = "/api/v1"
 ROUTER_MODULES = (
     "plait.server.routes.runs",
+    "plait.server.routes.graphs",
     "plait.server.routes.records",
     "plait.server.routes.events",
     "plait.server.routes.blocks",
@@ -101,16 +102,25 @@ def create_app(
     app.state.stopping = False  # set when the server begins a graceful shutdown (streams end)
     app.state.services = Services(db, crash_interval=crash_interval) if services else None
     install_error_handlers(app)
-    for name in ROUTER_MODULES:
+    include_routers(app, ROUTER_MODULES, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    from plait.server.ui import install_ui
+
+    install_ui(app)  # the dashboard at /, a client of the routes above
+    app.add_middleware(RequestGuard, max_request_bytes=limit)
+    return app
+
+
+def include_routers(app: FastAPI, modules: tuple[str, ...], **options: Any) -> None:
+    """Add the ``router`` of each module in ``modules`` to ``app`` (``options``: those of
+    ``include_router``); a module not built yet is skipped."""
+    for name in modules:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
             if exc.name == name:
-                continue  # a part not built yet
+                continue
             raise
-        app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
-    app.add_middleware(RequestGuard, max_request_bytes=limit)
-    return app
+        app.include_router(module.router, **options)
 
 
 @asynccontextmanager

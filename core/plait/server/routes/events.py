@@ -29,7 +29,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
@@ -84,16 +84,23 @@ def list_events(
     after: AfterQuery = None,
     since: Annotated[datetime | None, Query(description="occurred at or after (ISO 8601)")] = None,
     until: Annotated[datetime | None, Query(description="occurred before (ISO 8601)")] = None,
+    before: Annotated[int | None, Query(ge=0, le=2**63 - 1, description="only events before this seq")] = None,
+    order: Annotated[Literal["asc", "desc"], Query(description="asc: oldest first; desc: newest first")] = "asc",
     limit: int = limit_query(100, 1000),
     cursor: Annotated[str | None, Query(max_length=100, description="`next_cursor` of the previous page")] = None,
 ) -> dict[str, Any]:
-    """Events, oldest first."""
+    """Events, oldest first (``order=desc``: newest first)."""
     from plait._store.events import list_events as store_list
 
-    start = _seq(cursor, "cursor") if cursor is not None else after
+    newest_first = order == "desc"
+    if cursor is not None:  # the cursor continues in the page's own direction
+        if newest_first:
+            before = _seq(cursor, "cursor")
+        else:
+            after = _seq(cursor, "cursor")
     return from_store(lambda: store_list(
-        db, kinds=kind or None, resource=resource or None, after_seq=start, since=utc(since), until=utc(until),
-        limit=limit,
+        db, kinds=kind or None, resource=resource or None, after_seq=after, before_seq=before,
+        newest_first=newest_first, since=utc(since), until=utc(until), limit=limit,
     ))
 
 

@@ -19,6 +19,7 @@ from plait.server._models import (
     FlowRunFull,
     FlowRunItem,
     FlowRunState,
+    FlowRunSummary,
     Health,
     LogItem,
     Page,
@@ -48,6 +49,13 @@ StateQuery = Annotated[
     list[str] | None,
     Query(description="state type (any case: failed, COMPLETED, ...); repeat for several", max_length=20),
 ]
+FlowQuery = Annotated[list[str] | None, Query(description="flow name; repeat for several", max_length=50)]
+TagQuery = Annotated[list[str] | None, Query(description="a tag the run carries; repeat: it carries all",
+                                             max_length=50)]
+DeploymentQuery = Annotated[list[str] | None, Query(description="a deployment's id or `<flow>/<name>`; repeat for "
+                                                                "several", max_length=50)]
+TopLevelQuery = Annotated[bool | None, Query(description="true: only runs without a parent; false: only subflow "
+                                                         "runs")]
 AfterLogQuery = Annotated[
     int | None,
     Query(ge=0, le=2**63 - 1, description="only lines stored after the line with this id (a logs.written "
@@ -72,17 +80,16 @@ def health(db: Store) -> dict[str, Any]:
 def list_flow_runs(
     db: Store,
     caller: Reader,
-    flow: Annotated[list[str] | None, Query(description="flow name; repeat for several", max_length=50)] = None,
+    flow: FlowQuery = None,
     state: StateQuery = None,
-    tag: Annotated[list[str] | None, Query(description="a tag the run carries; repeat: it carries all",
-                                           max_length=50)] = None,
+    tag: TagQuery = None,
     parent: Annotated[RunIdQuery, Query(description="only subflow runs of this flow run")] = None,
-    top_level: Annotated[bool | None, Query(description="true: only runs without a parent; false: only subflow "
-                                                        "runs")] = None,
+    top_level: TopLevelQuery = None,
     since: Annotated[datetime | None, Query(description="created at or after (ISO 8601; UTC if no offset)")] = None,
     until: Annotated[datetime | None, Query(description="created before (ISO 8601; UTC if no offset)")] = None,
     upcoming: Annotated[bool | None, Query(description="true: only Scheduled runs expected to start later (made "
                                                        "ahead by the scheduler); false: all runs but those")] = None,
+    deployment: DeploymentQuery = None,
     limit: int = limit_query(50, 500),
     cursor: CursorQuery = None,
 ) -> dict[str, Any]:
@@ -92,7 +99,35 @@ def list_flow_runs(
     states = state_types(state)
     return from_store(lambda: page_flow_runs(
         db, flow_names=flow or None, states=states, tags=tag or None, parent_flow_run_id=parent,
-        top_level=top_level, since=utc(since), until=utc(until), upcoming=upcoming, limit=limit, cursor=cursor,
+        top_level=top_level, since=utc(since), until=utc(until), upcoming=upcoming, deployments=deployment or None,
+        limit=limit, cursor=cursor,
+    ))
+
+
+@router.get("/flow-runs/summary", response_model=FlowRunSummary, tags=["flow runs"],
+            summary="Count flow runs by state, overall and over time")
+def summarize_flow_runs(
+    db: Store,
+    caller: Reader,
+    flow: FlowQuery = None,
+    state: StateQuery = None,
+    tag: TagQuery = None,
+    deployment: DeploymentQuery = None,
+    top_level: TopLevelQuery = None,
+    since: Annotated[datetime | None, Query(description="created at or after (ISO 8601; UTC if no offset); "
+                                                        "default: the oldest matching run")] = None,
+    until: Annotated[datetime | None, Query(description="created before (ISO 8601; UTC if no offset); "
+                                                        "default: now")] = None,
+    buckets: Annotated[int, Query(ge=1, le=200, description="how many equal time buckets")] = 48,
+) -> dict[str, Any]:
+    """How many runs (with the list's filters) were created in ``[since, until)``, by state
+    type, overall and in ``buckets`` equal slices of that window."""
+    from plait._store.summaries import flow_run_summary
+
+    states = state_types(state)
+    return from_store(lambda: flow_run_summary(
+        db, flow_names=flow or None, states=states, tags=tag or None, deployments=deployment or None,
+        top_level=top_level, since=utc(since), until=utc(until), buckets=buckets,
     ))
 
 
