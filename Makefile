@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-basics demo-server test lint bench setup clean
+.PHONY: demo demo-basics demo-server dashboard test lint bench setup clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,10 @@ demo: $(STAMP)
 # second process (PLAIT_API_URL), then the runs listed through the API
 demo-server: $(STAMP)
 	DEMO_HOME=$${DEMO_HOME:-$(CURDIR)/.plait-demo-server} $(BIN)/python examples/server_demo.py
+
+# the dashboard (and the API) over the demo's store: open http://127.0.0.1:4300/ (Ctrl-C stops it)
+dashboard: $(STAMP)
+	PLAIT_HOME=$${PLAIT_HOME:-$(CURDIR)/.plait-demo} $(BIN)/plait server start
 
 # the core engine alone: retries, caching, map and a failure
 demo-basics: $(STAMP)

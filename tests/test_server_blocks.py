@@ -212,6 +212,30 @@ def test_a_taken_name_needs_overwrite_and_replacing_drops_the_old_nested_documen
     assert api.call("GET", f"/blocks/documents/api-warehouse/{name}").json()["data"]["host"] == "other"
 
 
+def test_a_replacement_may_keep_a_stored_secret_it_never_saw(api: Api) -> None:
+    secret, name = canary(), unique("creds")
+    path = f"/blocks/documents/api-credentials/{name}"
+    first = block_payload(ApiCredentials(user="etl", password=secret, options={"token": secret + "-opt"}))
+    assert api.call("PUT", path, key="run", json=first).status_code == 201
+    # what a form that was shown only "***" sends back: the user changed, the secrets kept
+    edited = {**first, "data": {**first["data"], "user": "loader", "password": {"$keep": True},
+                                "options": {"$keep": True}}}
+    saved = api.call("PUT", path, key="run", json=edited, params={"overwrite": "true"})
+    assert saved.status_code == 200, saved.text
+    assert secret not in saved.text
+    stored = api.call("GET", path, key="run", params={"include_secrets": "true"}).json()["data"]
+    assert stored["user"] == "loader" and stored["password"] == secret and stored["options"] == {"token": secret + "-opt"}
+    # only a secret the saved block holds can be kept
+    for field, params in (("user", {"overwrite": "true"}), ("certificate", {"overwrite": "true"})):
+        refused = api.call("PUT", path, key="run", json={**first, "data": {**first["data"], field: {"$keep": True}}},
+                           params=params)
+        assert refused.status_code == 422, refused.text
+        assert f"data.{field}" in error_of(refused)["message"] and "$keep" in error_of(refused)["message"]
+    fresh = api.call("PUT", f"/blocks/documents/api-credentials/{unique('new')}", key="run",
+                     json={**first, "data": {**first["data"], "password": {"$keep": True}}})
+    assert fresh.status_code == 422 and "send its value" in error_of(fresh)["message"]
+
+
 def test_nested_saved_blocks_are_referenced_and_cannot_be_deleted_while_used(api: Api) -> None:
     creds_name, wh_name, secret = unique("login"), unique("wh"), canary()
     creds = ApiCredentials(user="shared", password=secret)

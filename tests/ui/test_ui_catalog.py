@@ -72,11 +72,17 @@ def test_a_block_made_from_the_form_is_saved_then_edited_and_deleted(page: Any, 
     stored = api.get(f"/blocks/documents/secret/{name}", params={"include_secrets": "true"}).json()
     assert stored["data"]["value"] == secret
 
-    # editing asks for the secret again (the API keeps none unchanged) and replaces the block
+    # editing: a secret left blank keeps its stored value; one typed replaces it
     page.goto(f"/blocks/secret/{name}/edit")
     field = page.locator('input[type="password"]').first
-    assert field.input_value() == "" and field.get_attribute("required") is not None
-    field.fill(secret + "-2")
+    assert field.input_value() == "" and "unchanged" in (field.get_attribute("placeholder") or "")
+    with page.expect_navigation():
+        page.click("form.schema-form button[type=submit]")
+    assert page.url.endswith(f"/blocks/secret/{name}")
+    stored = api.get(f"/blocks/documents/secret/{name}", params={"include_secrets": "true"}).json()
+    assert stored["data"]["value"] == secret
+    page.goto(f"/blocks/secret/{name}/edit")
+    page.locator('input[type="password"]').first.fill(secret + "-2")
     with page.expect_navigation():
         page.click("form.schema-form button[type=submit]")
     stored = api.get(f"/blocks/documents/secret/{name}", params={"include_secrets": "true"}).json()

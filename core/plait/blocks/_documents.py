@@ -191,6 +191,9 @@ def _check_fields(info: BlockTypeInfo, data: Any, where: str) -> dict[str, Any]:
     return data
 
 
+_KEEP = {"$keep": True}  # a secret field's value that keeps what the saved block holds
+
+
 class _Writer:
     """One save by schema, inside one write transaction."""
 
@@ -212,9 +215,13 @@ class _Writer:
         )
 
     def encode(
-        self, info: BlockTypeInfo, data: dict[str, Any], where: str, depth: int
+        self, info: BlockTypeInfo, data: dict[str, Any], where: str, depth: int,
+        existing: BlockDocument | None = None,
     ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-        """The stored ``data`` (secrets encrypted, nested blocks ``$ref``) and the references."""
+        """The stored ``data`` (secrets encrypted, nested blocks ``$ref``) and the references.
+
+        A secret field given as ``{"$keep": true}`` keeps the value ``existing`` stores for it
+        (a form that never saw the secret can save the rest of the block)."""
         from plait.blocks._crypto import encrypt_value
 
         secret = {n for n in info.secret_fields if "." not in n}
@@ -222,7 +229,13 @@ class _Writer:
         references: list[tuple[str, str]] = []
         out: dict[str, Any] = {}
         for key, value in data.items():
-            if key in secret:
+            if value == _KEEP:
+                stored = existing.data.get(key) if existing is not None else None
+                if key not in secret or not _is_secret_value(stored):
+                    raise InvalidDocument(f"{where}data.{key}: {{\"$keep\": true}} keeps a secret the saved block "
+                                          "holds; this block holds none there: send its value")
+                out[key] = stored
+            elif key in secret:
                 if value is not None:
                     self.secrets.extend(_string_leaves(value))
                 out[key] = None if value is None else {"$secret": encrypt_value(value)}
@@ -285,7 +298,7 @@ class _Writer:
     ) -> str:
         """Insert (or, given ``existing``, replace) one document; returns its id."""
         self.record_type(info, checksum)
-        stored, references = self.encode(info, data, where, depth)
+        stored, references = self.encode(info, data, where, depth, existing)
         old_children: list[str] = []
         if existing is not None:
             doc_id = existing.id

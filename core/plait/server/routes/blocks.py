@@ -120,7 +120,9 @@ class BlockPayloadIn(BaseModel):
 
     In ``data`` secret fields hold their plain values (bytes as ``{"$b64": ...}``), fields of
     ``type.block_fields`` hold nested blocks as ``{"$block": "slug/name"}`` or
-    ``{"$block": {"name", "type", "data"}}``, and other fields their JSON values.
+    ``{"$block": {"name", "type", "data"}}``, and other fields their JSON values. Replacing a
+    saved block (``overwrite``), a secret field given as ``{"$keep": true}`` keeps its stored
+    value (a form that never saw the secret saves the rest).
     """
 
     model_config = ConfigDict(extra="forbid")

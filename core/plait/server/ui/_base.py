@@ -52,7 +52,7 @@ STATE_STYLES: dict[str, tuple[str, str]] = {
     "SCHEDULED": ("scheduled", "◷"),
     "CANCELLED": ("cancelled", "⊘"),
     "CANCELLING": ("cancelled", "⊘"),
-    "PAUSED": ("paused", "⏸"),
+    "PAUSED": ("paused", "‖"),
 }
 
 

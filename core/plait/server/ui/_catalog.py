@@ -2,9 +2,8 @@
 collections registry; and the JSON-schema forms that the block and "run now" pages share.
 
 Secrets never reach the browser: documents come from the API masked (``"***"``, shown as
-``********``), and a secret field of a form is always rendered empty. The API keeps no
-secret unchanged on a save without being sent its value, so editing a block asks for its
-secrets again (requests-orch.md asks for a "keep" marker).
+``********``), and a secret field of a form is always rendered empty. Editing a block, a
+secret left blank is sent as ``{"$keep": true}``: the API keeps the value it stores.
 """
 
 from __future__ import annotations
@@ -142,8 +141,9 @@ def parse_schema_form(
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The values a posted schema form holds, and an error per field it could not read.
 
-    A blank optional field is left out (the default applies); a blank secret is left out
-    when ``keep_blank_secrets`` (the stored value stays), else it is an error if required.
+    A blank optional field is left out (the default applies); a blank secret, when
+    ``keep_blank_secrets``, is sent as ``{"$keep": true}`` (the API keeps the stored value),
+    else it is an error if required.
     """
     values: dict[str, Any] = {}
     errors: dict[str, str] = {}
@@ -157,7 +157,9 @@ def parse_schema_form(
         if kind not in ("password", "string") or not text:
             text = text.strip()
         if text == "":
-            if field["required"] and not (kind == "password" and keep_blank_secrets):
+            if field["secret"] and keep_blank_secrets:
+                values[name] = {"$keep": True}
+            elif field["required"]:
                 errors[name] = "required"
             continue
         try:
@@ -330,7 +332,7 @@ async def save_block(request: Request, slug: str) -> Response:
             return render(request, "not_found.html", status=404, what="block type", ref=slug)
         secret_fields = block_type.get("secret_fields", [])
         fields = schema_fields(block_type.get("json_schema"), secret_fields=secret_fields)
-        values, errors = parse_schema_form(fields, form)
+        values, errors = parse_schema_form(fields, form, keep_blank_secrets=editing)
         if not name:
             errors["__name"] = "give the block a name"
         if errors:

@@ -55,6 +55,9 @@ async def login(request: Request) -> Response:
         return render(request, "login.html", status=401, next=target,
                       error="that API key is unknown, revoked or expired; make one with "
                             "`plait server api-key create NAME --scope read|run|admin`")
+    if answer.status_code != 200:
+        return render(request, "login.html", status=503, next=target,
+                      error=f"the server could not check the key just now (status {answer.status_code}); try again")
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(SESSION_COOKIE, key, max_age=_WEEK, httponly=True, samesite="strict",
                         secure=request.url.scheme == "https", path="/")
