@@ -490,6 +490,27 @@ def test_the_stream_resumes_after_last_event_id(served: Served) -> None:
         stream.close()
 
 
+def test_the_stream_can_follow_given_flow_runs_only(served: Served) -> None:
+    mine, rows = sample_batch(tasks=2, logs=1)
+    other, other_rows = sample_batch(tasks=1, logs=1)
+    stored = served.get("/events", params={"limit": 1, "order": "desc"}).json()["items"]
+    after = stored[0]["seq"] if stored else 0
+    stream = _Stream(served, after=after, flow_run=mine)  # the backlog and the live events, filtered alike
+    try:
+        assert served.post("/records", {"batch_id": str(uuid.uuid4()), "rows": other_rows}).status_code == 200
+        assert served.post("/records", {"batch_id": str(uuid.uuid4()), "rows": rows}).status_code == 200
+        stream.wait_for(lambda e: e["kind"] == "flow-run.state-changed" and e["payload"]["state_type"] == "COMPLETED")
+        kinds = {e["kind"] for e in stream.events}
+        assert kinds == {"flow-run.state-changed", "task-run.state-changed", "logs.written"}
+        assert {e["payload"].get("flow_run_id") for e in stream.events} == {mine}
+        assert other not in json.dumps(stream.events)
+    finally:
+        stream.close()
+    refused = httpx.get(served.server.url + "/api/v1/events/stream", params={"flow_run": "not a run id"},
+                        headers=served.server.headers("read"), timeout=30)
+    assert refused.status_code == 422
+
+
 # -- limits and bad input ------------------------------------------------------------------------------
 def test_a_body_over_the_limit_is_413(served: Served) -> None:
     _, rows = sample_batch()

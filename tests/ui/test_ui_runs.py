@@ -132,3 +132,33 @@ def test_no_match_says_what_to_do(page: Any) -> None:
     empty = page.locator(".empty")
     assert "No runs match" in empty.inner_text()
     assert page.locator("a", has_text="Clear filters").count() == 1
+
+
+def test_keyboard_reaches_the_content_and_the_filters(page: Any) -> None:
+    page.goto("/")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip"  # the first stop skips the nav
+    page.keyboard.press("Enter")
+    page.wait_for_function("location.hash === '#main'")
+    for _ in range(8):  # from the content on, Tab reaches the state filter
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.name") == "state":
+            break
+    assert page.evaluate("document.activeElement.name") == "state"
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline != "none"  # focus is visible
+
+
+def test_dark_mode_switches_and_is_kept(page: Any, shot: Any) -> None:
+    page.goto("/")
+    light = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    page.click("[data-theme-toggle]")
+    assert page.evaluate("document.documentElement.dataset.theme") == "dark"
+    dark = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert dark != light
+    page.reload()
+    assert page.evaluate("document.documentElement.dataset.theme") == "dark"
+    page.wait_for_selector("#runs-summary .summary")
+    shot(page, "runs-dark")
+    page.click("[data-theme-toggle]")
+    assert page.evaluate("document.documentElement.dataset.theme") == "light"

@@ -171,6 +171,7 @@ def get_flow_run(db: Database, id_or_prefix: str) -> dict[str, Any]:
             .where(_S.c.run_kind == "task", _S.c.run_id.in_(task_ids))
             .order_by(_S.c.id)
         ).all()
+        placed = _placement(conn, run)
         up = _T.alias("up")
         edges = conn.execute(
             select(_E.c.downstream_id, _E.c.upstream_id, _E.c.kind, _E.c.parameter, up.c.task_name)
@@ -204,6 +205,12 @@ def get_flow_run(db: Database, id_or_prefix: str) -> dict[str, Any]:
         "pid": run.pid,
         "hostname": run.hostname,
         "heartbeat_at": _iso(run.heartbeat_at),
+        "expected_start_time": _iso(run.expected_start_time),
+        "retry_of": run.retry_of,
+        "entrypoint": run.entrypoint,
+        **placed,
+        "pause_schema": run.pause_schema if run.state_type == "PAUSED" else None,
+        "pause_deadline": _iso(run.pause_deadline) if run.state_type == "PAUSED" else None,
         "states": _history(flow_states).get(run.id, []),
         "subflows": [
             {
@@ -224,6 +231,31 @@ def get_flow_run(db: Database, id_or_prefix: str) -> dict[str, Any]:
             }
             for t in tasks
         ],
+    }
+
+
+def _placement(conn: Any, run: Row[Any]) -> dict[str, Any]:
+    """Where a deployment's run ran: its deployment, work pool (and its infrastructure type),
+    queue and worker, by name (all None for a run started by hand)."""
+    from plait._store.models import DeploymentModel, WorkerModel, WorkPoolModel
+
+    deployments, workers, pools = DeploymentModel.__table__, WorkerModel.__table__, WorkPoolModel.__table__
+    deployment = worker = pool_type = None
+    if run.deployment_id:
+        deployment = conn.execute(select(deployments.c.flow_name, deployments.c.name)
+                                  .where(deployments.c.id == run.deployment_id)).first()
+    if run.worker_id:
+        worker = conn.scalar(select(workers.c.name).where(workers.c.id == run.worker_id))
+    if run.work_pool_name:
+        pool_type = conn.scalar(select(pools.c.type).where(pools.c.name == run.work_pool_name))
+    return {
+        "deployment_id": run.deployment_id,
+        "deployment_name": f"{deployment.flow_name}/{deployment.name}" if deployment is not None else None,
+        "work_pool_name": run.work_pool_name,
+        "work_pool_type": pool_type,
+        "work_queue_name": run.work_queue_name,
+        "worker_id": run.worker_id,
+        "worker_name": worker,
     }
 
 

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,13 +38,21 @@ _PAGE = 500
 _MAX_QUEUED = 1000  # batches a slow subscriber may fall behind before it re-reads the store
 
 
-def matches(event: dict[str, Any], kinds: Iterable[str] | None, resource: str | None) -> bool:
+def matches(
+    event: dict[str, Any], kinds: Iterable[str] | None, resource: str | None, runs: Collection[str] | None = None
+) -> bool:
     """Whether ``event`` passes a stream's filters, as ``list_events`` applies them: a kind
     matches exactly, or by prefix when it ends in ``.*`` (``block.*``); the resource is a
-    prefix."""
+    prefix. ``runs``: only events of these flow runs — their own, their task runs' and their
+    logs' (the payload's ``flow_run_id``)."""
     if kinds:
         kind = str(event.get("kind", ""))
         if not any(kind == k or k.endswith(".*") and kind.startswith(k[:-1]) for k in kinds):
+            return False
+    if runs:
+        payload = event.get("payload")
+        owner = payload.get("flow_run_id") if isinstance(payload, dict) else None
+        if owner not in runs and str(event.get("resource", "")).removeprefix("flow-run/") not in runs:
             return False
     return not resource or str(event.get("resource", "")).startswith(resource)
 

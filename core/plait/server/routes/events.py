@@ -28,6 +28,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -50,7 +51,7 @@ from plait.exceptions import DatabaseError
 from plait.server._deps import Caller, database, require
 from plait.server._errors import ERROR_RESPONSES, ApiProblem
 from plait.server._models import EventItem, Page
-from plait.server._params import from_store, limit_query, utc
+from plait.server._params import HeldRunId, from_store, limit_query, utc
 from plait.server._stream import hub_for, matches
 from plait.server.routes.deployments import JsonObject, refusal
 
@@ -206,6 +207,8 @@ async def stream_events(
     kind: KindQuery = None,
     resource: ResourceQuery = None,
     after: AfterQuery = None,
+    flow_run: Annotated[list[HeldRunId] | None, Query(max_length=50, description=(
+        "only events of this flow run (repeat for several): its own, its task runs' and its logs'"))] = None,
     timeout: Annotated[float | None, Query(gt=0, le=86400, description="end the stream after this many "
                                                                        "seconds (default: never)")] = None,
     last_event_id: Annotated[str | None, Header(max_length=100, description="resume after this seq")] = None,
@@ -216,7 +219,7 @@ async def stream_events(
     kinds = set(kind) if kind else None
     if kinds:
         await asyncio.to_thread(_check_kinds, request.app.state.database, sorted(kinds))
-    stream = _stream(request, kinds, resource or None, start, timeout)
+    stream = _stream(request, _Filter(kinds, resource or None, frozenset(flow_run or ()) or None), start, timeout)
     return StreamingResponse(stream, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -234,9 +237,19 @@ def _message(event: dict[str, Any]) -> str:
     return f"id: {int(event['seq'])}\nevent: {kind}\ndata: {data}\n\n"
 
 
-async def _stream(
-    request: Request, kinds: set[str] | None, resource: str | None, start: int | None, timeout: float | None,
-) -> AsyncIterator[str]:
+@dataclass(frozen=True)
+class _Filter:
+    """What one stream sends: kinds, a resource prefix, flow runs (``matches``' filters)."""
+
+    kinds: set[str] | None
+    resource: str | None
+    runs: frozenset[str] | None
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        return matches(event, self.kinds, self.resource, self.runs)
+
+
+async def _stream(request: Request, wanted: _Filter, start: int | None, timeout: float | None) -> AsyncIterator[str]:
     app_state = request.app.state
     hub = hub_for(app_state)
     loop = asyncio.get_running_loop()
@@ -253,7 +266,7 @@ async def _stream(
         yield f"retry: 2000\n: connected after {start if start is not None else sub.floor}\n\n"
         last = start
         if start is not None:
-            async for chunk in _backlog(app_state.database, kinds, resource, start, sub.floor, sent):
+            async for chunk in _backlog(app_state.database, wanted, start, sub.floor, sent):
                 last = max(last or 0, chunk[0])
                 yield chunk[1]
         quiet_since = loop.time()
@@ -262,7 +275,7 @@ async def _stream(
                 sub.lagged = False
                 while not sub.queue.empty():
                     sub.queue.get_nowait()
-                async for chunk in _backlog(app_state.database, kinds, resource, last or sub.floor, 0, sent):
+                async for chunk in _backlog(app_state.database, wanted, last or sub.floor, 0, sent):
                     last = max(last or 0, chunk[0])
                     yield chunk[1]
                 continue
@@ -279,7 +292,7 @@ async def _stream(
                 if seq in sent:
                     sent.discard(seq)
                     continue
-                if matches(event, kinds, resource):
+                if wanted(event):
                     out.append(_message(event))
                 last = max(last or 0, seq)
             if out:
@@ -290,7 +303,7 @@ async def _stream(
 
 
 async def _backlog(
-    db: Database, kinds: set[str] | None, resource: str | None, after: int, floor: int, sent: set[int]
+    db: Database, wanted: _Filter, after: int, floor: int, sent: set[int]
 ) -> AsyncIterator[tuple[int, str]]:
     """Stored events after ``after`` as stream messages, page by page; those above
     ``floor`` are noted in ``sent`` (the hub will hand them over again)."""
@@ -299,7 +312,8 @@ async def _backlog(
     cursor = after
     while True:
         page = await asyncio.to_thread(
-            store_list, db, kinds=sorted(kinds) if kinds else None, resource=resource, after_seq=cursor, limit=500,
+            store_list, db, kinds=sorted(wanted.kinds) if wanted.kinds else None, resource=wanted.resource,
+            after_seq=cursor, limit=500,
         )
         items = page["items"]
         for event in items:
@@ -307,6 +321,7 @@ async def _backlog(
             if seq > floor >= 0:
                 sent.add(seq)
             cursor = max(cursor, seq)
-            yield seq, _message(event)
+            if wanted.runs is None or wanted(event):  # the store filtered kinds and resource already
+                yield seq, _message(event)
         if len(items) < 500:
             return
