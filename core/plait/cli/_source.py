@@ -34,6 +34,9 @@ _RUN_KEYS = (
     "id", "flow_name", "name", "parameters", "tags", "state_type", "state_name", "state_message",
     "parent_flow_run_id", "parent_task_run_id", "run_count", "created", "start_time", "end_time",
     "duration_seconds", "pid", "hostname", "heartbeat_at", "states", "subflows", "task_runs",
+    # where a deployment's run ran, and what a paused run waits for
+    "expected_start_time", "retry_of", "entrypoint", "deployment_id", "deployment_name", "work_pool_name",
+    "work_pool_type", "work_queue_name", "worker_id", "worker_name", "pause_schema", "pause_deadline",
 )
 _LOG_KEYS = ("timestamp", "level", "logger", "flow_run_id", "task_run_id", "task_name", "task_run_name", "message")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -10,7 +10,7 @@
   var ORDER = {FAILED: 0, CRASHED: 1, RUNNING: 2, RETRYING: 2, PAUSED: 3, CANCELLING: 4, CANCELLED: 5, PENDING: 6,
     SCHEDULED: 7, COMPLETED: 8, CACHED: 8};
   var SYMBOLS = {COMPLETED: "✓", CACHED: "✓", FAILED: "✗", CRASHED: "⚠", RUNNING: "▶", RETRYING: "↻",
-    PENDING: "○", SCHEDULED: "◷", CANCELLED: "⊘", CANCELLING: "⊘", PAUSED: "⏸"};
+    PENDING: "○", SCHEDULED: "◷", CANCELLED: "⊘", CANCELLING: "⊘", PAUSED: "‖"};
   var CSS_STATE = {COMPLETED: "completed", CACHED: "completed", FAILED: "failed", CRASHED: "crashed",
     RUNNING: "running", RETRYING: "running", PENDING: "pending", SCHEDULED: "scheduled", CANCELLED: "cancelled",
     CANCELLING: "cancelled", PAUSED: "paused"};

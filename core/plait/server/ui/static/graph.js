@@ -74,7 +74,7 @@
   var NODE_W = 180, NODE_H = 30, GAP_X = 70, GAP_Y = 14, SWEEPS = 4, WORKER_FROM = 2000, MAX_FAR_EDGES = 1500, MAX_CURVES = 600,
       DASHED_MAX = 300;
   var SYMBOLS = {COMPLETED: "✓", CACHED: "✓", FAILED: "✗", CRASHED: "⚠", RUNNING: "▶", RETRYING: "↻",
-    PENDING: "○", SCHEDULED: "◷", CANCELLED: "⊘", CANCELLING: "⊘", PAUSED: "⏸"};
+    PENDING: "○", SCHEDULED: "◷", CANCELLED: "⊘", CANCELLING: "⊘", PAUSED: "‖"};
   var CSS_STATE = {COMPLETED: "completed", CACHED: "completed", FAILED: "failed", CRASHED: "crashed",
     RUNNING: "running", RETRYING: "running", PENDING: "pending", SCHEDULED: "scheduled", CANCELLED: "cancelled",
     CANCELLING: "cancelled", PAUSED: "paused"};
