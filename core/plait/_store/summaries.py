@@ -58,7 +58,7 @@ def _bucket_of(dialect: str, since: datetime, width_us: int) -> ColumnElement[An
     if dialect == "sqlite":  # created is text 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC
         seconds = cast(func.strftime("%s", _F.c.created), Integer)
         fraction = cast(func.substr(_F.c.created, 21, 6), Integer)
-        return (seconds * 1_000_000 + fraction - start_us) / width_us  # integers: SQLite divides whole
+        return (seconds * 1_000_000 + fraction - start_us) // width_us  # whole buckets: one group per bucket
     micros = func.floor(func.extract("epoch", _F.c.created) * 1_000_000)
     return func.floor((micros - start_us) / width_us)
 
