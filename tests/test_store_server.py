@@ -139,6 +139,7 @@ def test_the_server_revision_is_applied(db: Database) -> None:
         # 0007: claiming, a deployment's runs, one run per schedule slot
         "ix_flow_runs_work_pool_name_state_type_expected_start_time",
         "ix_flow_runs_deployment_id_state_type_expected_start_time", "ix_flow_runs_idempotency_key",
+        "ix_flow_runs_deployment_id_created_id",
     }
     assert index_names["task_runs"] == {"ix_task_runs_flow_run_id_created_id", "ix_task_runs_created_id"}
     assert index_names["logs"] == {"ix_logs_flow_run_id_id", "ix_logs_task_run_id_id"}
@@ -245,7 +246,8 @@ def test_flow_run_items_carry_the_listing_fields(db: Database) -> None:
     assert set(item) == {
         "id", "flow_name", "name", "state_type", "state_name", "state_message", "parameters", "tags",
         "parent_flow_run_id", "parent_task_run_id", "run_count", "task_run_count", "created", "start_time",
-        "end_time", "duration_seconds", "hostname", "pid", "expected_start_time",
+        "end_time", "duration_seconds", "hostname", "pid", "expected_start_time", "deployment_id", "deployment_name",
+        "work_pool_name", "worker_id",
     }
     json.dumps(item)  # JSON-safe as it is
 

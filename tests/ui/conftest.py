@@ -6,7 +6,7 @@
   (tests/ui/flows.py ``ui-failed``), ``runs["nested"]`` (``ui-nested``: a subflow and mapped
   tasks). A saved ``secret`` block ``ui-token`` and a ``database-credentials`` block
   ``ui-warehouse`` both hold ``ui_server.secret_value``, which no page may ever send.
-- ``browser`` (session): Debian's Chromium at /usr/bin/chromium driven by Playwright (it
+- ``browser`` (per test file): Debian's Chromium at /usr/bin/chromium driven by Playwright (it
   downloads no browser of its own). Missing: the tests skip, or fail with PLAIT_REQUIRE_UI=1.
 - ``page``: logged in as admin (the ``plait_session`` cookie that /login sets); ``anon_page``:
   no cookie. On both, ``page.captured`` is every (url, body text) the browser received, and
@@ -209,10 +209,12 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UIServer]:
 
 
 # -- the browser ------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Debian's Chromium, headless, driven by Playwright (skips when absent, unless
-    PLAIT_REQUIRE_UI=1: then the tests fail)."""
+    PLAIT_REQUIRE_UI=1: then the tests fail). Per test file: Playwright's sync API keeps an
+    event loop running on this thread while it is started, and the next file the worker
+    takes (asyncio.run in tests of async flows) must find none."""
     required = os.environ.get("PLAIT_REQUIRE_UI") == "1"
     missing = None
     if not CHROMIUM.exists():
