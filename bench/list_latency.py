@@ -32,7 +32,7 @@ from sqlalchemy import func, select  # noqa: E402
 from plait._store import history, pages  # noqa: E402
 from plait._store._paging import encode_cursor  # noqa: E402
 from plait._store.database import Database  # noqa: E402
-from plait._store.models import FlowRunModel, TaskRunModel  # noqa: E402
+from plait._store.models import FLOW_RUNS, TASK_RUNS  # noqa: E402
 
 TARGET_MS = 50.0
 
@@ -51,7 +51,7 @@ class Sampler:
         if not newest:
             raise SystemExit(f"{db.url_masked} holds no flow runs; fill it with bench/store_gen.py first")
         with db.engine.connect() as conn:
-            oldest = conn.scalar(select(func.min(FlowRunModel.__table__.c.created)))
+            oldest = conn.scalar(select(func.min(FLOW_RUNS.c.created)))
         self.first: datetime = oldest
         self.last = datetime.fromisoformat(newest[0]["created"])
         self.flow_names = sorted({r["flow_name"] for r in pages.page_flow_runs(db, limit=200)["items"]})
@@ -167,8 +167,8 @@ def main() -> None:
         parser.error("give --url (or set PLAIT_DATABASE_URL)")
     db = Database.open(opts.url)
     with db.engine.connect() as conn:
-        flow_runs = conn.scalar(select(func.count()).select_from(FlowRunModel.__table__))
-        task_runs = conn.scalar(select(func.count()).select_from(TaskRunModel.__table__))
+        flow_runs = conn.scalar(select(func.count()).select_from(FLOW_RUNS))
+        task_runs = conn.scalar(select(func.count()).select_from(TASK_RUNS))
     sample = Sampler(db, opts.seed)
     rows = []
     for name, make in cases(db, sample, opts.limit):

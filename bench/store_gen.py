@@ -36,18 +36,15 @@ from sqlalchemy.schema import CreateIndex  # noqa: E402
 
 from plait._store.database import Database  # noqa: E402
 from plait._store.models import (  # noqa: E402
-    FlowRunModel,
-    FlowRunTagModel,
-    LogModel,
-    StateModel,
-    TaskRunEdgeModel,
-    TaskRunModel,
+    FLOW_RUN_TAGS,
+    FLOW_RUNS,
+    LOGS,
+    STATES,
+    TASK_RUN_EDGES,
+    TASK_RUNS,
 )
 
-HISTORY: list[Table] = [
-    m.__table__  # type: ignore[misc]
-    for m in (FlowRunModel, FlowRunTagModel, TaskRunModel, StateModel, TaskRunEdgeModel, LogModel)
-]
+HISTORY: list[Table] = [FLOW_RUNS, FLOW_RUN_TAGS, TASK_RUNS, STATES, TASK_RUN_EDGES, LOGS]
 START = datetime(2024, 1, 1, tzinfo=UTC)
 SPAN = timedelta(days=365)
 FLOWS = 20

@@ -124,9 +124,9 @@ def _paused(db: Database, flow_run_id: str) -> bool:
 def _runs_of(db: Database, deployment_id: str) -> list[str]:
     from sqlalchemy import select
 
-    from plait._store.models import FlowRunModel
+    from plait._store.models import FLOW_RUNS
 
-    table = FlowRunModel.__table__
+    table = FLOW_RUNS
     with db.engine.connect() as conn:
         return list(conn.scalars(select(table.c.id).where(table.c.deployment_id == deployment_id)))
 
@@ -135,9 +135,9 @@ def _full(db: Database, flow_run_id: str) -> dict[str, Any]:
     """The run's stored row, every column."""
     from sqlalchemy import select
 
-    from plait._store.models import FlowRunModel
+    from plait._store.models import FLOW_RUNS
 
-    table = FlowRunModel.__table__
+    table = FLOW_RUNS
     with db.engine.connect() as conn:
         row = conn.execute(select(table).where(table.c.id == flow_run_id)).first()
     assert row is not None, flow_run_id

@@ -150,10 +150,10 @@ def _raw_data() -> list[Any]:
     from sqlalchemy import select
 
     from plait._store.database import get_database
-    from plait._store.models import BlockDocumentModel
+    from plait._store.models import BLOCK_DOCUMENTS
 
     with get_database().engine.connect() as conn:
-        return [r[0] for r in conn.execute(select(BlockDocumentModel.__table__.c.data))]
+        return [r[0] for r in conn.execute(select(BLOCK_DOCUMENTS.c.data))]
 
 
 def test_an_unset_variable_stops_everything(env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -115,9 +115,9 @@ def raw_documents() -> list[dict[str, Any]]:
     from sqlalchemy import select
 
     from plait._store.database import get_database
-    from plait._store.models import BlockDocumentModel
+    from plait._store.models import BLOCK_DOCUMENTS
 
-    table = BlockDocumentModel.__table__
+    table = BLOCK_DOCUMENTS
     with get_database().engine.connect() as conn:
         return [dict(row._mapping) for row in conn.execute(select(table).order_by(table.c.name))]
 
@@ -126,17 +126,17 @@ def raw_references() -> list[dict[str, Any]]:
     from sqlalchemy import select
 
     from plait._store.database import get_database
-    from plait._store.models import BlockDocumentReferenceModel
+    from plait._store.models import BLOCK_DOCUMENT_REFERENCES
 
     with get_database().engine.connect() as conn:
-        return [dict(row._mapping) for row in conn.execute(select(BlockDocumentReferenceModel.__table__))]
+        return [dict(row._mapping) for row in conn.execute(select(BLOCK_DOCUMENT_REFERENCES))]
 
 
 def set_raw_data(doc_id: str, data: dict[str, Any]) -> None:
     from plait._store.database import get_database
-    from plait._store.models import BlockDocumentModel
+    from plait._store.models import BLOCK_DOCUMENTS
 
-    table = BlockDocumentModel.__table__
+    table = BLOCK_DOCUMENTS
     with get_database().engine.begin() as conn:
         conn.execute(table.update().where(table.c.id == doc_id).values(data=data))
 

@@ -74,9 +74,9 @@ def raw_documents() -> dict[str, dict[str, Any]]:
     from sqlalchemy import select
 
     from plait._store.database import get_database
-    from plait._store.models import BlockDocumentModel
+    from plait._store.models import BLOCK_DOCUMENTS
 
-    table = BlockDocumentModel.__table__
+    table = BLOCK_DOCUMENTS
     with get_database().engine.connect() as conn:
         return {row.name: dict(row._mapping) for row in conn.execute(select(table))}
 
@@ -85,9 +85,9 @@ def raw_references() -> list[tuple[str, str, str]]:
     from sqlalchemy import select
 
     from plait._store.database import get_database
-    from plait._store.models import BlockDocumentReferenceModel
+    from plait._store.models import BLOCK_DOCUMENT_REFERENCES
 
-    t = BlockDocumentReferenceModel.__table__
+    t = BLOCK_DOCUMENT_REFERENCES
     with get_database().engine.connect() as conn:
         return sorted(
             (r.parent_document_id, r.field_name, r.child_document_id)
@@ -100,9 +100,9 @@ def raw_point(parent_id: str, field_name: str, child_id: str) -> None:
     from sqlalchemy import select
 
     from plait._store.database import get_database
-    from plait._store.models import BlockDocumentModel, BlockDocumentReferenceModel
+    from plait._store.models import BLOCK_DOCUMENT_REFERENCES, BLOCK_DOCUMENTS
 
-    docs, refs = BlockDocumentModel.__table__, BlockDocumentReferenceModel.__table__
+    docs, refs = BLOCK_DOCUMENTS, BLOCK_DOCUMENT_REFERENCES
     with get_database().engine.begin() as conn:
         data = dict(conn.execute(select(docs.c.data).where(docs.c.id == parent_id)).scalar_one())
         data[field_name] = {"$ref": child_id}
@@ -116,9 +116,9 @@ def raw_set_field(doc_id: str, field_name: str, value: Any) -> None:
     from sqlalchemy import select
 
     from plait._store.database import get_database
-    from plait._store.models import BlockDocumentModel
+    from plait._store.models import BLOCK_DOCUMENTS
 
-    docs = BlockDocumentModel.__table__
+    docs = BLOCK_DOCUMENTS
     with get_database().engine.begin() as conn:
         data = dict(conn.execute(select(docs.c.data).where(docs.c.id == doc_id)).scalar_one())
         data[field_name] = value

@@ -136,13 +136,13 @@ def _insert_elsewhere(name: str) -> None:
     from datetime import datetime
 
     from plait._store.database import Database, get_database
-    from plait._store.models import BlockDocumentModel
+    from plait._store.models import BLOCK_DOCUMENTS
 
     other = Database(get_database().engine.url.render_as_string(hide_password=False), migrate=False)
     try:
         now = datetime.now(UTC)
         with other.engine.begin() as conn:
-            conn.execute(BlockDocumentModel.__table__.insert().values(
+            conn.execute(BLOCK_DOCUMENTS.insert().values(
                 id=str(uuid.uuid4()), name=name, slug="outer", schema_checksum="x", data={}, created=now, updated=now,
             ))
     finally:

@@ -24,7 +24,7 @@ from plait._recovery import detect_crashed
 from plait._runs import HOSTNAME, FlowRun, TaskRun, advance
 from plait._store import history
 from plait._store.database import Database
-from plait._store.models import FlowRunModel
+from plait._store.models import FLOW_RUNS
 from plait._store.runs import end_flow_runs
 from plait.states import State, StateType
 
@@ -137,7 +137,7 @@ def test_a_run_killed_before_anything_was_written_is_listed_as_crashed(plait_env
     _kill_after(script, tmp_path / "side.txt", env, 0)
     db = Database.open(plait_env)
     with db.engine.connect() as conn:  # the database never heard of the run ...
-        assert conn.execute(select(FlowRunModel.id)).all() == []
+        assert conn.execute(select(FLOW_RUNS.c.id)).all() == []
     [run] = _flow_run_ls(env)  # ... yet it is listed, from the dead process's journal
     assert (run["flow_name"], run["state_type"]) == ("many", "CRASHED")
 
@@ -237,7 +237,7 @@ def test_a_live_run_is_never_crashed_nor_moved_from_crashed(plait_env: str, tmp_
         time.sleep(0.3)  # its row is written
         long_ago = datetime.now(UTC) - timedelta(hours=3)
         with db.engine.begin() as conn:  # as if the heartbeat were hours late
-            conn.execute(FlowRunModel.__table__.update().values(heartbeat_at=long_ago))
+            conn.execute(FLOW_RUNS.update().values(heartbeat_at=long_ago))
         assert detect_crashed(db, crash_after=1) == []  # same host, process alive: not crashed
         [row] = history.list_flow_runs(db)
         assert row["state_type"] == "RUNNING"
@@ -263,7 +263,7 @@ def _remote_run(db: Database, run_id: str, silent: float, interval: float) -> No
     rec.flush()
     with db.engine.begin() as conn:
         conn.execute(
-            FlowRunModel.__table__.update().where(FlowRunModel.id == run_id)
+            FLOW_RUNS.update().where(FLOW_RUNS.c.id == run_id)
             .values(heartbeat_at=datetime.now(UTC) - timedelta(seconds=silent))
         )
 

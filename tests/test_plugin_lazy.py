@@ -20,7 +20,8 @@ from plait.blocks import get_block_class
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAIT = Path(sys.executable).with_name("plait")
-COLLECTION_MODULES = ("plait_aws", "plait_dbt", "plait_snowflake", "plait_sqlalchemy", "boto3", "dbt", "snowflake")
+COLLECTION_MODULES = ("plait_aws", "plait_dbt", "plait_snowflake", "plait_sqlalchemy", "plait_azure", "plait_gcp",
+                      "boto3", "azure", "google", "dbt", "snowflake")
 
 
 def make_plugin(site: Path, module: str, source: str, declares: dict[str, list[str]] | None = None,
@@ -429,3 +430,33 @@ def test_the_installed_collections_declare_what_they_register(tmp_path: Path) ->
         assert sorted(set(entry["hooks"]) - implied) == declares["hooks"], name
         for block in entry["blocks"]:
             assert report["blocks"].get(block["slug"]) == name
+
+
+def test_a_flow_run_builds_no_block_class_it_does_not_use(tmp_path: Path) -> None:
+    """The built-in plugin is imported by every flow run (for notifications); its block
+    classes, and the registration hooks that hand them out, wait until a block is needed."""
+    code = textwrap.dedent('''
+        import sys
+        from plait import flow, task
+
+        @task
+        def one():
+            return 1
+
+        @flow
+        def plain():
+            return one()
+
+        assert plain() == 1
+        print(sorted(m for m in sys.modules if m.startswith("plait_blocks.")))
+        from plait.blocks import get_block_class
+        assert get_block_class("secret").__name__ == "Secret"
+        print(sorted(m for m in sys.modules if m.startswith("plait_blocks.")))
+    ''')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLAIT_")}
+    env.update(PLAIT_HOME=str(tmp_path / "home"), PLAIT_LOG_TO_CONSOLE="false")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    before, after = done.stdout.strip().splitlines()[-2:]
+    assert before == "['plait_blocks.plugin']"
+    assert "plait_blocks.values" in after and "plait_blocks.notifications" in after

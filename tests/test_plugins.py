@@ -427,7 +427,8 @@ def test_plait_trace_plugins_prints_every_hook_call(site, tmp_path):
     import subprocess
 
     script = tmp_path / "traced.py"
-    script.write_text("from plait import flow\n\n@flow\ndef traced():\n    return 1\n\ntraced()\n")
+    script.write_text("from plait import flow\nfrom plait.blocks import get_block_class\n\n@flow\n"
+                      "def traced():\n    return get_block_class('secret')\n\ntraced()\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLAIT_")}
     env.update(PLAIT_HOME=str(tmp_path / "home"), PLAIT_TRACE_PLUGINS="1", PLAIT_PLUGINS="")
     done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)

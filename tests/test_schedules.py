@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from plait._store.database import Database
 from plait._store.deployments import save_deployment, set_deployment_paused
-from plait._store.models import FlowRunModel
+from plait._store.models import FLOW_RUNS
 from plait.exceptions import InvalidOptions, PlaitError
 from plait.schedules import (
     CronSchedule,
@@ -405,7 +405,7 @@ def _deploy(db: Database, name: str, schedules: list[dict[str, Any]] | None, **v
 
 
 def _runs(db: Database, deployment_id: str) -> list[dict[str, Any]]:
-    runs = FlowRunModel.__table__
+    runs = FLOW_RUNS
     with db.engine.connect() as conn:
         rows = conn.execute(
             select(runs).where(runs.c.deployment_id == deployment_id).order_by(runs.c.expected_start_time, runs.c.id)

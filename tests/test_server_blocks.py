@@ -130,9 +130,9 @@ def stored_rows(database_url: str, name: str) -> list[dict[str, Any]]:
     """The raw block_documents rows of ``name`` and of every anonymous document."""
     from sqlalchemy import create_engine, select
 
-    from plait._store.models import BlockDocumentModel
+    from plait._store.models import BLOCK_DOCUMENTS
 
-    table = BlockDocumentModel.__table__
+    table = BLOCK_DOCUMENTS
     engine = create_engine(database_url)
     try:
         with engine.connect() as conn:

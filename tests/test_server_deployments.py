@@ -65,9 +65,9 @@ def stored_runs(server: ServerHandle, flow_name: str) -> list[dict[str, Any]]:
     from sqlalchemy import select
 
     from plait._store.database import Database
-    from plait._store.models import FlowRunModel
+    from plait._store.models import FLOW_RUNS
 
-    table = FlowRunModel.__table__
+    table = FLOW_RUNS
     db = Database.open(server.database_url)  # type: ignore[attr-defined]
     with db.engine.connect() as conn:
         rows = conn.execute(select(table).where(table.c.flow_name == flow_name)

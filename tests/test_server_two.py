@@ -238,10 +238,10 @@ def test_two_servers_on_one_postgres_lose_and_duplicate_nothing(tmp_path: Path) 
 # -- the event hub, without a server ---------------------------------------------------------------------
 def _insert_event(db: Any, seq: int) -> None:
     from plait._store.events import new_event
-    from plait._store.models import EventModel
+    from plait._store.models import EVENTS
 
     with db.engine.begin() as conn:
-        conn.execute(EventModel.__table__.insert().values(seq=seq, **new_event("block.saved", f"block/x/{seq}", {})))
+        conn.execute(EVENTS.insert().values(seq=seq, **new_event("block.saved", f"block/x/{seq}", {})))
 
 
 def test_the_hub_hands_over_an_event_whose_seq_commits_late(tmp_path: Path) -> None:

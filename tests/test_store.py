@@ -23,7 +23,7 @@ from plait._recovery import detect_crashed
 from plait._runs import FlowRun, TaskRun, advance
 from plait._store import history as queries
 from plait._store.database import HEAD_REVISION, Database, alembic_config, get_database
-from plait._store.models import Base, FlowRunModel, LogModel, ResultModel, StateModel, TaskRunModel
+from plait._store.models import FLOW_RUNS, LOGS, METADATA, RESULTS, STATES, TASK_RUNS
 from plait.exceptions import DatabaseError
 from plait.states import State, StateType
 
@@ -111,7 +111,7 @@ def test_migrations_create_every_table_matching_the_models(database_url: str) ->
             "ix_flow_runs_deployment_id_state_type_expected_start_time", "ix_flow_runs_idempotency_key",
         }
         # The hand-written migration and the models describe the same schema.
-        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), METADATA)
     assert diff == []
 
 
@@ -256,7 +256,7 @@ def test_recorder_round_trip(database_url: str) -> None:
     assert logs[3]["flow_run_id"] == "flow-1-sub"
     assert logs[0]["timestamp"] == "2024-01-01T12:00:00+00:00"
     with db.engine.connect() as conn:
-        result = conn.execute(select(ResultModel.__table__)).one()
+        result = conn.execute(select(RESULTS)).one()
     assert (result.task_run_id, result.storage, result.path, result.cache_key) == (
         "task-a", "file:///tmp/store", "task-a", "ck-1",
     )
@@ -277,7 +277,7 @@ def test_a_run_written_by_another_recorder_is_updated_not_duplicated(database_ur
     got = queries.get_flow_run(db, "shared")
     assert got["state_type"] == "RUNNING" and got["run_count"] == 1
     assert [s["type"] for s in got["states"]] == ["PENDING", "RUNNING"]
-    assert _count(db, FlowRunModel.__table__) == 1
+    assert _count(db, FLOW_RUNS) == 1
 
 
 def test_odd_values_do_not_poison_a_batch(database_url: str) -> None:
@@ -334,11 +334,11 @@ def test_background_thread_writes_without_an_explicit_flush(database_url: str) -
         rec.add_flow_run(flow)
         rec.add_state(flow, flow.state)
         _move(rec, flow, StateType.RUNNING)
-        assert _wait_for(lambda: _count(db, StateModel.__table__) == 2)
+        assert _wait_for(lambda: _count(db, STATES) == 2)
 
         def heartbeat() -> datetime | None:
             with db.engine.connect() as conn:
-                return conn.scalar(select(FlowRunModel.heartbeat_at).where(FlowRunModel.id == "bg-1"))
+                return conn.scalar(select(FLOW_RUNS.c.heartbeat_at).where(FLOW_RUNS.c.id == "bg-1"))
 
         first = heartbeat()
         assert first is not None
@@ -357,7 +357,7 @@ def test_a_full_buffer_wakes_the_writer_early(database_url: str) -> None:
         rec.add_flow_run(flow)
         for i in range(60):
             rec.add_log(flow.id, None, logging.INFO, "x", f"line {i}", flow.created)
-        assert _wait_for(lambda: _count(db, LogModel.__table__) == 60)
+        assert _wait_for(lambda: _count(db, LOGS) == 60)
     finally:
         rec.close()
 
@@ -397,7 +397,7 @@ def test_a_failed_flush_keeps_every_record(database_url: str) -> None:
     assert db.url_masked in str(info.value)
     assert rec.pending == 6
     # Nothing was half-written: the batch is one transaction.
-    assert _count(db, FlowRunModel.__table__) == 0 and _count(db, StateModel.__table__) == 0
+    assert _count(db, FLOW_RUNS) == 0 and _count(db, STATES) == 0
 
     _move(rec, task, StateType.RUNNING)  # records arriving meanwhile queue behind the kept ones
     rec.add_log(flow.id, task.id, logging.INFO, "x", "after the failure", flow.created)
@@ -501,8 +501,8 @@ def test_twenty_thousand_task_runs_in_one_flush(database_url: str) -> None:
         if i:
             rec.add_edge(f"big-{i - 1:05d}", task.id, "data", "x")
     rec.flush()
-    assert _count(db, TaskRunModel.__table__) == 20_000
-    assert _count(db, StateModel.__table__) == 60_001
+    assert _count(db, TASK_RUNS) == 20_000
+    assert _count(db, STATES) == 60_001
     [row] = queries.list_flow_runs(db)
     assert row["task_run_count"] == 20_000
     got = queries.get_flow_run(db, "big")
@@ -562,8 +562,8 @@ def test_a_silent_run_is_crashed_after_crash_after(plait_env: str) -> None:
     long_ago = datetime.now(UTC) - timedelta(hours=2)
     with db.engine.begin() as conn:
         conn.execute(
-            FlowRunModel.__table__.update()
-            .where(FlowRunModel.id.in_(["quiet-1", "mine-1"]))
+            FLOW_RUNS.update()
+            .where(FLOW_RUNS.c.id.in_(["quiet-1", "mine-1"]))
             .values(heartbeat_at=long_ago)
         )
     assert detect_crashed(db, crash_after=60) == ["quiet-1"]

@@ -27,7 +27,7 @@ from plait._store.concurrency import (
 )
 from plait._store.database import Database
 from plait._store.events import list_events
-from plait._store.models import FlowRunModel
+from plait._store.models import FLOW_RUNS
 
 HOLDER = {"hostname": "host-a", "pid": 4242, "label": "a test"}
 T0 = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
@@ -43,7 +43,7 @@ def _flow_run(db: Database, state_type: str) -> str:
     """A stored flow run in ``state_type`` (written as the recorder writes one)."""
     run_id = str(uuid.uuid4())
     with db.engine.begin() as conn:
-        conn.execute(insert(FlowRunModel.__table__).values(
+        conn.execute(insert(FLOW_RUNS).values(
             id=run_id, flow_name="etl", name=f"etl-{run_id[:8]}", parameters={}, tags=[], state_type=state_type,
             state_name=state_type.title(), created=datetime.now(UTC),
         ))
@@ -215,7 +215,7 @@ def test_slots_of_an_ended_flow_run_are_freed_on_the_next_acquire(database_url: 
     assert not acquire_slots(db, "db", holder=HOLDER)["acquired"]
 
     with db.engine.begin() as conn:  # the crash detector marked the first run Crashed
-        table = FlowRunModel.__table__
+        table = FLOW_RUNS
         conn.execute(table.update().where(table.c.id == crashed).values(state_type="CRASHED", state_name="Crashed"))
     # a stale slot is no longer counted, even before an acquisition frees it
     assert get_limit(db, "db")["used"] == 2.0  # type: ignore[index]

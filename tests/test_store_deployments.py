@@ -21,7 +21,7 @@ from plait._store.deployments import (
     touch_deployment,
 )
 from plait._store.events import list_events
-from plait._store.models import DeploymentModel, DeploymentScheduleModel, FlowRunModel
+from plait._store.models import DEPLOYMENT_SCHEDULES, DEPLOYMENTS, FLOW_RUNS
 from plait._store.scheduling import claim_deployment_runs, plan_deployment_runs, request_cancel, scheduled_count
 from plait._store.work_pools import (
     WorkPoolExists,
@@ -50,12 +50,12 @@ def _spec(**changes: Any) -> dict[str, Any]:
 
 def _count(db: Database, model: Any, *where: Any) -> int:
     with db.engine.connect() as conn:
-        return int(conn.scalar(select(func.count()).select_from(model.__table__).where(*where)) or 0)
+        return int(conn.scalar(select(func.count()).select_from(model).where(*where)) or 0)
 
 
 def _flow_run(db: Database, run_id: str) -> Any:
     with db.engine.connect() as conn:
-        return conn.execute(select(FlowRunModel.__table__).where(FlowRunModel.__table__.c.id == run_id)).first()
+        return conn.execute(select(FLOW_RUNS).where(FLOW_RUNS.c.id == run_id)).first()
 
 
 def _future_slots(deployment: dict[str, Any], count: int) -> list[tuple[datetime, str, dict[str, Any]]]:
@@ -87,7 +87,7 @@ def test_save_is_created_then_unchanged_then_updated(database_url: str) -> None:
     assert [e["kind"] for e in events] == ["deployment.created", "deployment.updated"]
     assert events[1]["payload"]["changed"] == ["description", "retries"]
     assert events[1]["resource"] == "deployment/etl/nightly"
-    assert _count(db, DeploymentModel) == 1
+    assert _count(db, DEPLOYMENTS) == 1
 
 
 def test_schedules_none_keeps_them_and_an_empty_list_clears_them(database_url: str) -> None:
@@ -103,7 +103,7 @@ def test_schedules_none_keeps_them_and_an_empty_list_clears_them(database_url: s
 
     cleared, outcome = save_deployment(db, _spec(schedules=[]))
     assert outcome == "updated" and cleared["schedules"] == []
-    assert _count(db, DeploymentScheduleModel) == 0
+    assert _count(db, DEPLOYMENT_SCHEDULES) == 0
     # the scheduler's future runs of the old schedules are gone; re-planning starts afresh
     assert scheduled_count(db, row["id"], datetime.now(UTC)) == 0
     assert save_deployment(db, _spec(schedules=[]))[1] == "unchanged"
@@ -120,7 +120,7 @@ def test_a_changed_default_replans_future_runs_but_keeps_due_and_manual_ones(dat
                              auto_scheduled=True, idempotency_key="schedule:x:due")
     save_deployment(db, _spec(parameters={"day": "yesterday"}))
     with db.engine.connect() as conn:
-        left: set[str] = set(conn.scalars(select(FlowRunModel.__table__.c.id)))
+        left: set[str] = set(conn.scalars(select(FLOW_RUNS.c.id)))
     assert left == {manual["id"], due["id"]}
 
 
@@ -169,7 +169,7 @@ def test_two_saves_of_a_new_deployment_at_once_make_one(database_url: str) -> No
         t.join()
     assert errors == []
     assert sorted(outcomes) == ["created", "unchanged", "unchanged", "unchanged"]
-    assert _count(db, DeploymentModel) == 1 and _count(db, DeploymentScheduleModel) == 1
+    assert _count(db, DEPLOYMENTS) == 1 and _count(db, DEPLOYMENT_SCHEDULES) == 1
 
 
 @pytest.mark.parametrize(("changes", "message"), [
@@ -190,7 +190,7 @@ def test_a_malformed_spec_is_refused_naming_the_field(database_url: str, changes
     db = Database.open(database_url)
     with pytest.raises(ValueError, match=message):
         save_deployment(db, _spec(**changes))
-    assert _count(db, DeploymentModel) == 0
+    assert _count(db, DEPLOYMENTS) == 0
 
 
 # -- pause / delete / touch ------------------------------------------------------------------------
@@ -226,7 +226,7 @@ def test_delete_cancels_its_scheduled_runs_and_leaves_running_ones(database_url:
     assert [r["id"] for r in claim_deployment_runs(db, row["id"], "runner", limit=5)] == [started["id"]]
     assert delete_deployment(db, "etl/nightly") is True
     assert delete_deployment(db, "etl/nightly") is False
-    assert get_deployment(db, row["id"]) is None and _count(db, DeploymentScheduleModel) == 0
+    assert get_deployment(db, row["id"]) is None and _count(db, DEPLOYMENT_SCHEDULES) == 0
     gone = _flow_run(db, waiting["id"])
     assert (gone.state_type, gone.state_message) == ("CANCELLED", "cancelled: deployment deleted (etl/nightly)")
     assert gone.end_time is not None

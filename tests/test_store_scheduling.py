@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from plait._store.database import Database
 from plait._store.deployments import save_deployment, set_deployment_paused, touch_deployment
 from plait._store.events import list_events
-from plait._store.models import FlowRunModel, FlowRunTagModel, StateModel
+from plait._store.models import FLOW_RUN_TAGS, FLOW_RUNS, STATES
 from plait._store.scheduling import (
     cancelling_among,
     claim_deployment_runs,
@@ -41,7 +41,7 @@ from plait._store.work_pools import (
 )
 from plait.states import IllegalTransition, StateType
 
-_F = FlowRunModel.__table__
+_F = FLOW_RUNS
 
 
 def _deployment(db: Database, name: str = "nightly", **changes: Any) -> dict[str, Any]:
@@ -71,7 +71,7 @@ def _due(db: Database, deployment: dict[str, Any], count: int = 1, *, ago: float
 def _states(db: Database, run_id: str) -> list[tuple[str, str]]:
     with db.engine.connect() as conn:
         return [tuple(r) for r in conn.execute(  # type: ignore[misc]
-            select(StateModel.type, StateModel.name).where(StateModel.run_id == run_id).order_by(StateModel.id))]
+            select(STATES.c.type, STATES.c.name).where(STATES.c.run_id == run_id).order_by(STATES.c.id))]
 
 
 def _start(db: Database, run_id: str) -> None:
@@ -102,7 +102,7 @@ def test_create_flow_run_copies_the_deployment_and_merges(database_url: str) -> 
     assert run["name"] == "nightly-20300102-030405"
     assert _states(db, run["id"]) == [("SCHEDULED", "Scheduled")]
     with db.engine.connect() as conn:
-        assert set(conn.scalars(select(FlowRunTagModel.tag).where(FlowRunTagModel.flow_run_id == run["id"]))) == {
+        assert set(conn.scalars(select(FLOW_RUN_TAGS.c.tag).where(FLOW_RUN_TAGS.c.flow_run_id == run["id"]))) == {
             "prod", "extra"}
     kinds = [e["kind"] for e in list_events(db, resource=f"flow-run/{run['id']}")["items"]]
     assert kinds == ["flow-run.state-changed", "flow-run.scheduled"]
@@ -119,7 +119,7 @@ def test_the_same_idempotency_key_returns_the_same_run(database_url: str) -> Non
     assert again["id"] == first["id"] and again["parameters"]["n"] == 2
     with db.engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(_F)) == 1
-        assert conn.scalar(select(func.count()).select_from(StateModel.__table__)) == 1
+        assert conn.scalar(select(func.count()).select_from(STATES)) == 1
 
 
 def test_racing_creations_with_one_key_make_one_run(database_url: str) -> None:
@@ -257,8 +257,8 @@ def test_four_claimers_racing_claim_each_of_200_runs_exactly_once(database_url: 
     assert over_limit == []
     with db.engine.connect() as conn:
         owners = {run_id: worker for run_id, worker in conn.execute(select(_F.c.id, _F.c.worker_id))}
-        pending_states = conn.scalar(select(func.count()).select_from(StateModel.__table__).where(
-            StateModel.type == "PENDING"))
+        pending_states = conn.scalar(select(func.count()).select_from(STATES).where(
+            STATES.c.type == "PENDING"))
     assert all(owners[i] == w for w, ids in claims.items() for i in ids)
     assert pending_states == 200  # one claim each, never two
 

@@ -25,13 +25,13 @@ from plait._store import api_keys, events, history, ingest, pages
 from plait._store._paging import LIST_LIMIT, PREVIEW_CHARS, encode_cursor
 from plait._store.database import HEAD_REVISION, Database, _json_dumps, alembic_config
 from plait._store.models import (
-    ApiKeyModel,
-    EventModel,
-    FlowRunModel,
-    IngestedBatchModel,
-    LogModel,
-    StateModel,
-    TaskRunModel,
+    API_KEYS,
+    EVENTS,
+    FLOW_RUNS,
+    INGESTED_BATCHES,
+    LOGS,
+    STATES,
+    TASK_RUNS,
 )
 from plait._store.runs import RunWriter, end_flow_runs, replay
 from plait.blocks import Block
@@ -115,12 +115,12 @@ def walk(page: Callable[..., dict[str, Any]], db: Database, **filters: Any) -> l
 
 
 def table(model: Any) -> Table:
-    return cast(Table, model.__table__)
+    return cast(Table, model)
 
 
 def count(db: Database, model: Any) -> int:
     with db.engine.connect() as conn:
-        return int(conn.scalar(select(func.count()).select_from(model.__table__)) or 0)
+        return int(conn.scalar(select(func.count()).select_from(model)) or 0)
 
 
 # -- migration -----------------------------------------------------------------------------------
@@ -157,11 +157,11 @@ def test_a_0004_store_with_history_is_upgraded_in_place(database_url: str) -> No
     with old.engine.begin() as conn:
         assert not inspect(conn).has_table("events")
         # written as a 0004 plait wrote them: the run tables have not changed since
-        conn.execute(table(FlowRunModel).insert(), [flow])
-        conn.execute(table(TaskRunModel).insert(), [task])
-        conn.execute(table(StateModel).insert(), [{k: v for k, v in s.items() if k != "flow_run_id"}
+        conn.execute(table(FLOW_RUNS).insert(), [flow])
+        conn.execute(table(TASK_RUNS).insert(), [task])
+        conn.execute(table(STATES).insert(), [{k: v for k, v in s.items() if k != "flow_run_id"}
                                                   for s in state_rows(flow, "flow")])
-        conn.execute(table(LogModel).insert(), [log_row(flow["id"], task["id"])])
+        conn.execute(table(LOGS).insert(), [log_row(flow["id"], task["id"])])
     old.dispose()
 
     db = Database.open(database_url)  # migrates
@@ -175,12 +175,12 @@ def test_a_0004_store_with_history_is_upgraded_in_place(database_url: str) -> No
     assert [r["id"] for r in pages.page_flow_runs(db, tags=["prod", "nightly"])["items"]] == [flow["id"]]
     assert pages.page_flow_runs(db, tags=["other"])["items"] == []
     assert pages.page_flow_runs(db, tags=["prod", "other"])["items"] == []
-    assert count(db, EventModel) == 0  # history from before events has none
+    assert count(db, EVENTS) == 0  # history from before events has none
     with db.engine.connect() as conn:
         names = {ix["name"] for ix in inspect(conn).get_indexes("flow_runs")}
     assert "ix_flow_runs_created" not in names and "ix_flow_runs_created_id" in names
     RunWriter(db).write(batch([flow_row()]))  # and the upgraded store takes new history with events
-    assert count(db, EventModel) == 3
+    assert count(db, EVENTS) == 3
 
 
 # -- flow run pages --------------------------------------------------------------------------------
@@ -414,12 +414,12 @@ def test_a_batch_sent_twice_is_stored_once_and_answered_alike(db: Database) -> N
     rows = batch([f], tasks, logs=[log_row(f["id"]), log_row(f["id"], tasks[0]["id"])])
     first = ingest.ingest_batch(db, "batch-1", rows)
     assert first == {"taken": [], "dropped": 0, "reason": "", "duplicate": False}
-    stored = (count(db, StateModel), count(db, LogModel), count(db, EventModel))
+    stored = (count(db, STATES), count(db, LOGS), count(db, EVENTS))
     assert stored == (2 + 12, 2, 14 + 1)  # a running flow has two states so far
     again = ingest.ingest_batch(db, "batch-1", BatchRows.from_wire(rows.to_wire()))  # as a retry arrives
     assert again == {**first, "duplicate": True}
-    assert (count(db, StateModel), count(db, LogModel), count(db, EventModel)) == stored
-    assert count(db, IngestedBatchModel) == 1
+    assert (count(db, STATES), count(db, LOGS), count(db, EVENTS)) == stored
+    assert count(db, INGESTED_BATCHES) == 1
 
 
 def test_ingestion_answers_taken_runs_and_refused_records_the_same_on_retry(db: Database) -> None:
@@ -440,9 +440,9 @@ def test_ingestion_answers_taken_runs_and_refused_records_the_same_on_retry(db: 
     rows = batch([g], [bad, good])
     first = ingest.ingest_batch(db, "b-3", rows)
     assert first["dropped"] == 1 and first["reason"] and first["taken"] == []
-    stored = (count(db, TaskRunModel), count(db, StateModel), count(db, EventModel))
+    stored = (count(db, TASK_RUNS), count(db, STATES), count(db, EVENTS))
     assert ingest.ingest_batch(db, "b-3", rows) == {**first, "duplicate": True}
-    assert (count(db, TaskRunModel), count(db, StateModel), count(db, EventModel)) == stored
+    assert (count(db, TASK_RUNS), count(db, STATES), count(db, EVENTS)) == stored
     assert {t["id"] for t in history.get_flow_run(db, g["id"])["task_runs"]} == {good["id"]}
 
 
@@ -467,17 +467,17 @@ def test_the_same_batch_from_two_threads_at_once_is_stored_once(db: Database) ->
         t.join()
     assert errors == []
     assert sorted(a["duplicate"] for a in answers) == [False, True, True, True]
-    assert count(db, TaskRunModel) == 20 and count(db, StateModel) == 3 + 60
+    assert count(db, TASK_RUNS) == 20 and count(db, STATES) == 3 + 60
 
 
 def test_replayed_journals_are_remembered_too(db: Database) -> None:
     f = flow_row()
     rows = batch([f], [task_row(f["id"])], logs=[log_row(f["id"])])
     assert ingest.ingest_replay(db, "journal-1", rows)["duplicate"] is False
-    stored = (count(db, StateModel), count(db, EventModel))
+    stored = (count(db, STATES), count(db, EVENTS))
     assert ingest.ingest_replay(db, "journal-1", rows)["duplicate"] is True
     assert ingest.ingest_replay(db, "journal-2", rows)["duplicate"] is False  # replay itself is idempotent
-    assert (count(db, StateModel), count(db, EventModel)) == stored
+    assert (count(db, STATES), count(db, EVENTS)) == stored
 
 
 def test_the_recorders_own_rows_pass_the_ingestion_check(db: Database) -> None:
@@ -503,7 +503,7 @@ def test_malformed_batches_are_refused_and_leave_nothing(db: Database) -> None:
         ingest.ingest_batch(db, "b-x", batch([f], [broken], states=[]))
     with pytest.raises(ValueError, match="rows:"):
         ingest.ingest_batch(db, "b-x", batch([f], [{**task_row(f["id"]), "colour": "red"}], states=[]))
-    assert count(db, FlowRunModel) == 0 and count(db, IngestedBatchModel) == 0
+    assert count(db, FLOW_RUNS) == 0 and count(db, INGESTED_BATCHES) == 0
     assert ingest.ingest_batch(db, "b-x", batch([f]))["duplicate"] is False  # the id was never claimed
     for bad_id in ("", "  ", "x" * 200, "tab\there", 7):
         with pytest.raises(ValueError, match="batch_id"):
@@ -515,7 +515,7 @@ def test_malformed_batches_are_refused_and_leave_nothing(db: Database) -> None:
 # -- API keys --------------------------------------------------------------------------------------
 def _key_table(db: Database) -> str:
     with db.engine.connect() as conn:
-        return repr([tuple(r) for r in conn.execute(select(ApiKeyModel.__table__))])
+        return repr([tuple(r) for r in conn.execute(select(API_KEYS))])
 
 
 def test_api_keys_are_stored_as_hashes_only(db: Database) -> None:
@@ -549,7 +549,7 @@ def test_revoked_and_expired_keys_are_refused(db: Database) -> None:
 
     record, expiring = api_keys.create_api_key(db, "soon", "read", expires_at=datetime.now(UTC) + timedelta(days=1))
     assert api_keys.verify_api_key(db, expiring) is not None
-    keys = table(ApiKeyModel)
+    keys = table(API_KEYS)
     with db.engine.begin() as conn:  # a day passes
         conn.execute(keys.update().where(keys.c.name == "soon").values(expires_at=datetime.now(UTC) - timedelta(1)))
     assert api_keys.verify_api_key(db, expiring) is None
@@ -779,7 +779,7 @@ def test_the_store_benchmarks_run_at_a_tiny_size(database_url: str) -> None:
     )
     assert gen.returncode == 0, gen.stderr
     db = Database.open(database_url)
-    assert count(db, FlowRunModel) == 300 and count(db, TaskRunModel) == 3000
+    assert count(db, FLOW_RUNS) == 300 and count(db, TASK_RUNS) == 3000
     Database.dispose_all()
     latency = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "list_latency.py"), "--url", database_url, "--repeat", "5"],

@@ -18,13 +18,8 @@ from typing import Any
 
 from plait import mask_secrets  # the one masking function
 from plait.hookspecs import hookimpl
-from plait_blocks.notifications import Email, SlackWebhook, Webhook, deliver_event
-from plait_blocks.process import Process
-from plait_blocks.storage import LocalFileSystem, local_file_system_from_url
-from plait_blocks.values import JSON, Secret
 
 __all__ = [
-    "BLOCK_CLASSES",
     "plait_register_blocks",
     "plait_register_storage",
     "plait_register_infrastructure",
@@ -32,23 +27,32 @@ __all__ = [
     "wait_for_deliveries",
 ]
 
-BLOCK_CLASSES: tuple[type, ...] = (LocalFileSystem, Secret, JSON, Webhook, SlackWebhook, Email, Process)
-
 logger = logging.getLogger("plait.notifications")
 
 
+# The block classes are imported by the hooks that hand them out, not with this module: every
+# process recording a flow run imports it (for plait_notify), few of them need a block.
 @hookimpl
 def plait_register_blocks() -> list[type]:
-    return list(BLOCK_CLASSES)
+    from plait_blocks.notifications import Email, SlackWebhook, Webhook
+    from plait_blocks.process import Process
+    from plait_blocks.storage import LocalFileSystem
+    from plait_blocks.values import JSON, Secret
+
+    return [LocalFileSystem, Secret, JSON, Webhook, SlackWebhook, Email, Process]
 
 
 @hookimpl
 def plait_register_storage() -> dict[str, Callable[[str], Any]]:
+    from plait_blocks.storage import local_file_system_from_url
+
     return {"file": local_file_system_from_url}
 
 
 @hookimpl
 def plait_register_infrastructure() -> dict[str, type]:
+    from plait_blocks.process import Process
+
     return {"process": Process}
 
 
@@ -91,6 +95,8 @@ def plait_notify(event: Any) -> None:
 
 
 def _deliver(rule_name: str, reference: str, block: Any, event: Any) -> None:
+    from plait_blocks.notifications import deliver_event
+
     try:
         deliver_event(block, event)
     except Exception as exc:

@@ -22,7 +22,7 @@ _P = inspect.Parameter
 class Signature:
     """A function's signature, prepared once for fast binding on every call."""
 
-    __slots__ = ("sig", "kinds", "simple", "names", "secret_names")
+    __slots__ = ("sig", "kinds", "simple", "names", "secret_names", "annotated")
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.sig = inspect.signature(fn)
@@ -33,6 +33,11 @@ class Signature:
             p.kind is _P.POSITIONAL_OR_KEYWORD and p.default is _P.empty for p in self.sig.parameters.values()
         )
         self.secret_names = _secret_parameters(fn, self.sig)
+        # whether any named parameter has a type hint a flow call validates against
+        self.annotated = any(
+            p.annotation is not _P.empty and p.kind not in (_P.VAR_POSITIONAL, _P.VAR_KEYWORD)
+            for p in self.sig.parameters.values()
+        )
 
     def bind(self, owner: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """Arguments by parameter name, defaults applied; a clear error when they do not fit.
@@ -47,13 +52,29 @@ class Signature:
                 bound = self.sig.bind(*args, **kwargs)
             except TypeError as exc:
                 raise ParameterBindError(
-                    f"{owner} cannot be called with these arguments: {exc}. Its signature is {self.sig}"
+                    f"{owner} cannot be called with these arguments: {exc}{self._guesses(kwargs)}. "
+                    f"Its signature is {self.sig}"
                 ) from None
             bound.apply_defaults()
             arguments = bound.arguments
         for name in self.secret_names:
             _register_secret_argument(arguments.get(name))
         return arguments
+
+    def _guesses(self, kwargs: dict[str, Any]) -> str:
+        """``" (unknown keyword 'dya': did you mean 'day'?)"`` for keywords the function does not
+        take, or nothing."""
+        if any(kind is _P.VAR_KEYWORD for kind in self.kinds.values()):
+            return ""
+        import difflib
+
+        named = [n for n, k in self.kinds.items() if k not in (_P.VAR_POSITIONAL, _P.POSITIONAL_ONLY)]
+        hints = []
+        for key in kwargs:
+            if key not in named:
+                close = difflib.get_close_matches(key, named, n=1)
+                hints.append(f"unknown keyword {key!r}" + (f": did you mean {close[0]!r}?" if close else ""))
+        return f" ({'; '.join(hints)})" if hints else ""
 
     def call_arguments(self, parameters: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Split bound parameters back into ``(args, kwargs)`` for the call."""

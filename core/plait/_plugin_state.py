@@ -66,11 +66,21 @@ class _Plugin:
     proxy: GuardedPlugin | None = None
     hooks: list[str] = field(default_factory=list)
     contributions: Contributions = field(default_factory=Contributions)
+    registered: bool = False  # its registration hooks were called (contributions taken)
 
     @property
     def lazy(self) -> bool:
         c = self.candidate
         return bool(c.declared) and not c.default and c.object is None
+
+    @property
+    def defers_registration(self) -> bool:
+        """A plugin whose metadata says what it provides is asked for its blocks, schemes
+        and tasks only when one of them is needed, not when it is imported for a run-time
+        hook: the built-in blocks plugin is imported by every flow run (``plait_notify``),
+        and building its block classes would cost each of them tens of milliseconds."""
+        c = self.candidate
+        return bool(c.declared) and c.object is None
 
 
 class Session:
@@ -192,13 +202,22 @@ class Session:
             return
         plugin.proxy = proxy
         plugin.hooks = sorted(set(self._hooks_of(proxy)))
-        plugin.contributions = contributions = call_registration_hooks(self.manager, proxy)
+        plugin.status = "loaded"
+        if not plugin.defers_registration or self.ready_hooks.intersection(REGISTRATION_HOOKS):
+            self.register(plugin)
+
+    def register(self, plugin: _Plugin) -> None:
+        """Call a loaded plugin's registration hooks and take what they give (once)."""
+        if plugin.status != "loaded" or plugin.registered or plugin.proxy is None:
+            return
+        c = plugin.candidate
+        plugin.registered = True
+        plugin.contributions = contributions = call_registration_hooks(self.manager, plugin.proxy)
         for hook, reason in contributions.problems:
             self.diagnose(c.name, c.version, f"{hook}: {reason}", "fix the plugin; its valid registrations still load")
         self._take(plugin)
         if plugin.lazy:
             self._check_declarations(plugin)
-        plugin.status = "loaded"
 
     def _compatible_after_import(self, plugin: _Plugin) -> bool:
         c = plugin.candidate
@@ -271,9 +290,10 @@ class Session:
 
     def ensure(self, kind: str, name: str) -> None:
         plugin = self.provider(kind, name)
-        if plugin is not None and plugin.status == "not imported":
+        if plugin is not None and not plugin.registered:
             with _lock:
                 self.load(plugin)
+                self.register(plugin)
 
     def ensure_hook(self, hook: str) -> None:
         """Import every plugin that declares ``hook`` (so calling it reaches them all)."""
@@ -283,12 +303,16 @@ class Session:
             for plugin in list(self.plugins.values()):
                 if plugin.status == "not imported" and hook in plugin.candidate.declared.hook_names():
                     self.load(plugin)
+            if hook in REGISTRATION_HOOKS:  # everything of that kind is wanted
+                for plugin in list(self.plugins.values()):
+                    self.register(plugin)
             self.ready_hooks.add(hook)
 
     def load_all(self) -> None:
         with _lock:
             for plugin in list(self.plugins.values()):
                 self.load(plugin)
+                self.register(plugin)
             self.ready_hooks.update(REGISTRATION_HOOKS + RUNTIME_HOOKS)
 
     def infos(self) -> list[PluginInfo]:

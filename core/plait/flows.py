@@ -6,6 +6,7 @@ import functools
 import inspect
 import os
 import sys
+import typing
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
@@ -171,6 +172,8 @@ class Flow(Generic[P, R]):
 
         if self.options.validate_parameters:
             parameters = self.signature.bind(f"flow {self.name!r}", args, kwargs)
+            if self.signature.annotated:  # coerced to the type hints ("3" -> 3), or refused
+                parameters = _parameter_models(self).coerce(parameters)
         else:
             parameters = dict(kwargs, **{f"arg{i}": a for i, a in enumerate(args)})
         settings = get_settings()
@@ -249,9 +252,6 @@ class _ParameterModels:
     ``model_config``, ``_private``)."""
 
     def __init__(self, owner: Flow[..., Any]) -> None:
-        import typing
-        import warnings
-
         from pydantic import ConfigDict, Field, create_model
 
         self.owner = owner.name
@@ -264,6 +264,7 @@ class _ParameterModels:
         full: dict[str, Any] = {}
         partial: dict[str, Any] = {}
         self.fields: dict[str, str] = {}  # parameter name -> model field
+        self.expects: dict[str, str] = {}  # parameter name -> its type hint, as text
         for i, (name, param) in enumerate(sig.parameters.items()):
             if param.kind is inspect.Parameter.VAR_KEYWORD:
                 extra = "allow"
@@ -277,13 +278,48 @@ class _ParameterModels:
             full[f"p{i}"] = (annotation, Field(default, alias=name, title=title))
             partial[f"p{i}"] = (annotation, Field(None if required else default, alias=name, title=title))
             self.fields[name] = f"p{i}"
+            self.expects[name] = _type_text(annotation)
         self.extra = extra
         config = ConfigDict(extra=extra, title="Parameters", arbitrary_types_allowed=True)
         self.full = create_model("Parameters", __config__=config, **full)
         self.partial = create_model("PartialParameters", __config__=config, **partial)
-        with warnings.catch_warnings():  # a default with no JSON form is left out of the schema
-            warnings.simplefilter("ignore")
-            self.schema: dict[str, Any] = self.full.model_json_schema()
+        self.secret_names = owner.signature.secret_names
+        self._schema: dict[str, Any] | None = None
+
+    @property
+    def schema(self) -> dict[str, Any]:
+        if self._schema is None:
+            import warnings
+
+            with warnings.catch_warnings():  # a default with no JSON form is left out of the schema
+                warnings.simplefilter("ignore")
+                self._schema = self.full.model_json_schema()
+        return self._schema
+
+    def coerce(self, bound: dict[str, Any]) -> dict[str, Any]:
+        """Bound arguments (``Signature.bind``) with the named parameters' values validated
+        and converted to their type hints; ``*args``/``**kwargs`` entries are left as given.
+
+        Raises:
+            ParameterBindError: Naming each bad parameter, the type it expects and the value.
+        """
+        from pydantic import ValidationError
+
+        from plait.exceptions import ParameterBindError
+
+        given = {name: bound[name] for name in self.fields if name in bound}
+        try:
+            instance = self.full.model_validate(given)
+        except ValidationError as exc:
+            raise ParameterBindError(
+                f"flow {self.owner!r} was called with parameters that do not fit its type hints: "
+                + "; ".join(self._problems(exc, show_values=True))
+                + ". Pass values of those types (or @flow(validate_parameters=False) to skip the check)"
+            ) from None
+        out = dict(bound)
+        for name in given:
+            out[name] = getattr(instance, self.fields[name])
+        return out
 
     def check(self, parameters: Mapping[str, Any], partial: bool) -> dict[str, Any]:
         from pydantic import ValidationError
@@ -305,11 +341,11 @@ class _ParameterModels:
         out.update(instance.model_extra or {})
         return out
 
-    def _problems(self, exc: Any) -> list[str]:
+    def _problems(self, exc: Any, show_values: bool = False) -> list[str]:
         import difflib
 
         problems = []
-        for err in exc.errors(include_url=False, include_input=False):
+        for err in exc.errors(include_url=False, include_input=show_values):
             loc = [str(part) for part in err.get("loc", ())]
             name = loc[0] if loc else "(parameters)"
             where = ".".join(loc)
@@ -321,8 +357,21 @@ class _ParameterModels:
                 problems.append(f"parameter {name!r} is required")
             else:
                 message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
-                problems.append(f"parameter {where!r}: {message}")
+                if show_values and loc and name in self.expects:
+                    problems.append(f"parameter {where!r} expects {self.expects[name]}, got "
+                                    f"{self._shown(name, err.get('input'))} ({message})")
+                else:
+                    problems.append(f"parameter {where!r}: {message}")
         return problems
+
+    def _shown(self, name: str, value: Any) -> str:
+        """A bad value as an error shows it: never a secret parameter's, masked, shortened."""
+        if name in self.secret_names:
+            return f"a value of type {type(value).__name__} (not shown: a secret parameter)"
+        from plait._masking import mask
+
+        text = mask(repr(value))
+        return (text if len(text) <= 80 else text[:77] + "...") + f" ({type(value).__name__})"
 
 
 def _evaluated(fn: Callable[..., Any], annotation: Any) -> Any:
@@ -334,6 +383,13 @@ def _evaluated(fn: Callable[..., Any], annotation: Any) -> Any:
         return eval(annotation, getattr(fn, "__globals__", {}))  # noqa: S307 - the function's own annotation
     except Exception:
         return Any
+
+
+def _type_text(annotation: Any) -> str:
+    """``int``, ``list[str]``, ``Optional[datetime]``: a type hint as a reader writes it."""
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        return annotation.__qualname__
+    return str(annotation).replace("typing.", "")
 
 
 def _schema_type(annotation: Any) -> Any:

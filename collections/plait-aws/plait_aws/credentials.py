@@ -102,6 +102,7 @@ class AwsCredentials(CredentialsBlock):
     the role's temporary credentials are renewed before they expire.
     """
 
+    model_config = ConfigDict(hide_input_in_errors=True)  # never echo a secret key back
     block_type_slug: ClassVar[str] = "aws-credentials"
     block_type_name: ClassVar[str] = "AWS Credentials"
     code_example: ClassVar[str] = """\

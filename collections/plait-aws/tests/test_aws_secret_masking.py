@@ -70,3 +70,14 @@ def test_error_explanations_mask_every_form_of_the_secrets_of_any_block():
     for block in (credentials, S3Bucket(bucket_name="b", credentials=credentials)):
         text = explain(exc, block)
         assert text == 'GetCallerIdentity returned SignatureDoesNotMatch: signed with "***", "***" and ***', text
+
+
+@pytest.mark.parametrize("given", [
+    {"aws_secret_access_key": SECRET},  # refused as a whole: no key id goes with it
+    {"aws_access_key_id": "AKIAMASKTEST00000001", "aws_secret_access_key": SECRET, "region_name": 5},
+], ids=["secret-without-key-id", "another-field-bad"])
+def test_validation_errors_do_not_echo_the_input(given):
+    with pytest.raises(ValueError) as caught:
+        AwsCredentials(**given)
+    for text in (str(caught.value), repr(caught.value)):
+        assert SECRET[:8] not in text and SECRET[-8:] not in text

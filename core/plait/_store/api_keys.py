@@ -15,7 +15,7 @@ import secrets
 import string
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Table, or_, select
 from sqlalchemy.engine import Row
@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from plait._runs import utcnow
 from plait._store.database import Database
 from plait._store.events import record_event
-from plait._store.models import ApiKeyModel
+from plait._store.models import API_KEYS
 
 __all__ = [
     "SCOPES",
@@ -36,7 +36,7 @@ __all__ = [
     "api_keys_exist",
 ]
 
-_K: Table = cast(Table, ApiKeyModel.__table__)
+_K: Table = API_KEYS
 
 SCOPES = ("read", "run", "admin")  # each allows what the ones before it allow
 KEY_PREFIX = "plait_"

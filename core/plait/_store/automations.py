@@ -19,7 +19,7 @@ import difflib
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection, Row
@@ -29,12 +29,12 @@ from plait._runs import utcnow
 from plait._store.database import Database
 from plait._store.events import insert_events, new_event
 from plait._store.models import (
-    AutomationActionModel,
-    AutomationBucketModel,
-    AutomationModel,
-    DeploymentModel,
-    FlowRunModel,
-    ServiceCursorModel,
+    AUTOMATION_ACTIONS,
+    AUTOMATION_BUCKETS,
+    AUTOMATIONS,
+    DEPLOYMENTS,
+    FLOW_RUNS,
+    SERVICE_CURSORS,
 )
 
 __all__ = [
@@ -58,12 +58,12 @@ __all__ = [
     "ACTION_KEY_PREFIX",
 ]
 
-_A: Table = cast(Table, AutomationModel.__table__)
-_B: Table = cast(Table, AutomationBucketModel.__table__)
-_X: Table = cast(Table, AutomationActionModel.__table__)
-_C: Table = cast(Table, ServiceCursorModel.__table__)
-_F: Table = cast(Table, FlowRunModel.__table__)
-_D: Table = cast(Table, DeploymentModel.__table__)
+_A: Table = AUTOMATIONS
+_B: Table = AUTOMATION_BUCKETS
+_X: Table = AUTOMATION_ACTIONS
+_C: Table = SERVICE_CURSORS
+_F: Table = FLOW_RUNS
+_D: Table = DEPLOYMENTS
 
 _SPEC_FIELDS = ("description", "enabled", "trigger", "actions")
 ACTION_KEY_PREFIX = "automation-action:"  # the idempotency key of a run an action makes, then its id

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from sqlalchemy import Table, func, select
 from sqlalchemy.engine import Connection, Row
@@ -47,10 +47,10 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from plait._store.database import Database, get_database
 from plait._store.events import insert_events, new_event
 from plait._store.models import (
-    BlockDocumentModel,
-    BlockDocumentReferenceModel,
-    BlockSchemaModel,
-    BlockTypeModel,
+    BLOCK_DOCUMENT_REFERENCES,
+    BLOCK_DOCUMENTS,
+    BLOCK_SCHEMAS,
+    BLOCK_TYPES,
 )
 
 __all__ = [
@@ -64,11 +64,11 @@ __all__ = [
     "transact",
 ]
 
-# A declarative model's __table__ is typed as a FromClause; these models each map one Table.
-_D: Table = cast(Table, BlockDocumentModel.__table__)
-_R: Table = cast(Table, BlockDocumentReferenceModel.__table__)
-_S: Table = cast(Table, BlockSchemaModel.__table__)
-_T: Table = cast(Table, BlockTypeModel.__table__)
+# Short names for the tables this module speaks of.
+_D: Table = BLOCK_DOCUMENTS
+_R: Table = BLOCK_DOCUMENT_REFERENCES
+_S: Table = BLOCK_SCHEMAS
+_T: Table = BLOCK_TYPES
 
 # PostgreSQL SQLSTATEs worth another try: serialization_failure, deadlock_detected.
 _RETRY_SQLSTATES = ("40001", "40P01")

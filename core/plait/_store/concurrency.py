@@ -27,7 +27,7 @@ import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Table, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
@@ -38,7 +38,7 @@ from plait._runs import utcnow
 from plait._store.database import Database
 from plait._store.deployment_runs import FINAL, aware
 from plait._store.events import insert_events, new_event
-from plait._store.models import ConcurrencyLimitModel, ConcurrencySlotModel, FlowRunModel
+from plait._store.models import CONCURRENCY_LIMITS, CONCURRENCY_SLOTS, FLOW_RUNS
 
 __all__ = [
     "CONCURRENCY_LIMITS",
@@ -55,10 +55,10 @@ __all__ = [
     "active_limits",
 ]
 
-CONCURRENCY_LIMITS: Table = cast(Table, ConcurrencyLimitModel.__table__)
-CONCURRENCY_SLOTS: Table = cast(Table, ConcurrencySlotModel.__table__)
+CONCURRENCY_LIMITS: Table = CONCURRENCY_LIMITS
+CONCURRENCY_SLOTS: Table = CONCURRENCY_SLOTS
 _L, _S = CONCURRENCY_LIMITS, CONCURRENCY_SLOTS
-_F: Table = cast(Table, FlowRunModel.__table__)
+_F: Table = FLOW_RUNS
 
 MODES = ("concurrency", "rate")
 MAX_NAMES = 50  # names in one acquisition (the API's bound too)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Table, select
 from sqlalchemy.engine import Connection
@@ -34,13 +34,13 @@ from plait._batch import BatchRows, clean_json, clean_text
 from plait._runs import utcnow
 from plait._store.database import Database
 from plait._store.events import batch_event_params, insert_event_params
-from plait._store.models import FlowRunModel, StateModel
+from plait._store.models import FLOW_RUNS, STATES
 from plait.states import StateType
 
 __all__ = ["record_pause", "pause_status", "resume_flow_run", "retry_flow_run", "input_problems"]
 
-_F: Table = cast(Table, FlowRunModel.__table__)
-_S: Table = cast(Table, StateModel.__table__)
+_F: Table = FLOW_RUNS
+_S: Table = STATES
 
 _PAUSED = StateType.PAUSED.value
 _RETRYABLE = (StateType.FAILED.value, StateType.CRASHED.value)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Table, func, insert, select, true, update
 from sqlalchemy.engine import Connection, Row
@@ -27,7 +27,7 @@ from plait._batch import clean_json, clean_text
 from plait._runs import utcnow
 from plait._store.database import Database
 from plait._store.events import insert_events, new_event
-from plait._store.models import DeploymentModel, FlowRunModel, FlowRunTagModel, StateModel, WorkPoolModel
+from plait._store.models import DEPLOYMENTS, FLOW_RUN_TAGS, FLOW_RUNS, STATES, WORK_POOLS
 from plait.states import FINAL_TYPES, IllegalTransition, State, StateType, check_transition
 
 __all__ = [
@@ -50,11 +50,11 @@ __all__ = [
     "missing_run",
 ]
 
-_F: Table = cast(Table, FlowRunModel.__table__)
-_G: Table = cast(Table, FlowRunTagModel.__table__)
-_S: Table = cast(Table, StateModel.__table__)
-_D: Table = cast(Table, DeploymentModel.__table__)
-_P: Table = cast(Table, WorkPoolModel.__table__)
+_F: Table = FLOW_RUNS
+_G: Table = FLOW_RUN_TAGS
+_S: Table = STATES
+_D: Table = DEPLOYMENTS
+_P: Table = WORK_POOLS
 
 # StateType.CANCELLING joins states.py with this issue; spelled as text until it does.
 CANCELLING = "CANCELLING"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import uuid
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Table, and_, delete, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
@@ -34,7 +34,7 @@ from plait._store._paging import check_limit, decode_cursor, encode_cursor
 from plait._store.database import Database
 from plait._store.deployment_runs import aware, cancel_scheduled_runs_in, delete_future_auto_runs_in
 from plait._store.events import insert_events, new_event
-from plait._store.models import DeploymentModel, DeploymentScheduleModel
+from plait._store.models import DEPLOYMENT_SCHEDULES, DEPLOYMENTS
 
 __all__ = [
     "DEPLOYMENTS",
@@ -52,8 +52,8 @@ __all__ = [
     "normalise_schedule",
 ]
 
-DEPLOYMENTS: Table = cast(Table, DeploymentModel.__table__)
-DEPLOYMENT_SCHEDULES: Table = cast(Table, DeploymentScheduleModel.__table__)
+DEPLOYMENTS: Table = DEPLOYMENTS
+DEPLOYMENT_SCHEDULES: Table = DEPLOYMENT_SCHEDULES
 _D, _DS = DEPLOYMENTS, DEPLOYMENT_SCHEDULES
 
 COLLISION_STRATEGIES = ("enqueue", "cancel_new")

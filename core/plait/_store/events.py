@@ -29,7 +29,7 @@ import re
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Table, func, or_, select
 from sqlalchemy.engine import Connection
@@ -38,7 +38,7 @@ from plait._batch import BatchRows
 from plait._runs import utcnow
 from plait._store._paging import check_limit
 from plait._store.database import Database, _json_dumps
-from plait._store.models import EventModel, _sqlite_bind
+from plait._store.models import EVENTS, _sqlite_bind
 
 __all__ = [
     "KINDS",
@@ -53,7 +53,7 @@ __all__ = [
     "latest_seq",
 ]
 
-_EV: Table = cast(Table, EventModel.__table__)
+_EV: Table = EVENTS
 
 KINDS = (
     "flow-run.state-changed",

@@ -237,9 +237,9 @@ def get_flow_run(db: Database, id_or_prefix: str) -> dict[str, Any]:
 def _placement(conn: Any, run: Row[Any]) -> dict[str, Any]:
     """Where a deployment's run ran: its deployment, work pool (and its infrastructure type),
     queue and worker, by name (all None for a run started by hand)."""
-    from plait._store.models import DeploymentModel, WorkerModel, WorkPoolModel
+    from plait._store.models import DEPLOYMENTS, WORK_POOLS, WORKERS
 
-    deployments, workers, pools = DeploymentModel.__table__, WorkerModel.__table__, WorkPoolModel.__table__
+    deployments, workers, pools = DEPLOYMENTS, WORKERS, WORK_POOLS
     deployment = worker = pool_type = None
     if run.deployment_id:
         deployment = conn.execute(select(deployments.c.flow_name, deployments.c.name)

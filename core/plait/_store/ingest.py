@@ -15,7 +15,7 @@ a batch with refused rows is stored at most once.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Table, select
 from sqlalchemy.engine import Connection
@@ -25,7 +25,7 @@ from plait._batch import BatchRows
 from plait._runs import utcnow
 from plait._store.database import Database
 from plait._store.events import EventParams, insert_event_params
-from plait._store.models import IngestedBatchModel
+from plait._store.models import INGESTED_BATCHES
 from plait._store.runs import (
     _E,
     _F,
@@ -44,7 +44,7 @@ from plait._store.runs import (
 
 __all__ = ["ingest_batch", "ingest_replay", "BATCH_ID_MAX"]
 
-_B: Table = cast(Table, IngestedBatchModel.__table__)
+_B: Table = INGESTED_BATCHES
 
 BATCH_ID_MAX = 128
 # PostgreSQL SQLSTATEs worth another try: serialization_failure, deadlock_detected.

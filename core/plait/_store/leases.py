@@ -11,18 +11,18 @@ clocks (UTC): keep them in sync to well within a lease's time to live.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Table, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from plait._runs import utcnow
 from plait._store.database import Database
-from plait._store.models import ServiceLeaseModel
+from plait._store.models import SERVICE_LEASES
 
 __all__ = ["acquire_lease", "renew_lease", "release_lease", "lease_holder", "SERVICE_LEASES"]
 
-SERVICE_LEASES: Table = cast(Table, ServiceLeaseModel.__table__)  # migration 0006
+SERVICE_LEASES: Table = SERVICE_LEASES  # migration 0006
 _L = SERVICE_LEASES
 
 

@@ -1,12 +1,12 @@
-"""The run-history schema as SQLAlchemy 2 tables.
+"""The schema as SQLAlchemy Core tables (``FLOW_RUNS``, ``TASK_RUNS``, ...), all in ``METADATA``.
 
-These classes describe the *current* schema for queries and the recorder. They never
-create tables: every schema change goes through an Alembic migration in
+These tables describe the *current* schema for queries and the recorder. They never create
+tables: every schema change goes through an Alembic migration in
 ``plait/_store/migrations/versions`` (a test checks that the two agree).
 
-The recorder writes through SQLAlchemy Core (``Model.__table__``) rather than ORM objects,
-because it inserts tens of thousands of rows per flush; the declarative classes exist so the
-schema reads well and the read side can use them in ``select()``.
+Core, not the ORM: the repositories speak in statements over rows (the recorder inserts
+tens of thousands per flush), and declarative classes cost every process that opens the
+store ~0.1 s of mapping at import for nothing it uses.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Column,
     DateTime,
     Float,
     ForeignKey,
@@ -25,26 +26,26 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
-    "Base",
+    "METADATA",
     "UTCDateTime",
-    "FlowRunModel",
-    "TaskRunModel",
-    "StateModel",
-    "TaskRunEdgeModel",
-    "LogModel",
-    "ResultModel",
-    "BlockTypeModel",
-    "BlockSchemaModel",
-    "BlockDocumentModel",
-    "BlockDocumentReferenceModel",
+    "FLOW_RUNS",
+    "TASK_RUNS",
+    "STATES",
+    "TASK_RUN_EDGES",
+    "LOGS",
+    "RESULTS",
+    "BLOCK_TYPES",
+    "BLOCK_SCHEMAS",
+    "BLOCK_DOCUMENTS",
+    "BLOCK_DOCUMENT_REFERENCES",
     "NAMING_CONVENTION",
 ]
 
@@ -119,562 +120,508 @@ class UTCDateTime(TypeDecorator[datetime]):
         return super().result_processor(dialect, coltype)
 
 
-class Base(DeclarativeBase):
-    """Declarative base holding the shared ``MetaData`` with the naming convention."""
-
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+# Every table of the schema, with the naming convention.
+METADATA = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-class FlowRunModel(Base):
-    """One execution of a flow; mirrors ``plait._runs.FlowRun`` plus a heartbeat."""
-
-    __tablename__ = "flow_runs"
-
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    flow_name: Mapped[str] = mapped_column(String)
-    name: Mapped[str] = mapped_column(String)
-    parameters: Mapped[dict[str, Any]] = mapped_column(JSON)
-    tags: Mapped[list[str]] = mapped_column(JSON)
-    state_type: Mapped[str] = mapped_column(String(16))
-    state_name: Mapped[str] = mapped_column(String)
-    state_message: Mapped[str | None] = mapped_column(Text)
-    parent_flow_run_id: Mapped[str | None] = mapped_column(ID)
-    parent_task_run_id: Mapped[str | None] = mapped_column(ID)
-    run_count: Mapped[int] = mapped_column(Integer, default=0)
-    created: Mapped[datetime] = mapped_column(UTCDateTime())
-    start_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    end_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    pid: Mapped[int | None] = mapped_column(Integer)
-    hostname: Mapped[str | None] = mapped_column(String)
+# One execution of a flow; mirrors ``plait._runs.FlowRun`` plus a heartbeat.
+FLOW_RUNS = Table(
+    "flow_runs", METADATA,
+    Column("id", ID, primary_key=True),
+    Column("flow_name", String, nullable=False),
+    Column("name", String, nullable=False),
+    Column("parameters", JSON, nullable=False),
+    Column("tags", JSON, nullable=False),
+    Column("state_type", String(16), nullable=False),
+    Column("state_name", String, nullable=False),
+    Column("state_message", Text),
+    Column("parent_flow_run_id", ID),
+    Column("parent_task_run_id", ID),
+    Column("run_count", Integer, default=0, nullable=False),
+    Column("created", UTCDateTime(), nullable=False),
+    Column("start_time", UTCDateTime()),
+    Column("end_time", UTCDateTime()),
+    Column("pid", Integer),
+    Column("hostname", String),
     # Last time the owning process wrote this row; a silent Running run is Crashed.
-    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    Column("heartbeat_at", UTCDateTime()),
     # The owning process's heartbeat interval: silence of twice this means it is gone.
-    heartbeat_interval: Mapped[float | None] = mapped_column(Float)
+    Column("heartbeat_interval", Float),
     # -- deployments and workers (migration 0007; NULL for a run started by hand) -------------
-    deployment_id: Mapped[str | None] = mapped_column(ID)
-    work_pool_name: Mapped[str | None] = mapped_column(String)
-    work_queue_name: Mapped[str | None] = mapped_column(String)
-    job_variables: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    Column("deployment_id", ID),
+    Column("work_pool_name", String),
+    Column("work_queue_name", String),
+    Column("job_variables", JSON),
     # The schedule slot or requested start: lateness and catch-up are measured from it.
-    expected_start_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    Column("expected_start_time", UTCDateTime()),
     # "schedule:<schedule id>:<slot>" for the scheduler's runs, or a caller's key.
-    idempotency_key: Mapped[str | None] = mapped_column(String)
-    worker_id: Mapped[str | None] = mapped_column(ID)  # the worker that claimed it
-    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    retry_of: Mapped[str | None] = mapped_column(ID)  # the crashed run this one retries
-    auto_scheduled: Mapped[bool | None] = mapped_column(Boolean)  # created by the scheduler
-    entrypoint: Mapped[str | None] = mapped_column(Text)  # "path.py:flow" of a top-level run
-    pause_schema: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    resume_input: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    pause_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime())
-
+    Column("idempotency_key", String),
+    Column("worker_id", ID),  # the worker that claimed it
+    Column("claimed_at", UTCDateTime()),
+    Column("retry_of", ID),  # the crashed run this one retries
+    Column("auto_scheduled", Boolean),  # created by the scheduler
+    Column("entrypoint", Text),  # "path.py:flow" of a top-level run
+    Column("pause_schema", JSON),
+    Column("resume_input", JSON),
+    Column("pause_deadline", UTCDateTime()),
     # Each filter of the flow-run listing walks its own index in (created, id) order, so a
     # keyset page reads about one page of index entries however long the history is.
-    __table_args__ = (
-        Index(None, "created", "id"),
-        Index(None, "flow_name", "created", "id"),
-        Index(None, "state_type", "created", "id"),
-        Index(None, "parent_flow_run_id", "created", "id"),
-        # a worker's claim: its pool's due Scheduled runs, oldest slot first
-        Index(None, "work_pool_name", "state_type", "expected_start_time"),
-        # a serve process's claim, and the scheduler's look at a deployment's planned runs
-        Index(None, "deployment_id", "state_type", "expected_start_time"),
-        # a deployment's runs, newest first (the dashboard's deployment filter; migration 0010)
-        Index(None, "deployment_id", "created", "id"),
-        # unique: one run per schedule slot / caller's key, however many servers plan
-        Index(None, "idempotency_key", unique=True),
-    )
+    Index(None, "created", "id"),
+    Index(None, "flow_name", "created", "id"),
+    Index(None, "state_type", "created", "id"),
+    Index(None, "parent_flow_run_id", "created", "id"),
+    # a worker's claim: its pool's due Scheduled runs, oldest slot first
+    Index(None, "work_pool_name", "state_type", "expected_start_time"),
+    # a serve process's claim, and the scheduler's look at a deployment's planned runs
+    Index(None, "deployment_id", "state_type", "expected_start_time"),
+    # a deployment's runs, newest first (the dashboard's deployment filter; migration 0010)
+    Index(None, "deployment_id", "created", "id"),
+    # unique: one run per schedule slot / caller's key, however many servers plan
+    Index(None, "idempotency_key", unique=True),
+)
 
 
-class TaskRunModel(Base):
-    """One execution of a task; ``flow_run_id`` is NULL for a task called outside a flow."""
-
-    __tablename__ = "task_runs"
-
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    flow_run_id: Mapped[str | None] = mapped_column(ID)
-    task_name: Mapped[str] = mapped_column(String)
-    task_key: Mapped[str] = mapped_column(String)
-    name: Mapped[str] = mapped_column(String)
-    dynamic_key: Mapped[int] = mapped_column(Integer, default=0)
-    parameters: Mapped[dict[str, Any]] = mapped_column(JSON)
-    tags: Mapped[list[str]] = mapped_column(JSON)
-    state_type: Mapped[str] = mapped_column(String(16))
-    state_name: Mapped[str] = mapped_column(String)
-    state_message: Mapped[str | None] = mapped_column(Text)
-    run_count: Mapped[int] = mapped_column(Integer, default=0)
-    cache_key: Mapped[str | None] = mapped_column(String)
-    result_ref: Mapped[str | None] = mapped_column(Text)
-    created: Mapped[datetime] = mapped_column(UTCDateTime())
-    start_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    end_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
-
-    __table_args__ = (
-        Index(None, "flow_run_id", "created", "id"),  # a run's task runs, in order
-        Index(None, "created", "id"),  # every task run, newest first
-    )
+# One execution of a task; ``flow_run_id`` is NULL for a task called outside a flow.
+TASK_RUNS = Table(
+    "task_runs", METADATA,
+    Column("id", ID, primary_key=True),
+    Column("flow_run_id", ID),
+    Column("task_name", String, nullable=False),
+    Column("task_key", String, nullable=False),
+    Column("name", String, nullable=False),
+    Column("dynamic_key", Integer, default=0, nullable=False),
+    Column("parameters", JSON, nullable=False),
+    Column("tags", JSON, nullable=False),
+    Column("state_type", String(16), nullable=False),
+    Column("state_name", String, nullable=False),
+    Column("state_message", Text),
+    Column("run_count", Integer, default=0, nullable=False),
+    Column("cache_key", String),
+    Column("result_ref", Text),
+    Column("created", UTCDateTime(), nullable=False),
+    Column("start_time", UTCDateTime()),
+    Column("end_time", UTCDateTime()),
+    Index(None, "flow_run_id", "created", "id"),  # a run's task runs, in order
+    Index(None, "created", "id"),  # every task run, newest first
+)
 
 
-class StateModel(Base):
-    """One entry of a run's state history, in the order the engine reported it."""
-
-    __tablename__ = "states"
-
-    id: Mapped[int] = mapped_column(SERIAL_ID, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(ID, index=True)
-    run_kind: Mapped[str] = mapped_column(String(8))  # "flow" | "task"
-    type: Mapped[str] = mapped_column(String(16))
-    name: Mapped[str] = mapped_column(String)
-    message: Mapped[str | None] = mapped_column(Text)
-    timestamp: Mapped[datetime] = mapped_column(UTCDateTime())
-
-
-class TaskRunEdgeModel(Base):
-    """Task run ``downstream_id`` depended on ``upstream_id`` (``kind``: data | wait_for)."""
-
-    __tablename__ = "task_run_edges"
-
-    id: Mapped[int] = mapped_column(SERIAL_ID, primary_key=True, autoincrement=True)
-    upstream_id: Mapped[str] = mapped_column(ID)
-    downstream_id: Mapped[str] = mapped_column(ID, index=True)
-    kind: Mapped[str] = mapped_column(String(16))
-    parameter: Mapped[str | None] = mapped_column(String)
+# One entry of a run's state history, in the order the engine reported it.
+STATES = Table(
+    "states", METADATA,
+    Column("id", SERIAL_ID, primary_key=True, autoincrement=True),
+    Column("run_id", ID, index=True, nullable=False),
+    Column("run_kind", String(8), nullable=False),  # "flow" | "task"
+    Column("type", String(16), nullable=False),
+    Column("name", String, nullable=False),
+    Column("message", Text),
+    Column("timestamp", UTCDateTime(), nullable=False),
+)
 
 
-class LogModel(Base):
-    """A log line emitted while a flow run or task run executed."""
+# Task run ``downstream_id`` depended on ``upstream_id`` (``kind``: data | wait_for).
+TASK_RUN_EDGES = Table(
+    "task_run_edges", METADATA,
+    Column("id", SERIAL_ID, primary_key=True, autoincrement=True),
+    Column("upstream_id", ID, nullable=False),
+    Column("downstream_id", ID, index=True, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("parameter", String),
+)
 
-    __tablename__ = "logs"
 
-    id: Mapped[int] = mapped_column(SERIAL_ID, primary_key=True, autoincrement=True)
-    flow_run_id: Mapped[str | None] = mapped_column(ID)
-    task_run_id: Mapped[str | None] = mapped_column(ID)
-    level: Mapped[int] = mapped_column(Integer)
-    logger: Mapped[str] = mapped_column(String)
-    message: Mapped[str] = mapped_column(Text)
-    timestamp: Mapped[datetime] = mapped_column(UTCDateTime())
-
+# A log line emitted while a flow run or task run executed.
+LOGS = Table(
+    "logs", METADATA,
+    Column("id", SERIAL_ID, primary_key=True, autoincrement=True),
+    Column("flow_run_id", ID),
+    Column("task_run_id", ID),
+    Column("level", Integer, nullable=False),
+    Column("logger", String, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("timestamp", UTCDateTime(), nullable=False),
     # Pages of a run's (or a task run's) lines in the order they were stored: ids only grow,
     # so a reader following new lines never misses one that arrived late.
-    __table_args__ = (
-        Index(None, "flow_run_id", "id"),
-        Index(None, "task_run_id", "id"),
-    )
+    Index(None, "flow_run_id", "id"),
+    Index(None, "task_run_id", "id"),
+)
 
 
-class ResultModel(Base):
-    """Index of persisted task results: where each lives and which cache key it answers."""
-
-    __tablename__ = "results"
-
-    id: Mapped[int] = mapped_column(SERIAL_ID, primary_key=True, autoincrement=True)
-    task_run_id: Mapped[str] = mapped_column(ID, index=True)
-    storage: Mapped[str] = mapped_column(String)
-    path: Mapped[str] = mapped_column(Text)
-    serializer: Mapped[str] = mapped_column(String(32))
-    cache_key: Mapped[str | None] = mapped_column(String, index=True)
-    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    created: Mapped[datetime] = mapped_column(UTCDateTime())
+# Index of persisted task results: where each lives and which cache key it answers.
+RESULTS = Table(
+    "results", METADATA,
+    Column("id", SERIAL_ID, primary_key=True, autoincrement=True),
+    Column("task_run_id", ID, index=True, nullable=False),
+    Column("storage", String, nullable=False),
+    Column("path", Text, nullable=False),
+    Column("serializer", String(32), nullable=False),
+    Column("cache_key", String, index=True),
+    Column("expires_at", UTCDateTime()),
+    Column("created", UTCDateTime(), nullable=False),
+)
 
 
 # -- blocks ------------------------------------------------------------------------------------
-class BlockTypeModel(Base):
-    """A block type that has been saved at least once: its slug and display metadata."""
-
-    __tablename__ = "block_types"
-
-    slug: Mapped[str] = mapped_column(String, primary_key=True)
-    name: Mapped[str] = mapped_column(String)
-    description: Mapped[str] = mapped_column(Text)
-    capabilities: Mapped[list[str]] = mapped_column(JSON)
-    plugin: Mapped[str | None] = mapped_column(String)  # the plugin that registered it, if any
-    updated: Mapped[datetime] = mapped_column(UTCDateTime())
-
-
-class BlockSchemaModel(Base):
-    """One version of a block type's JSON schema, keyed by its checksum."""
-
-    __tablename__ = "block_schemas"
-
-    checksum: Mapped[str] = mapped_column(String, primary_key=True)
-    slug: Mapped[str] = mapped_column(String)
-    json_schema: Mapped[dict[str, Any]] = mapped_column(JSON)
-    secret_fields: Mapped[list[str]] = mapped_column(JSON)
-    created: Mapped[datetime] = mapped_column(UTCDateTime())
+# A block type that has been saved at least once: its slug and display metadata.
+BLOCK_TYPES = Table(
+    "block_types", METADATA,
+    Column("slug", String, primary_key=True),
+    Column("name", String, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("capabilities", JSON, nullable=False),
+    Column("plugin", String),  # the plugin that registered it, if any
+    Column("updated", UTCDateTime(), nullable=False),
+)
 
 
-class BlockDocumentModel(Base):
-    """A saved block: its values as JSON, secret values encrypted (``{"$secret": token}``)
-    and nested blocks by reference (``{"$ref": document_id}``)."""
-
-    __tablename__ = "block_documents"
-
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    name: Mapped[str] = mapped_column(String)
-    slug: Mapped[str] = mapped_column(String)
-    schema_checksum: Mapped[str] = mapped_column(String)
-    data: Mapped[dict[str, Any]] = mapped_column(JSON)
-    created: Mapped[datetime] = mapped_column(UTCDateTime())
-    updated: Mapped[datetime] = mapped_column(UTCDateTime())
-
-    __table_args__ = (
-        UniqueConstraint("slug", "name"),
-        Index(None, "name"),
-    )
+# One version of a block type's JSON schema, keyed by its checksum.
+BLOCK_SCHEMAS = Table(
+    "block_schemas", METADATA,
+    Column("checksum", String, primary_key=True),
+    Column("slug", String, nullable=False),
+    Column("json_schema", JSON, nullable=False),
+    Column("secret_fields", JSON, nullable=False),
+    Column("created", UTCDateTime(), nullable=False),
+)
 
 
-class BlockDocumentReferenceModel(Base):
-    """Block document ``parent_document_id`` holds ``child_document_id`` in ``field_name``."""
+# A saved block: its values as JSON, secret values encrypted (``{"$secret": token}``) and
+# nested blocks by reference (``{"$ref": document_id}``).
+BLOCK_DOCUMENTS = Table(
+    "block_documents", METADATA,
+    Column("id", ID, primary_key=True),
+    Column("name", String, nullable=False),
+    Column("slug", String, nullable=False),
+    Column("schema_checksum", String, nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("created", UTCDateTime(), nullable=False),
+    Column("updated", UTCDateTime(), nullable=False),
+    UniqueConstraint("slug", "name"),
+    Index(None, "name"),
+)
 
-    __tablename__ = "block_document_references"
 
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    parent_document_id: Mapped[str] = mapped_column(ID, index=True)
-    field_name: Mapped[str] = mapped_column(String)
-    child_document_id: Mapped[str] = mapped_column(ID, index=True)
+# Block document ``parent_document_id`` holds ``child_document_id`` in ``field_name``.
+BLOCK_DOCUMENT_REFERENCES = Table(
+    "block_document_references", METADATA,
+    Column("id", ID, primary_key=True),
+    Column("parent_document_id", ID, index=True, nullable=False),
+    Column("field_name", String, nullable=False),
+    Column("child_document_id", ID, index=True, nullable=False),
+)
 
 
 # -- notification rules ------------------------------------------------------------------------
-__all__.append("NotificationRuleModel")
+__all__.append("NOTIFICATION_RULES")
 
 
-class NotificationRuleModel(Base):
-    """Notify through a saved block (``slug/name``) when a matching flow run enters a state.
-
-    ``flow_name`` is a glob over flow names; a run must carry every tag in ``tags``; ``states``
-    lists state types (``["FAILED", "CRASHED"]``). See ``plait.notifications``.
-    """
-
-    __tablename__ = "notification_rules"
-
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    name: Mapped[str] = mapped_column(String, unique=True)
-    block: Mapped[str] = mapped_column(String)
-    flow_name: Mapped[str] = mapped_column(String)
-    tags: Mapped[list[str]] = mapped_column(JSON)
-    states: Mapped[list[str]] = mapped_column(JSON)
-    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
-    created: Mapped[datetime] = mapped_column(UTCDateTime())
+# Notify through a saved block (``slug/name``) when a matching flow run enters a state.
+# ``flow_name`` is a glob over flow names; a run must carry every tag in ``tags``;
+# ``states`` lists state types (``["FAILED", "CRASHED"]``). See ``plait.notifications``.
+NOTIFICATION_RULES = Table(
+    "notification_rules", METADATA,
+    Column("id", ID, primary_key=True),
+    Column("name", String, unique=True, nullable=False),
+    Column("block", String, nullable=False),
+    Column("flow_name", String, nullable=False),
+    Column("tags", JSON, nullable=False),
+    Column("states", JSON, nullable=False),
+    Column("enabled", Boolean, default=True, nullable=False),
+    Column("created", UTCDateTime(), nullable=False),
+)
 
 
 # -- server: events, API keys, delivered batches -----------------------------------------------
-__all__ += ["EventModel", "ApiKeyModel", "IngestedBatchModel", "FlowRunTagModel"]
+__all__ += ["EVENTS", "API_KEYS", "INGESTED_BATCHES", "FLOW_RUN_TAGS"]
 
 
-class FlowRunTagModel(Base):
-    """One tag of a flow run, with the run's creation time: a page of the runs with a tag
-    walks (tag, created, flow_run_id) instead of every run's JSON list of tags. Written with
-    the run (a run's tags do not change after it is created)."""
-
-    __tablename__ = "flow_run_tags"
-
-    flow_run_id: Mapped[str] = mapped_column(ID, primary_key=True)
-    tag: Mapped[str] = mapped_column(String, primary_key=True)
-    created: Mapped[datetime] = mapped_column(UTCDateTime())
-
-    __table_args__ = (Index(None, "tag", "created", "flow_run_id"),)
+# One tag of a flow run, with the run's creation time: a page of the runs with a tag walks
+# (tag, created, flow_run_id) instead of every run's JSON list of tags. Written with the
+# run (a run's tags do not change after it is created).
+FLOW_RUN_TAGS = Table(
+    "flow_run_tags", METADATA,
+    Column("flow_run_id", ID, primary_key=True),
+    Column("tag", String, primary_key=True),
+    Column("created", UTCDateTime(), nullable=False),
+    Index(None, "tag", "created", "flow_run_id"),
+)
 
 
-class EventModel(Base):
-    """Something that happened (a state change, a block saved, log lines written), in the
-    order it was committed: ``seq`` is the cursor readers resume from."""
-
-    __tablename__ = "events"
-
-    seq: Mapped[int] = mapped_column(SERIAL_ID, primary_key=True, autoincrement=True)
-    id: Mapped[str] = mapped_column(ID, unique=True)
-    occurred: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
-    kind: Mapped[str] = mapped_column(String)
-    resource: Mapped[str] = mapped_column(String)
-    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
-    labels: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # a custom event's resource labels
-
-    __table_args__ = (
-        Index(None, "kind", "seq"),
-        # pattern ops: PostgreSQL then answers a prefix LIKE from the index in any collation
-        Index(None, "resource", postgresql_ops={"resource": "varchar_pattern_ops"}),
-    )
+# Something that happened (a state change, a block saved, log lines written), in the order
+# it was committed: ``seq`` is the cursor readers resume from.
+EVENTS = Table(
+    "events", METADATA,
+    Column("seq", SERIAL_ID, primary_key=True, autoincrement=True),
+    Column("id", ID, unique=True, nullable=False),
+    Column("occurred", UTCDateTime(), index=True, nullable=False),
+    Column("kind", String, nullable=False),
+    Column("resource", String, nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("labels", JSON),  # a custom event's resource labels
+    Index(None, "kind", "seq"),
+    # Migration 0005 gives it varchar_pattern_ops on PostgreSQL, which then answers a prefix
+    # LIKE from the index in any collation. Not repeated here: naming a dialect's option
+    # imports that dialect, and every process that records a flow run imports this module.
+    Index(None, "resource"),
+)
 
 
-class ApiKeyModel(Base):
-    """An API key of the server: only the SHA-256 of the key is kept, never the key."""
-
-    __tablename__ = "api_keys"
-
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    name: Mapped[str] = mapped_column(String, unique=True)
-    prefix: Mapped[str] = mapped_column(String(16), index=True)  # shown in listings
-    hash: Mapped[str] = mapped_column(String(64))
-    scope: Mapped[str] = mapped_column(String(8))  # "read" | "run" | "admin"
-    created: Mapped[datetime] = mapped_column(UTCDateTime())
-    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-
-
-class IngestedBatchModel(Base):
-    """A recorder batch a server has stored, with the answer it gave: written in the same
-    transaction as the batch, so a batch sent again is stored once and answered alike."""
-
-    __tablename__ = "ingested_batches"
-
-    batch_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    received: Mapped[datetime] = mapped_column(UTCDateTime())
-    result: Mapped[dict[str, Any]] = mapped_column(JSON)
+# An API key of the server: only the SHA-256 of the key is kept, never the key.
+API_KEYS = Table(
+    "api_keys", METADATA,
+    Column("id", ID, primary_key=True),
+    Column("name", String, unique=True, nullable=False),
+    Column("prefix", String(16), index=True, nullable=False),  # shown in listings
+    Column("hash", String(64), nullable=False),
+    Column("scope", String(8), nullable=False),  # "read" | "run" | "admin"
+    Column("created", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime()),
+    Column("revoked_at", UTCDateTime()),
+    Column("last_used_at", UTCDateTime()),
+)
 
 
-__all__.append("ServiceLeaseModel")
+# A recorder batch a server has stored, with the answer it gave: written in the same
+# transaction as the batch, so a batch sent again is stored once and answered alike.
+INGESTED_BATCHES = Table(
+    "ingested_batches", METADATA,
+    Column("batch_id", String(128), primary_key=True),
+    Column("received", UTCDateTime(), nullable=False),
+    Column("result", JSON, nullable=False),
+)
 
 
-class ServiceLeaseModel(Base):
-    """Which plait server runs a background service, until when (``plait._store.leases``)."""
+__all__.append("SERVICE_LEASES")
 
-    __tablename__ = "service_leases"
 
-    name: Mapped[str] = mapped_column(String(100), primary_key=True)
-    holder: Mapped[str] = mapped_column(String(200))
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+# Which plait server runs a background service, until when (``plait._store.leases``).
+SERVICE_LEASES = Table(
+    "service_leases", METADATA,
+    Column("name", String(100), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+)
 
 
 # -- deployments, schedules, work pools, workers (migration 0007) -----------------------------
-__all__ += ["WorkPoolModel", "WorkQueueModel", "WorkerModel", "DeploymentModel", "DeploymentScheduleModel"]
+__all__ += ["WORK_POOLS", "WORK_QUEUES", "WORKERS", "DEPLOYMENTS", "DEPLOYMENT_SCHEDULES"]
 
 
-class WorkPoolModel(Base):
-    """A named place where deployments' runs are executed, typed by an infrastructure block
-    type (``process``); workers poll it (``plait._store.work_pools``)."""
-
-    __tablename__ = "work_pools"
-
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    name: Mapped[str] = mapped_column(String, unique=True)
-    type: Mapped[str] = mapped_column(String)
-    description: Mapped[str] = mapped_column(Text)
-    base_job_variables: Mapped[dict[str, Any]] = mapped_column(JSON)
-    concurrency_limit: Mapped[int | None] = mapped_column(Integer)
-    paused: Mapped[bool] = mapped_column(Boolean)
-    created: Mapped[datetime] = mapped_column(UTCDateTime())
-    updated: Mapped[datetime] = mapped_column(UTCDateTime())
-
-
-class WorkQueueModel(Base):
-    """A priority queue of a work pool (``priority`` 1 is served first)."""
-
-    __tablename__ = "work_queues"
-
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    pool_name: Mapped[str] = mapped_column(String)
-    name: Mapped[str] = mapped_column(String)
-    priority: Mapped[int] = mapped_column(Integer)
-    concurrency_limit: Mapped[int | None] = mapped_column(Integer)
-    paused: Mapped[bool] = mapped_column(Boolean)
-    created: Mapped[datetime] = mapped_column(UTCDateTime())
-
-    __table_args__ = (UniqueConstraint("pool_name", "name"),)
+# A named place where deployments' runs are executed, typed by an infrastructure block
+# type (``process``); workers poll it (``plait._store.work_pools``).
+WORK_POOLS = Table(
+    "work_pools", METADATA,
+    Column("id", ID, primary_key=True),
+    Column("name", String, unique=True, nullable=False),
+    Column("type", String, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("base_job_variables", JSON, nullable=False),
+    Column("concurrency_limit", Integer),
+    Column("paused", Boolean, nullable=False),
+    Column("created", UTCDateTime(), nullable=False),
+    Column("updated", UTCDateTime(), nullable=False),
+)
 
 
-class WorkerModel(Base):
-    """A worker process polling a pool; silence for two of its heartbeat intervals means it
-    is gone and its claimed runs are crashed."""
-
-    __tablename__ = "workers"
-
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    pool_name: Mapped[str] = mapped_column(String)
-    name: Mapped[str] = mapped_column(String)
-    hostname: Mapped[str] = mapped_column(String)
-    pid: Mapped[int | None] = mapped_column(Integer)
-    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    heartbeat_interval: Mapped[float] = mapped_column(Float)
-    created: Mapped[datetime] = mapped_column(UTCDateTime())
-
-    __table_args__ = (UniqueConstraint("pool_name", "name"),)
+# A priority queue of a work pool (``priority`` 1 is served first).
+WORK_QUEUES = Table(
+    "work_queues", METADATA,
+    Column("id", ID, primary_key=True),
+    Column("pool_name", String, nullable=False),
+    Column("name", String, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("concurrency_limit", Integer),
+    Column("paused", Boolean, nullable=False),
+    Column("created", UTCDateTime(), nullable=False),
+    UniqueConstraint("pool_name", "name"),
+)
 
 
-class DeploymentModel(Base):
-    """A flow entrypoint with the defaults, schedules and place its runs get; named
-    ``"<flow_name>/<name>"`` (``plait._store.deployments``)."""
-
-    __tablename__ = "deployments"
-
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    flow_name: Mapped[str] = mapped_column(String)
-    name: Mapped[str] = mapped_column(String)
-    entrypoint: Mapped[str] = mapped_column(Text)
-    path: Mapped[str | None] = mapped_column(Text)  # working directory of its runs
-    storage_block: Mapped[str | None] = mapped_column(String)  # "slug/name" holding the code bundle
-    bundle_key: Mapped[str | None] = mapped_column(Text)
-    parameters: Mapped[dict[str, Any]] = mapped_column(JSON)
-    parameter_schema: Mapped[dict[str, Any]] = mapped_column(JSON)
-    tags: Mapped[list[str]] = mapped_column(JSON)
-    description: Mapped[str] = mapped_column(Text)
-    version: Mapped[str | None] = mapped_column(String)
-    work_pool_name: Mapped[str | None] = mapped_column(String)
-    work_queue_name: Mapped[str | None] = mapped_column(String)
-    job_variables: Mapped[dict[str, Any]] = mapped_column(JSON)
-    concurrency_limit: Mapped[int | None] = mapped_column(Integer)
-    collision_strategy: Mapped[str] = mapped_column(String(16))  # "enqueue" | "cancel_new"
-    catchup: Mapped[str] = mapped_column(String(16))  # "all" | "latest" | "none"
-    max_active_runs: Mapped[int | None] = mapped_column(Integer)
-    retries: Mapped[int] = mapped_column(Integer)  # new attempts after a crash
-    paused: Mapped[bool] = mapped_column(Boolean)
-    last_polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    created: Mapped[datetime] = mapped_column(UTCDateTime())
-    updated: Mapped[datetime] = mapped_column(UTCDateTime())
-
-    __table_args__ = (
-        UniqueConstraint("flow_name", "name"),
-        Index(None, "work_pool_name"),
-    )
+# A worker process polling a pool; silence for two of its heartbeat intervals means it is
+# gone and its claimed runs are crashed.
+WORKERS = Table(
+    "workers", METADATA,
+    Column("id", ID, primary_key=True),
+    Column("pool_name", String, nullable=False),
+    Column("name", String, nullable=False),
+    Column("hostname", String, nullable=False),
+    Column("pid", Integer),
+    Column("heartbeat_at", UTCDateTime(), nullable=False),
+    Column("heartbeat_interval", Float, nullable=False),
+    Column("created", UTCDateTime(), nullable=False),
+    UniqueConstraint("pool_name", "name"),
+)
 
 
-class DeploymentScheduleModel(Base):
-    """One schedule of a deployment (``kind``: cron | interval | rrule), in ``position`` order."""
+# A flow entrypoint with the defaults, schedules and place its runs get; named
+# ``"<flow_name>/<name>"`` (``plait._store.deployments``).
+DEPLOYMENTS = Table(
+    "deployments", METADATA,
+    Column("id", ID, primary_key=True),
+    Column("flow_name", String, nullable=False),
+    Column("name", String, nullable=False),
+    Column("entrypoint", Text, nullable=False),
+    Column("path", Text),  # working directory of its runs
+    Column("storage_block", String),  # "slug/name" holding the code bundle
+    Column("bundle_key", Text),
+    Column("parameters", JSON, nullable=False),
+    Column("parameter_schema", JSON, nullable=False),
+    Column("tags", JSON, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("version", String),
+    Column("work_pool_name", String),
+    Column("work_queue_name", String),
+    Column("job_variables", JSON, nullable=False),
+    Column("concurrency_limit", Integer),
+    Column("collision_strategy", String(16), nullable=False),  # "enqueue" | "cancel_new"
+    Column("catchup", String(16), nullable=False),  # "all" | "latest" | "none"
+    Column("max_active_runs", Integer),
+    Column("retries", Integer, nullable=False),  # new attempts after a crash
+    Column("paused", Boolean, nullable=False),
+    Column("last_polled_at", UTCDateTime()),
+    Column("created", UTCDateTime(), nullable=False),
+    Column("updated", UTCDateTime(), nullable=False),
+    UniqueConstraint("flow_name", "name"),
+    Index(None, "work_pool_name"),
+)
 
-    __tablename__ = "deployment_schedules"
 
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    deployment_id: Mapped[str] = mapped_column(ID)
-    position: Mapped[int] = mapped_column(Integer)
-    kind: Mapped[str] = mapped_column(String(16))
-    cron: Mapped[str | None] = mapped_column(String)
-    interval_seconds: Mapped[float | None] = mapped_column(Float)
-    anchor: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    rrule: Mapped[str | None] = mapped_column(Text)
-    timezone: Mapped[str] = mapped_column(String)
-    active: Mapped[bool] = mapped_column(Boolean)
-    parameters: Mapped[dict[str, Any]] = mapped_column(JSON)
-    created: Mapped[datetime] = mapped_column(UTCDateTime())
-
-    __table_args__ = (Index(None, "deployment_id", "position"),)
+# One schedule of a deployment (``kind``: cron | interval | rrule), in ``position`` order.
+DEPLOYMENT_SCHEDULES = Table(
+    "deployment_schedules", METADATA,
+    Column("id", ID, primary_key=True),
+    Column("deployment_id", ID, nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("cron", String),
+    Column("interval_seconds", Float),
+    Column("anchor", UTCDateTime()),
+    Column("rrule", Text),
+    Column("timezone", String, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("parameters", JSON, nullable=False),
+    Column("created", UTCDateTime(), nullable=False),
+    Index(None, "deployment_id", "position"),
+)
 
 
 # -- concurrency limits and their held slots (migration 0008) ----------------------------------
-__all__ += ["ConcurrencyLimitModel", "ConcurrencySlotModel"]
+__all__ += ["CONCURRENCY_LIMITS", "CONCURRENCY_SLOTS"]
 
 
-class ConcurrencyLimitModel(Base):
-    """A named concurrency limit (``plait._store.concurrency``): task runs tagged with its
-    name and ``plait.concurrency(name)`` blocks hold slots of it; with a slot decay it is a
-    rate limit too, whose bucket fill is ``level`` as of ``level_at``."""
+# A named concurrency limit (``plait._store.concurrency``): task runs tagged with its name
+# and ``plait.concurrency(name)`` blocks hold slots of it; with a slot decay it is a rate
+# limit too, whose bucket fill is ``level`` as of ``level_at``.
+CONCURRENCY_LIMITS = Table(
+    "concurrency_limits", METADATA,
+    Column("name", String(200), primary_key=True),
+    Column("limit", Integer, nullable=False),
+    Column("slot_decay_per_second", Float, default=0.0, nullable=False),
+    Column("active", Boolean, default=True, nullable=False),
+    Column("description", Text, default="", nullable=False),
+    Column("level", Float, default=0.0, nullable=False),
+    Column("level_at", UTCDateTime()),
+    Column("created", UTCDateTime(), nullable=False),
+    Column("updated", UTCDateTime(), nullable=False),
+)
 
-    __tablename__ = "concurrency_limits"
 
-    name: Mapped[str] = mapped_column(String(200), primary_key=True)
-    limit: Mapped[int] = mapped_column(Integer)
-    slot_decay_per_second: Mapped[float] = mapped_column(Float, default=0.0)
-    active: Mapped[bool] = mapped_column(Boolean, default=True)
-    description: Mapped[str] = mapped_column(Text, default="")
-    level: Mapped[float] = mapped_column(Float, default=0.0)
-    level_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    created: Mapped[datetime] = mapped_column(UTCDateTime())
-    updated: Mapped[datetime] = mapped_column(UTCDateTime())
-
-
-class ConcurrencySlotModel(Base):
-    """``occupy`` slots of a limit held by one holder (a task run, a with-block) since
-    ``acquired_at``; a slot of a flow run that has ended is stale and freed on the next
-    acquisition of its limit."""
-
-    __tablename__ = "concurrency_slots"
-
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    limit_name: Mapped[str] = mapped_column(
-        String(200), ForeignKey("concurrency_limits.name", ondelete="CASCADE"), index=True
-    )
-    occupy: Mapped[int] = mapped_column(Integer)
-    flow_run_id: Mapped[str | None] = mapped_column(ID, index=True)
-    task_run_id: Mapped[str | None] = mapped_column(ID)
-    hostname: Mapped[str] = mapped_column(String)
-    pid: Mapped[int | None] = mapped_column(Integer)
-    label: Mapped[str] = mapped_column(String)  # "task run extract-3 of flow run 1a2b...", for people
-    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime())
+# ``occupy`` slots of a limit held by one holder (a task run, a with-block) since
+# ``acquired_at``; a slot of a flow run that has ended is stale and freed on the next
+# acquisition of its limit.
+CONCURRENCY_SLOTS = Table(
+    "concurrency_slots", METADATA,
+    Column("id", ID, primary_key=True),
+    Column("limit_name", String(200), ForeignKey("concurrency_limits.name", ondelete="CASCADE"), index=True,
+           nullable=False),
+    Column("occupy", Integer, nullable=False),
+    Column("flow_run_id", ID, index=True),
+    Column("task_run_id", ID),
+    Column("hostname", String, nullable=False),
+    Column("pid", Integer),
+    Column("label", String, nullable=False),  # "task run extract-3 of flow run 1a2b...", for people
+    Column("acquired_at", UTCDateTime(), nullable=False),
+)
 
 
 # -- automations, webhooks (migration 0009) --------------------------------------------------
-__all__ += ["AutomationModel", "AutomationBucketModel", "AutomationActionModel", "ServiceCursorModel",
-            "WebhookModel"]
+__all__ += ["AUTOMATIONS", "AUTOMATION_BUCKETS", "AUTOMATION_ACTIONS", "SERVICE_CURSORS",
+            "WEBHOOKS"]
 
 
-class AutomationModel(Base):
-    """A trigger and its actions, saved by name (``plait._store.automations``)."""
-
-    __tablename__ = "automations"
-
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
-    description: Mapped[str] = mapped_column(Text)
-    enabled: Mapped[bool] = mapped_column(Boolean)
-    trigger: Mapped[dict[str, Any]] = mapped_column(JSON)
-    actions: Mapped[list[Any]] = mapped_column(JSON)
-    source: Mapped[str | None] = mapped_column(String(200), index=True)  # "deployment:<id>": managed there
-    created: Mapped[datetime] = mapped_column(UTCDateTime())
-    updated: Mapped[datetime] = mapped_column(UTCDateTime())
-
-
-class AutomationBucketModel(Base):
-    """One open window of a trigger: ``count`` events since ``opened_at``, ending at
-    ``expires_at`` (null: no end), per automation, trigger path and ``for_each`` key."""
-
-    __tablename__ = "automation_buckets"
-
-    automation_id: Mapped[str] = mapped_column(ID, ForeignKey("automations.id", ondelete="CASCADE"),
-                                               primary_key=True)
-    path: Mapped[str] = mapped_column(String(50), primary_key=True)
-    key: Mapped[str] = mapped_column(String, primary_key=True)
-    opened_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
-    count: Mapped[int] = mapped_column(Integer)
-    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+# A trigger and its actions, saved by name (``plait._store.automations``).
+AUTOMATIONS = Table(
+    "automations", METADATA,
+    Column("id", ID, primary_key=True),
+    Column("name", String(200), unique=True, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("trigger", JSON, nullable=False),
+    Column("actions", JSON, nullable=False),
+    Column("source", String(200), index=True),  # "deployment:<id>": managed there
+    Column("created", UTCDateTime(), nullable=False),
+    Column("updated", UTCDateTime(), nullable=False),
+)
 
 
-class AutomationActionModel(Base):
-    """One action of one firing, recorded before it is taken; ``status`` pending, running,
-    done, failed or skipped."""
-
-    __tablename__ = "automation_actions"
-
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    automation_id: Mapped[str] = mapped_column(ID, index=True)
-    automation_name: Mapped[str] = mapped_column(String(200))
-    firing_id: Mapped[str] = mapped_column(ID)
-    position: Mapped[int] = mapped_column(Integer)
-    action: Mapped[dict[str, Any]] = mapped_column(JSON)
-    context: Mapped[dict[str, Any]] = mapped_column(JSON)
-    chain: Mapped[list[Any]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16))
-    created: Mapped[datetime] = mapped_column(UTCDateTime())
-    started: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    finished: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    flow_run_id: Mapped[str | None] = mapped_column(ID, index=True)  # the run a run-deployment made
-    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    error: Mapped[str | None] = mapped_column(Text)
-
-    __table_args__ = (UniqueConstraint("firing_id", "position"), Index(None, "status", "created"))
+# One open window of a trigger: ``count`` events since ``opened_at``, ending at
+# ``expires_at`` (null: no end), per automation, trigger path and ``for_each`` key.
+AUTOMATION_BUCKETS = Table(
+    "automation_buckets", METADATA,
+    Column("automation_id", ID, ForeignKey("automations.id", ondelete="CASCADE"), primary_key=True),
+    Column("path", String(50), primary_key=True),
+    Column("key", String, primary_key=True),
+    Column("opened_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), index=True),
+    Column("count", Integer, nullable=False),
+    Column("state", JSON, nullable=False),
+)
 
 
-class ServiceCursorModel(Base):
-    """The seq of the last event a service has dealt with."""
+# One action of one firing, recorded before it is taken; ``status`` pending, running,
+# done, failed or skipped.
+AUTOMATION_ACTIONS = Table(
+    "automation_actions", METADATA,
+    Column("id", ID, primary_key=True),
+    Column("automation_id", ID, index=True, nullable=False),
+    Column("automation_name", String(200), nullable=False),
+    Column("firing_id", ID, nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("action", JSON, nullable=False),
+    Column("context", JSON, nullable=False),
+    Column("chain", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created", UTCDateTime(), nullable=False),
+    Column("started", UTCDateTime()),
+    Column("finished", UTCDateTime()),
+    Column("flow_run_id", ID, index=True),  # the run a run-deployment made
+    Column("result", JSON),
+    Column("error", Text),
+    UniqueConstraint("firing_id", "position"),
+    Index(None, "status", "created"),
+)
 
-    __tablename__ = "service_cursors"
 
-    name: Mapped[str] = mapped_column(String(100), primary_key=True)
-    seq: Mapped[int] = mapped_column(BigInteger)
-    updated: Mapped[datetime] = mapped_column(UTCDateTime())
+# The seq of the last event a service has dealt with.
+SERVICE_CURSORS = Table(
+    "service_cursors", METADATA,
+    Column("name", String(100), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("updated", UTCDateTime(), nullable=False),
+)
 
 
-class WebhookModel(Base):
-    """A named receiver of HTTP calls that become events; only the token's SHA-256 is kept."""
-
-    __tablename__ = "webhooks"
-
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
-    slug: Mapped[str] = mapped_column(String(64), unique=True)
-    token_hash: Mapped[str] = mapped_column(String(64))
-    template: Mapped[str] = mapped_column(Text)
-    description: Mapped[str] = mapped_column(Text)
-    enabled: Mapped[bool] = mapped_column(Boolean)
-    created: Mapped[datetime] = mapped_column(UTCDateTime())
-    updated: Mapped[datetime] = mapped_column(UTCDateTime())
-    last_called_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+# A named receiver of HTTP calls that become events; only the token's SHA-256 is kept.
+WEBHOOKS = Table(
+    "webhooks", METADATA,
+    Column("id", ID, primary_key=True),
+    Column("name", String(200), unique=True, nullable=False),
+    Column("slug", String(64), unique=True, nullable=False),
+    Column("token_hash", String(64), nullable=False),
+    Column("template", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("created", UTCDateTime(), nullable=False),
+    Column("updated", UTCDateTime(), nullable=False),
+    Column("last_called_at", UTCDateTime()),
+)

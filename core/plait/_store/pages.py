@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Select, Table, exists, func, literal, not_, select
 from sqlalchemy.engine import Connection, Row
@@ -35,7 +35,7 @@ from plait._store._paging import (
 )
 from plait._store.database import Database
 from plait._store.history import upcoming_runs
-from plait._store.models import DeploymentModel
+from plait._store.models import DEPLOYMENTS
 from plait._store.runs import _E, _F, _G, _L, _R, _S, _T, _duration, _iso
 
 __all__ = [
@@ -50,7 +50,7 @@ __all__ = [
     "deployment_names",
 ]
 
-_D: Table = cast(Table, DeploymentModel.__table__)
+_D: Table = DEPLOYMENTS
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 _ID_MAX = 64

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import cast
 
 from sqlalchemy import Table, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from plait._store.database import Database, get_database
-from plait._store.models import NotificationRuleModel
+from plait._store.models import NOTIFICATION_RULES
 
 __all__ = ["NotificationRule", "RuleNameTaken", "insert_rule", "list_rules", "delete_rule"]
 
-# A declarative model's __table__ is typed as a FromClause; this model maps one Table.
-_N: Table = cast(Table, NotificationRuleModel.__table__)
+# Short names for the tables this module speaks of.
+_N: Table = NOTIFICATION_RULES
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Integer, String, Table, and_, bindparam, case, func, literal_column, not_, or_, select, text
 from sqlalchemy.engine import Connection, Row
@@ -29,13 +29,13 @@ from plait._runs import HOSTNAME, utcnow
 from plait._store.database import Database, _json_dumps
 from plait._store.events import EventParams, batch_event_params, insert_event_params
 from plait._store.models import (
-    FlowRunModel,
-    FlowRunTagModel,
-    LogModel,
-    ResultModel,
-    StateModel,
-    TaskRunEdgeModel,
-    TaskRunModel,
+    FLOW_RUN_TAGS,
+    FLOW_RUNS,
+    LOGS,
+    RESULTS,
+    STATES,
+    TASK_RUN_EDGES,
+    TASK_RUNS,
     _sqlite_bind,
 )
 from plait.states import TRANSITIONS, StateType
@@ -61,14 +61,14 @@ __all__ = [
 
 logger = logging.getLogger("plait.store")
 
-# A declarative model's __table__ is typed as a FromClause; these models each map one Table.
-_F: Table = cast(Table, FlowRunModel.__table__)
-_T: Table = cast(Table, TaskRunModel.__table__)
-_S: Table = cast(Table, StateModel.__table__)
-_E: Table = cast(Table, TaskRunEdgeModel.__table__)
-_L: Table = cast(Table, LogModel.__table__)
-_R: Table = cast(Table, ResultModel.__table__)
-_G: Table = cast(Table, FlowRunTagModel.__table__)
+# Short names for the tables this module speaks of.
+_F: Table = FLOW_RUNS
+_T: Table = TASK_RUNS
+_S: Table = STATES
+_E: Table = TASK_RUN_EDGES
+_L: Table = LOGS
+_R: Table = RESULTS
+_G: Table = FLOW_RUN_TAGS
 
 # States that need a live process behind them. Scheduled and Paused runs wait on purpose.
 _ACTIVE = (StateType.PENDING.value, StateType.RUNNING.value, StateType.RETRYING.value, StateType.CANCELLING.value)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Table, and_, false, func, or_, select, true
 from sqlalchemy.engine import Connection, Row
@@ -54,7 +54,7 @@ from plait._store.deployment_runs import aware as _aware
 from plait._store.deployment_runs import missing_run as _missing_run
 from plait._store.deployment_runs import run_dict as _run_dict
 from plait._store.events import insert_events
-from plait._store.models import DeploymentModel, FlowRunModel, WorkerModel, WorkPoolModel, WorkQueueModel
+from plait._store.models import DEPLOYMENTS, FLOW_RUNS, WORK_POOLS, WORK_QUEUES, WORKERS
 from plait._store.runs import cancelling_among  # one copy: the recorder asks it too
 from plait._store.work_pools import DEFAULT_QUEUE, worker_is_online
 from plait.settings import get_settings
@@ -80,11 +80,11 @@ __all__ = [
     "cancel_scheduled_runs_in",
 ]
 
-_F: Table = cast(Table, FlowRunModel.__table__)
-_D: Table = cast(Table, DeploymentModel.__table__)
-_P: Table = cast(Table, WorkPoolModel.__table__)
-_Q: Table = cast(Table, WorkQueueModel.__table__)
-_W: Table = cast(Table, WorkerModel.__table__)
+_F: Table = FLOW_RUNS
+_D: Table = DEPLOYMENTS
+_P: Table = WORK_POOLS
+_Q: Table = WORK_QUEUES
+_W: Table = WORKERS
 
 _SCHEDULED = StateType.SCHEDULED.value
 _CANCELLING = CANCELLING

@@ -22,7 +22,7 @@ import re
 import secrets
 import uuid
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Table, delete, select, update
 from sqlalchemy.engine import Connection, Row
@@ -33,7 +33,7 @@ from plait._masking import mask
 from plait._runs import utcnow
 from plait._store.database import Database
 from plait._store.events import record_event
-from plait._store.models import WebhookModel
+from plait._store.models import WEBHOOKS
 
 __all__ = [
     "WEBHOOKS",
@@ -51,7 +51,7 @@ __all__ = [
     "record_webhook_call",
 ]
 
-WEBHOOKS: Table = cast(Table, WebhookModel.__table__)
+WEBHOOKS: Table = WEBHOOKS
 _W = WEBHOOKS
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"

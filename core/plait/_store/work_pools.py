@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.engine import Connection, Row
@@ -26,7 +26,7 @@ from plait._batch import clean_json
 from plait._runs import utcnow
 from plait._store.database import Database
 from plait._store.events import insert_events, new_event
-from plait._store.models import FlowRunModel, WorkerModel, WorkPoolModel, WorkQueueModel
+from plait._store.models import FLOW_RUNS, WORK_POOLS, WORK_QUEUES, WORKERS
 
 __all__ = [
     "WORK_POOLS",
@@ -45,11 +45,11 @@ __all__ = [
     "worker_is_online",
 ]
 
-WORK_POOLS: Table = cast(Table, WorkPoolModel.__table__)
-WORK_QUEUES: Table = cast(Table, WorkQueueModel.__table__)
-WORKERS: Table = cast(Table, WorkerModel.__table__)
+WORK_POOLS: Table = WORK_POOLS
+WORK_QUEUES: Table = WORK_QUEUES
+WORKERS: Table = WORKERS
 _P, _Q, _W = WORK_POOLS, WORK_QUEUES, WORKERS
-_F: Table = cast(Table, FlowRunModel.__table__)
+_F: Table = FLOW_RUNS
 
 DEFAULT_QUEUE = "default"
 _NAME_MAX = 200

@@ -14,11 +14,11 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from plait._store.models import Base
+from plait._store.models import METADATA
 
 config = context.config
 # Autogenerate compares against the models; the migrations themselves never import them.
-target_metadata = Base.metadata
+target_metadata = METADATA
 
 
 def _run(connection) -> None:  # type: ignore[no-untyped-def]
