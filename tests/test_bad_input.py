@@ -32,6 +32,9 @@ def test_invalid_task_options_fail_at_decoration(options, message):
 
 def test_invalid_flow_options_fail_at_decoration():
     with pytest.raises(InvalidOptions, match="task_runner must be a TaskRunner"):
+        flow(task_runner=42)(lambda: None)
+    # a name is a runner some collection registers ("dask"): an unknown one says which exist
+    with pytest.raises(InvalidOptions, match="no installed plugin provides the task runner 'threads' \\(installed: "):
         flow(task_runner="threads")(lambda: None)
     with pytest.raises(InvalidOptions, match="unknown flow option 'cache_policy'"):
         flow(cache_policy="inputs")(lambda: None)
@@ -72,12 +75,16 @@ def test_map_length_mismatch_and_non_iterables(plait_harness):
     def f(kind):
         if kind == "lengths":
             return pair.map([1, 2], [1])
-        return pair.map(1, [1])
+        if kind == "scalars":
+            return pair.map(1, "ab")
+        return pair.map(1, [1, 2]).result()
 
     with pytest.raises(ParameterBindError, match=r"different lengths \(#1=2, #2=1\)"):
         f("lengths")
-    with pytest.raises(ParameterBindError, match="needs iterables; argument #1 is a int. Wrap constants in unmapped"):
-        f("scalar")
+    # a non-iterable (or a string) is broadcast to every run, as in Prefect; one iterable is needed
+    with pytest.raises(ParameterBindError, match="needs at least one iterable argument"):
+        f("scalars")
+    assert f("broadcast") == [(1, 1), (1, 2)]
 
 
 def test_unreachable_database_masks_password(monkeypatch, tmp_path):

@@ -426,7 +426,9 @@ def test_the_installed_collections_declare_what_they_register(tmp_path: Path) ->
         assert declares["block_types"] == sorted(b["slug"] for b in entry["blocks"]), name
         assert declares["storage_schemes"] == entry["storage_schemes"], name
         assert declares["infrastructure"] == sorted(i["kind"] for i in entry["infrastructure"]), name
-        implied = {"plait_register_blocks", "plait_register_storage", "plait_register_infrastructure"}
+        assert declares.get("task_runners", []) == sorted(r["name"] for r in entry.get("task_runners", [])), name
+        implied = {"plait_register_blocks", "plait_register_storage", "plait_register_infrastructure",
+                   "plait_register_task_runners"}
         assert sorted(set(entry["hooks"]) - implied) == declares["hooks"], name
         for block in entry["blocks"]:
             assert report["blocks"].get(block["slug"]) == name

@@ -406,6 +406,18 @@ WEBHOOK_CALLS: dict[tuple[str, str], list[Call]] = {
     ("DELETE", "/api/v1/webhooks/by-name/{name}"): [Call(path=WALK_HOOK), Call(path=WALK_HOOK, status=404)],
 }
 CALLS.update(WEBHOOK_CALLS)
+WALK_VAR = {"name": "walk-var"}
+VARIABLE_CALLS: dict[tuple[str, str], list[Call]] = {
+    ("GET", "/api/v1/variables"): [Call(key="read")],
+    ("GET", "/api/v1/variables/by-name/{name}"): [Call(key="read", path={"name": "walk-none"}, status=404)],
+    ("PUT", "/api/v1/variables/by-name/{name}"): [
+        Call(key="run", path=WALK_VAR, json={"value": {"schema": "walk"}, "tags": ["walk"]}),
+        Call(key="run", path=WALK_VAR, json={"value": 2}, status=409),
+        Call(key="read", path=WALK_VAR, json={"value": 2, "overwrite": True}, status=403)],
+    ("DELETE", "/api/v1/variables/by-name/{name}"): [
+        Call(key="run", path=WALK_VAR), Call(key="run", path=WALK_VAR, status=404)],
+}
+CALLS.update(VARIABLE_CALLS)
 _ORDER = {"GET": 0, "POST": 1, "PUT": 2, "PATCH": 3, "DELETE": 4}
 
 

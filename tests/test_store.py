@@ -34,7 +34,7 @@ TABLES = {
     "notification_rules", "events", "api_keys", "ingested_batches", "flow_run_tags", "service_leases",
     "work_pools", "work_queues", "workers", "deployments", "deployment_schedules",
     "concurrency_limits", "concurrency_slots",
-    "automations", "automation_buckets", "automation_actions", "service_cursors", "webhooks",
+    "automations", "automation_buckets", "automation_actions", "service_cursors", "webhooks", "variables",
 }
 
 

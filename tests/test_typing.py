@@ -117,7 +117,7 @@ def pipeline(n: int = 3) -> dict[str, Any]:
     after = add.submit(2, 3, wait_for=[first])
     chained = add.submit(cast(int, first), 1)  # a future passed on: the engine resolves it
     doubled = double.map(range(n))
-    states = plait.wait([first, after, *doubled])
+    done, not_done = plait.wait([first, after, *doubled])
     check = add(1, 2, return_state=True)
     faster = double.with_options(retries=0)
     mapped: list[int] = doubled.result()
@@ -126,7 +126,7 @@ def pipeline(n: int = 3) -> dict[str, Any]:
     return {
         "value": value,
         "mapped": mapped,
-        "ok": check.is_completed() and all(s.is_completed() for s in states),
+        "ok": check.is_completed() and not not_done and all(f.state.is_completed() for f in done),
         "failed": isinstance(outcome, BaseException),
     }
 

@@ -12,11 +12,13 @@
 
 from plait import results as _results
 from plait import runtime
+from plait._context import tags
 from plait._limits import concurrency, rate_limit, rate_limit_async
 from plait._logging import get_run_logger, register_secret
 from plait._masking import mask_secrets, mask_url
 from plait._options import FlowOptions, TaskOptions
 from plait._pause import pause_flow_run
+from plait._process_runner import ProcessPoolTaskRunner
 from plait.cache_policies import FLOW_PARAMETERS, INPUTS, NO_CACHE, TASK_SOURCE
 from plait.exceptions import (
     CancelledRun,
@@ -28,7 +30,7 @@ from plait.exceptions import (
     UpstreamFailed,
 )
 from plait.flows import Flow, flow
-from plait.futures import PlaitFuture, PlaitFutureList, wait
+from plait.futures import PlaitFuture, PlaitFutureList, allow_failure, as_completed, quote, wait
 from plait.states import (
     Cached,
     Cancelled,
@@ -65,6 +67,10 @@ def _find_scheme(scheme: str) -> None:
 _results.register_storage_scheme("*", _find_scheme)
 
 __all__ = [
+    "ProcessPoolTaskRunner",
+    "quote",
+    "as_completed",
+    "allow_failure",
     "Cached",
     "Cancelled",
     "CancelledRun",
@@ -108,6 +114,7 @@ __all__ = [
     "rate_limit_async",
     "register_secret",
     "runtime",
+    "tags",
     "task",
     "unmapped",
     "wait",

@@ -14,7 +14,7 @@ from typing import Any
 
 from plait._masking import MASK, register_secret, secret_values
 from plait._masking import mask as scrub
-from plait.exceptions import ParameterBindError
+from plait.exceptions import InvalidOptions, ParameterBindError, PlaitError
 
 _P = inspect.Parameter
 
@@ -93,6 +93,53 @@ class Signature:
             else:
                 kwargs[name] = value
         return tuple(args), kwargs
+
+
+def check_name_template(template: Any, signature: Signature, owner: str, option: str) -> None:
+    """A run-name template may only name the function's parameters (fails at decoration)."""
+    if not isinstance(template, str) or any(k is _P.VAR_KEYWORD for k in signature.kinds.values()):
+        return
+    import string
+
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise InvalidOptions(f"{option} {template!r} of {owner} is not a valid template: {exc}") from None
+    for field in fields:
+        base = re.split(r"[.\[]", field, maxsplit=1)[0]
+        if not base or base.isdigit():
+            raise InvalidOptions(f"{option} {template!r} of {owner} must name parameters ({{table}}), not {{{field}}}")
+        if base not in signature.kinds:
+            raise InvalidOptions(
+                f"{option} {template!r} of {owner} names {base!r}, which is not one of its parameters "
+                f"({', '.join(signature.names) or 'it takes none'})"
+            )
+
+
+def render_name(template: Any, parameters: dict[str, Any], owner: str, option: str) -> str:
+    """A run's name from its ``flow_run_name``/``task_run_name``: the template filled with the
+    parameters, or what the function returns (called with no arguments, or the parameters)."""
+    try:
+        if isinstance(template, str):
+            name: Any = template.format(**parameters)
+        elif _takes_one_argument(template):
+            name = template(dict(parameters))
+        else:
+            name = template()
+    except Exception as exc:
+        raise PlaitError(f"{option} of {owner} failed: {type(exc).__name__}: {scrub(str(exc))}") from None
+    if not isinstance(name, str) or not name.strip():
+        raise PlaitError(f"{option} of {owner} must give a non-empty string, got {scrub(repr(name))[:80]}")
+    text: str = scrub(name.strip())
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+def _takes_one_argument(fn: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind in (_P.POSITIONAL_ONLY, _P.POSITIONAL_OR_KEYWORD, _P.VAR_POSITIONAL) for p in params)
 
 
 class _IdSource:

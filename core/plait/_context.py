@@ -3,12 +3,47 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 from collections.abc import Set as AbstractSet
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from plait._runs import FlowRun, Recorder, TaskRun
+
+# Set by a runner that executes task bodies elsewhere (``RemoteTaskRunner``) in the threads
+# that drive its task runs: the engine hands the ``Call`` of a task body to it.
+body_executor_var: ContextVar[Callable[[Any], Any] | None] = ContextVar("plait_body_executor", default=None)
+
+# The tags of ``with plait.tags(...)`` blocks around the current code.
+tags_var: ContextVar[tuple[str, ...]] = ContextVar("plait_tags", default=())
+
+
+@contextmanager
+def tags(*names: str) -> Iterator[set[str]]:
+    """Add ``names`` to the tags of every flow run and task run started inside the block
+    (nested blocks add up); yields the tags in effect.
+
+        with plait.tags("nightly", "finance"):
+            load()  # its run, and each of its task runs, is tagged nightly and finance
+    """
+    bad = [n for n in names if not isinstance(n, str)]
+    if bad:
+        raise TypeError(f"plait.tags() takes strings, got {bad[0]!r}")
+    current = tags_var.get()
+    token = tags_var.set(tuple(dict.fromkeys((*current, *names))))
+    try:
+        yield set(tags_var.get())
+    finally:
+        tags_var.reset(token)
+
+
+def run_tags(own: tuple[str, ...]) -> list[str]:
+    """A new run's tags: its own, then those of the ``plait.tags`` blocks around it."""
+    around = tags_var.get()
+    return list(dict.fromkeys((*own, *around))) if around else list(own)
+
 
 # Values of these types are not tracked by identity: equal values share one object, so an
 # identity match would invent dependency edges.

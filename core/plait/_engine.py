@@ -11,7 +11,9 @@ async differ.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import math
 import os
 import random
 import threading
@@ -19,7 +21,7 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any, cast
 
-from plait._context import FlowRunContext, TaskRunContext, flow_run_var, task_run_var
+from plait._context import FlowRunContext, TaskRunContext, body_executor_var, flow_run_var, task_run_var
 from plait._limits import TaskSlots, might_hold, task_slots, task_slots_async
 from plait._masking import mask as scrub
 from plait._options import RunOptions
@@ -73,6 +75,10 @@ class Call:
             flow_run_var.reset(tokens[0])
 
     def run_sync(self) -> Outcome:
+        if self.task_ctx is not None:
+            executor = body_executor_var.get()
+            if executor is not None:  # a RemoteTaskRunner runs the body elsewhere (processes, Dask)
+                return cast(Outcome, executor(self))
         tokens = self._enter()
         try:
             if self.timeout is None:
@@ -290,8 +296,32 @@ def describe_error(exc: BaseException) -> str:
 def retry_delay(options: RunOptions, retry_number: int) -> float:
     delay = options.retry_delay(retry_number)
     if options.retry_jitter_factor and delay:
-        delay = max(0.0, delay * (1 + random.uniform(-1, 1) * options.retry_jitter_factor))
+        delay = jittered(delay, options.retry_jitter_factor)
     return delay
+
+
+def jittered(delay: float, factor: float) -> float:
+    """A random delay of mean ``delay``, never above ``delay * (1 + factor)``: an exponential
+    draw clamped at that bound, its own mean chosen so that the clamped draws average
+    ``delay``. Retries of many runs that failed together spread out, and on average wait
+    what was configured (a symmetric spread cut at zero would wait longer)."""
+    bound = delay * (1 + factor)
+    return min(random.expovariate(1 / (delay * _exponential_scale(factor))), bound)
+
+
+@functools.lru_cache(maxsize=64)
+def _exponential_scale(factor: float) -> float:
+    """``k`` such that ``min(X, 1 + factor)`` averages 1 for ``X`` exponential of mean ``k``:
+    ``k (1 - exp(-(1 + factor) / k)) = 1``, solved by bisection (the left side grows with k)."""
+    bound = 1 + factor
+    low, high = 1.0, max(2.0, bound * bound / factor)
+    for _ in range(100):
+        middle = (low + high) / 2
+        if middle * (1 - math.exp(-bound / middle)) < 1:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2
 
 
 def wants_retry(options: RunOptions, owner: Any, run: Any, exc: BaseException) -> bool:
@@ -324,13 +354,13 @@ def task_steps(
             return _cancel_task(run, flow_ctx, recorder)
         if upstream:
             states = yield Resolve([f for f, _, _ in upstream])
-            for state, (future, _kind, _name) in zip(states, upstream, strict=True):
-                if not state.is_completed():
+            for state, (future, kind, _name) in zip(states, upstream, strict=True):
+                if not state.is_completed() and not kind.endswith(ALLOWED):
                     cause = f"upstream task run {future.task_run.name!r} is {state.type.title}"
                     error = UpstreamFailed(cause)
                     error.__cause__ = state.result(raise_on_failure=False)
                     return set_state(run, State(StateType.CANCELLED, cause, name="Skipped", data=error), recorder)
-            if any(kind == "data" for _, kind, _ in upstream):
+            if any(kind.startswith("data") for _, kind, _ in upstream):
                 parameters = {name: resolve_futures(value) for name, value in parameters.items()}
 
         if flow_ctx is not None and flow_ctx.reuse:
@@ -383,21 +413,28 @@ def task_steps(
             if slots is not None:
                 held, slots = slots, None
                 yield GiveBack(held)
-            if outcome.error is None:
+            value, returned, failure = _settled(outcome, f"task run {run.name!r}")
+            if failure is None:
                 ref = None
                 if storage is not None:
                     saved = yield Do(
-                        task.save_result, storage, cache_key or run.id, outcome.value, run, flow_ctx, recorder
+                        task.save_result, storage, cache_key or run.id, value, run, flow_ctx, recorder
                     )
                     if saved.error is not None:
                         return _fail_task(run, saved.error, recorder)
                     ref = saved.value
                     run.result_ref = ref
                 if flow_ctx is not None:
-                    flow_ctx.track_result(outcome.value, run.id)
-                return set_state(run, State(StateType.COMPLETED, data=outcome.value, result_ref=ref), recorder)
-            failure = outcome.error
+                    flow_ctx.track_result(value, run.id)
+                kept = returned or _NO_STATE
+                return set_state(run, State(
+                    StateType.COMPLETED, kept.message, name=kept.name, data=value, result_ref=ref
+                ), recorder)
+            if returned is not None and not returned.is_failed():  # Cancelled, Crashed: never retried
+                return _end_as_returned(run, returned, failure, recorder)
             if not wants_retry(options, task, run, failure):
+                if returned is not None:
+                    return _end_as_returned(run, returned, failure, recorder)
                 return _fail_task(run, failure, recorder)
             delay = retry_delay(options, run.run_count)
             set_state(run, State(
@@ -415,6 +452,41 @@ def task_steps(
             set_state(run, State(StateType.CRASHED, f"interrupted: {describe_error(exc)}",
                                  data=CrashedRun(describe_error(exc))), recorder)
         raise
+
+
+_NO_STATE = State(StateType.COMPLETED)  # the name and message of a plain return value
+
+
+def _settled(outcome: Outcome, what: str) -> tuple[Any, State | None, BaseException | None]:
+    """``(value, returned, failure)`` of a body's outcome. A body may return a State, as in
+    Prefect: a Completed one gives its data as the value and keeps its name and message
+    (``returned``); a Failed, Crashed or Cancelled one is the run's failure; any other
+    (Running, Pending...) is a mistake the run fails with."""
+    value = outcome.value
+    if outcome.error is not None or not isinstance(value, State):
+        return value, None, outcome.error
+    if value.is_completed():
+        return (value.data if value.has_data else None), value, None
+    if value.is_final():
+        return None, value, value.result(raise_on_failure=False)
+    return None, None, PlaitError(
+        f"{what} returned a {value.type.title} state; return a value or a final state "
+        "(Completed, Failed, Cancelled)"
+    )
+
+
+def _end_as_returned(run: TaskRun, returned: State, failure: BaseException, recorder: Any) -> State:
+    """End a task run in the final state its body returned (its type, name and message)."""
+    message = returned.message or describe_error(failure)
+    state = set_state(run, State(returned.type, message, name=returned.name, data=failure), recorder)
+    if returned.is_failed():
+        _task_logger(run).error("failed: %s", message)
+    return state
+
+
+# An upstream kind ending so ("data+allowed") was passed in allow_failure(...): its failure
+# does not skip the task run.
+ALLOWED = "+allowed"
 
 
 def _cancel_task(run: TaskRun, flow_ctx: FlowRunContext, recorder: Any) -> State:
@@ -486,12 +558,14 @@ def flow_steps(
                                      f"flow run {run.name!r}", flow_ctx=ctx, task_ctx=None)
                 yield WaitAll(ctx)
             exc = outcome.error
+            returned = outcome.value if exc is None and isinstance(outcome.value, State) else None
             if exc is None:
                 value, exc = flow.settle_return(outcome.value, ctx)
             else:
                 exc = root_cause(exc)
             if exc is None:
-                state = set_state(run, State(StateType.COMPLETED, data=value), recorder)
+                kept = returned or _NO_STATE  # a returned Completed(...) keeps its name and message
+                state = set_state(run, State(StateType.COMPLETED, kept.message, name=kept.name, data=value), recorder)
                 break
             if ctx.stop and ctx.cancel_requested():  # it stopped because it was asked to
                 state = _cancel_flow(run, recorder, "cancelled on request")
@@ -505,8 +579,12 @@ def flow_steps(
                 if delay:
                     yield Sleep(delay)
                 continue
-            state = set_state(run, State(StateType.FAILED, describe_error(exc), data=exc), recorder)
-            log.error("failed: %s", describe_error(exc))
+            if returned is not None and returned.is_final() and not returned.is_completed():
+                state = set_state(run, State(returned.type, returned.message or describe_error(exc),
+                                             name=returned.name, data=exc), recorder)
+            else:
+                state = set_state(run, State(StateType.FAILED, describe_error(exc), data=exc), recorder)
+            log.error("failed: %s", state.message)
             break
         log.info("Finished in state %r", state)
         return state

@@ -21,7 +21,7 @@ from plait._masking import register_secret as register_secret  # re-exported: pl
 
 RUN_LOGGER_NAME = "plait.runs"
 _setup_lock = threading.Lock()
-_configured_for: tuple[str, bool] | None = None  # (logging_level, log_to_console) last set up
+_configured_for: tuple[str, bool, bool] | None = None  # (logging_level, log_to_console, propagate) set up
 
 
 class RunLoggerAdapter(logging.LoggerAdapter[logging.Logger]):
@@ -130,13 +130,18 @@ class ConsoleFormatter(logging.Formatter):
 _SECRETS = RegisteredSecrets()  # the registry as a list, for code that still reads it
 
 
+# Under pytest (plait's pytest plugin sets it) records also go up to the root logger, where
+# pytest's caplog and its report sections take them, console or not.
+propagate_to_root = False
+
+
 def setup_logging() -> None:
     """Configure plait's loggers once per settings change (cheap when nothing changed)."""
     global _configured_for
     from plait.settings import get_settings
 
     settings = get_settings()
-    key = (settings.logging_level, settings.log_to_console)
+    key = (settings.logging_level, settings.log_to_console, propagate_to_root)
     if key == _configured_for:
         return
     with _setup_lock:
@@ -157,7 +162,7 @@ def setup_logging() -> None:
             console._plait = True  # type: ignore[attr-defined]
             plait_logger.addHandler(console)
         # plait's console handler replaces the root's; without it plait's records go up again
-        plait_logger.propagate = not settings.log_to_console
+        plait_logger.propagate = propagate_to_root or not settings.log_to_console
         _configured_for = key
 
 

@@ -49,8 +49,10 @@ class RunOptions:
         description: Defaults to the function's docstring.
         retries: How many times a failed run is tried again (>= 0).
         retry_delay_seconds: Seconds before each retry; a list gives one delay per retry
-            (the last one repeats), e.g. ``[1, 10, 60]`` for backoff.
-        retry_jitter_factor: Randomise each delay by up to this fraction (>= 0).
+            (the last one repeats), e.g. ``[1, 10, 60]`` for backoff; or a function of the
+            number of retries giving that list (``plait.tasks.exponential_backoff(10)``).
+        retry_jitter_factor: Randomise each delay, keeping its mean, up to ``delay * (1 +
+            factor)`` (>= 0).
         retry_condition: ``fn(task_or_flow, run, state) -> bool``; return False to stop retrying.
         timeout_seconds: Fail the attempt when it runs longer than this.
         tags: Labels stored with every run.
@@ -62,6 +64,9 @@ class RunOptions:
         encrypt_result: Encrypt the persisted result at rest with the blocks' key (default:
             the flow's option, then the ``encrypt_results`` setting). Results holding
             secrets (``SecretStr``, blocks with secret fields) are encrypted regardless.
+        on_completion, on_failure, on_cancellation, on_crashed, on_running: State hooks,
+            each a callable ``fn(flow_or_task, run, state)`` or a list of them
+            (``plait._hooks``).
     """
 
     name: str | None = None
@@ -78,14 +83,24 @@ class RunOptions:
     result_serializer: str | None = None
     encrypt_result: bool | None = None
 
+    on_completion: tuple[Callable[..., Any], ...] = ()
+    on_failure: tuple[Callable[..., Any], ...] = ()
+    on_cancellation: tuple[Callable[..., Any], ...] = ()
+    on_crashed: tuple[Callable[..., Any], ...] = ()
+    on_running: tuple[Callable[..., Any], ...] = ()
+
     def __post_init__(self) -> None:
         kind = type(self).__name__.replace("Options", "").lower()
         set_ = object.__setattr__
+        for name in HOOK_OPTIONS:
+            set_(self, name, _check_hooks(kind, name, getattr(self, name)))
         for name in ("log_prints", "persist_result", "encrypt_result"):
             _check_bool(kind, name, getattr(self, name), inherit=True)
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
             raise InvalidOptions(f"{kind} retries must be a whole number >= 0, got {self.retries!r}")
-        delay = self.retry_delay_seconds
+        delay: Any = self.retry_delay_seconds  # as given: a number, a list or a function
+        if callable(delay):  # e.g. exponential_backoff(10): called with the number of retries
+            delay = list(delay(self.retries)) if self.retries else 0.0
         delays = tuple(delay) if isinstance(delay, (list, tuple)) else (delay,)
         if not delays or any(isinstance(d, bool) or not isinstance(d, (int, float)) or d < 0 for d in delays):
             raise InvalidOptions(
@@ -132,6 +147,11 @@ class RunOptions:
                 f"got {type(storage).__name__}"
             )
 
+    @property
+    def has_hooks(self) -> bool:
+        return bool(self.on_completion or self.on_failure or self.on_cancellation or self.on_crashed
+                    or self.on_running)
+
     def retry_delay(self, retry_number: int) -> float:
         """Delay before retry ``retry_number`` (1-based), before jitter."""
         delay = self.retry_delay_seconds
@@ -150,9 +170,13 @@ class TaskOptions(RunOptions):
         cache_key_fn: ``fn(context, parameters) -> str | None``; replaces the policy.
         cache_expiration: How long a cached result stays valid (timedelta or seconds).
         refresh_cache: Run anyway and overwrite the cached result.
+        task_run_name: Each task run's name: a template of its parameters
+            (``"load-{table}"``) or a function (no arguments, or the parameters by name as
+            a dict) returning it; default ``<task>-<n>``.
     """
 
     cache_policy: Any = None
+    task_run_name: str | Callable[..., str] | None = None
     cache_key_fn: Callable[..., str | None] | None = None
     cache_expiration: timedelta | None = None
     refresh_cache: bool = False
@@ -160,6 +184,7 @@ class TaskOptions(RunOptions):
     def __post_init__(self) -> None:
         RunOptions.__post_init__(self)
         _check_bool("task", "refresh_cache", self.refresh_cache)
+        _check_run_name("task", "task_run_name", self.task_run_name)
         from plait.cache_policies import coerce_cache_policy
 
         policy = coerce_cache_policy(self.cache_policy)  # raises InvalidOptions on a bad one
@@ -191,18 +216,36 @@ class FlowOptions(RunOptions):
     """Flow options; see ``RunOptions`` plus the task runner.
 
     Attributes:
-        task_runner: Runs submitted tasks: ``InProcessTaskRunner()`` (default) or
-            ``ThreadPoolTaskRunner(max_workers=...)``.
-        validate_parameters: Refuse calls whose arguments do not bind to the signature.
+        task_runner: Runs submitted tasks: ``InProcessTaskRunner()`` (default),
+            ``ThreadPoolTaskRunner(max_workers=...)``, ``ProcessPoolTaskRunner()``, or the name
+            of a runner a collection registers (``"dask"``).
+        validate_parameters: Refuse calls whose arguments do not bind to the signature,
+            and convert values to their type hints.
+        flow_run_name: Each flow run's name: a template of its parameters
+            (``"report-{day:%Y-%m-%d}"``) or a function (no arguments, or the parameters by
+            name as a dict) returning it; default: a random adjective-animal pair.
     """
 
     task_runner: Any = None
     validate_parameters: bool = True
+    flow_run_name: str | Callable[..., str] | None = None
 
     def __post_init__(self) -> None:
         RunOptions.__post_init__(self)
         _check_bool("flow", "validate_parameters", self.validate_parameters)
+        _check_run_name("flow", "flow_run_name", self.flow_run_name)
         runner = self.task_runner
+        if isinstance(runner, str):  # task_runner="dask": a runner a plugin registers
+            from plait import plugins
+
+            cls = plugins.task_runner_class(runner)
+            if cls is None:
+                known = ", ".join(sorted(plugins.task_runner_names())) or "none"
+                raise InvalidOptions(
+                    f"no installed plugin provides the task runner {runner!r} (installed: {known}); install its "
+                    f"collection (e.g. pip install plait-{runner}) or pass a TaskRunner"
+                )
+            runner = cls
         if runner is not None:
             from plait.task_runners import TaskRunner
 
@@ -212,6 +255,26 @@ class FlowOptions(RunOptions):
                 raise InvalidOptions(
                     f"task_runner must be a TaskRunner such as ThreadPoolTaskRunner(max_workers=4), got {runner!r}"
                 )
+
+
+def _check_run_name(kind: str, name: str, value: Any) -> None:
+    if value is not None and not callable(value) and not (isinstance(value, str) and value):
+        raise InvalidOptions(
+            f"{kind} {name} must be a template string like \"load-{{table}}\" or a function returning "
+            f"the name, got {value!r}"
+        )
+
+
+HOOK_OPTIONS = ("on_completion", "on_failure", "on_cancellation", "on_crashed", "on_running")
+
+
+def _check_hooks(kind: str, name: str, value: Any) -> tuple[Callable[..., Any], ...]:
+    """The hooks of option ``name`` as a tuple: one callable or a list of them."""
+    hooks = (value,) if callable(value) else tuple(value or ())
+    for hook in hooks:
+        if not callable(hook):
+            raise InvalidOptions(f"{kind} {name} must be callables fn({kind}, run, state), got {hook!r}")
+    return hooks
 
 
 def build_options(cls: type[RunOptions], base: RunOptions | None, changes: dict[str, Any]) -> Any:
@@ -229,4 +292,4 @@ def build_options(cls: type[RunOptions], base: RunOptions | None, changes: dict[
     return dataclasses.replace(base, **changes)
 
 
-__all__ = ["RunOptions", "TaskOptions", "FlowOptions", "build_options"]
+__all__ = ["RunOptions", "TaskOptions", "FlowOptions", "build_options", "HOOK_OPTIONS"]

@@ -10,7 +10,9 @@ by the interface the core goes on to use — duck typing:
   ``run-infrastructure`` and that has ``run()``;
 - a task has ``fn``, ``name``, ``submit`` and ``map``; a flow has ``fn``, ``name`` and
   ``with_options`` but no ``submit`` (so a task is not taken for a flow, nor the reverse);
-- a storage factory is callable, under a scheme of two or more letters.
+- a storage factory is callable, under a scheme of two or more letters;
+- a task runner is a class with ``submit``, ``duplicate``, ``start`` and ``shutdown`` (what
+  ``plait.task_runners.TaskRunner`` defines), under a name such as ``dask``.
 
 Validators handed in by the upper layers were the alternative; they would need a setup step
 in four modules and would not exist until those modules were imported.
@@ -36,14 +38,17 @@ __all__ = [
     "check_flow",
     "check_infrastructure",
     "check_storage",
+    "check_task_runner",
     "normalize_scheme",
     "LIST_HOOKS",
     "MAP_HOOKS",
 ]
 
 LIST_HOOKS = {"plait_register_blocks": "blocks", "plait_register_tasks": "tasks", "plait_register_flows": "flows"}
-MAP_HOOKS = {"plait_register_storage": "storage", "plait_register_infrastructure": "infrastructure"}
+MAP_HOOKS = {"plait_register_storage": "storage", "plait_register_infrastructure": "infrastructure",
+             "plait_register_task_runners": "task_runners"}
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]+$")
+_RUNNER_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 
 @dataclass
@@ -55,6 +60,7 @@ class Contributions:
     flows: list[Any] = field(default_factory=list)
     storage: dict[str, Any] = field(default_factory=dict)
     infrastructure: dict[str, type] = field(default_factory=dict)
+    task_runners: dict[str, type] = field(default_factory=dict)
     problems: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -77,6 +83,17 @@ def check_infrastructure(obj: Any) -> str | None:
     if "run-infrastructure" not in tuple(obj.capabilities) or not callable(getattr(obj, "run", None)):
         return (f"{obj.__qualname__} is not an infrastructure block (subclass plait.blocks.InfrastructureBlock: "
                 "the run-infrastructure capability and a run() method)")
+    return None
+
+
+def check_task_runner(name: Any, obj: Any) -> str | None:
+    if not (isinstance(name, str) and _RUNNER_NAME.match(name)):
+        return f"{name!r} is not a task runner name (lower-case letters, digits, '-' or '_', e.g. 'dask')"
+    if not isinstance(obj, type):
+        return f"{obj!r} is not a class (return TaskRunner subclasses)"
+    if not all(callable(getattr(obj, method, None)) for method in ("submit", "duplicate", "start", "shutdown")):
+        return (f"{obj.__module__}.{obj.__qualname__} is not a task runner (subclass plait.task_runners.TaskRunner: "
+                "submit, duplicate, start and shutdown)")
     return None
 
 
@@ -192,6 +209,14 @@ def _add(out: Contributions, hook: str, entry: Any) -> str | None:
         if problem:
             return problem
         out.storage[normalize_scheme(scheme)] = factory  # type: ignore[index]
+    elif hook == "plait_register_task_runners":
+        if not (isinstance(entry, tuple) and len(entry) == 2):
+            return "register() takes (name, task runner class)"
+        name, cls = entry
+        problem = check_task_runner(name, cls)
+        if problem:
+            return problem
+        out.task_runners[name] = cls
     else:
         if not (isinstance(entry, tuple) and len(entry) == 2):
             return "register() takes (kind, block class)"

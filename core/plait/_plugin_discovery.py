@@ -1,12 +1,13 @@
 """Finding plugins from installed metadata, without importing any of them.
 
 A plugin is an entry point of the group ``plait.plugins`` (name -> module). What it provides
-is declared in four more entry-point groups of its distribution, each entry naming the
+is declared in five more entry-point groups of its distribution, each entry naming the
 plugin module as its value:
 
     [project.entry-points."plait.block_types"]       # slug = module
     [project.entry-points."plait.storage_schemes"]   # scheme = module
     [project.entry-points."plait.infrastructure"]    # kind = module
+    [project.entry-points."plait.task_runners"]      # runner name = module
     [project.entry-points."plait.hooks"]             # hook name = module
 
 so plait can import a plugin only when one of these is needed. A declaration whose value
@@ -45,6 +46,7 @@ DECLARATION_GROUPS = {
     "plait.block_types": "block_types",
     "plait.storage_schemes": "storage_schemes",
     "plait.infrastructure": "infrastructure",
+    "plait.task_runners": "task_runners",
     "plait.hooks": "hooks",
 }
 #: Plugins that are always loaded, whatever PLAIT_PLUGINS says, by module name (never by an
@@ -55,6 +57,7 @@ _IMPLIED_HOOKS = {
     "block_types": "plait_register_blocks",
     "storage_schemes": "plait_register_storage",
     "infrastructure": "plait_register_infrastructure",
+    "task_runners": "plait_register_task_runners",
 }
 KNOWN_HOOKS = frozenset(REGISTRATION_HOOKS) | frozenset(RUNTIME_HOOKS)
 
@@ -66,10 +69,12 @@ class Declared:
     block_types: dict[str, bool] = field(default_factory=dict)
     storage_schemes: dict[str, bool] = field(default_factory=dict)
     infrastructure: dict[str, bool] = field(default_factory=dict)
+    task_runners: dict[str, bool] = field(default_factory=dict)
     hooks: dict[str, bool] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.block_types or self.storage_schemes or self.infrastructure or self.hooks)
+        return bool(self.block_types or self.storage_schemes or self.infrastructure or self.task_runners
+                    or self.hooks)
 
     def hook_names(self) -> set[str]:
         """The hooks the plugin implements by its declarations (listed, or implied by a kind)."""
@@ -84,6 +89,7 @@ class Declared:
             "block_types": sorted(self.block_types),
             "storage_schemes": sorted(self.storage_schemes),
             "infrastructure": sorted(self.infrastructure),
+            "task_runners": sorted(self.task_runners),
             "hooks": sorted(self.hooks),
         }
 

@@ -1,7 +1,7 @@
 """The process-wide plugin session: discovery, lazy imports, what plugins registered, diagnoses.
 
 A session starts on the first use of plugins. It reads the entry-point metadata, claims
-what each plugin declares (block slugs, storage schemes, infrastructure kinds — the first
+what each plugin declares (block slugs, storage schemes, infrastructure kinds, task runners — the first
 plugin in load order keeps a name two declare), hands ``plait.results`` a lazy factory per
 declared storage scheme, and imports the plugins that must be loaded at once: the default
 plugins, modules added with ``register_plugin``, and plugins that declare nothing. Every
@@ -41,9 +41,10 @@ _KINDS = {  # declared kind -> (what users call it, the registry attribute)
     "block_types": ("block type", "blocks"),
     "storage_schemes": ("storage scheme", "storage"),
     "infrastructure": ("infrastructure kind", "infrastructure"),
+    "task_runners": ("task runner", "task_runners"),
 }
 _GROUPS = {"block_types": "plait.block_types", "storage_schemes": "plait.storage_schemes",
-           "infrastructure": "plait.infrastructure", "hooks": "plait.hooks"}
+           "infrastructure": "plait.infrastructure", "task_runners": "plait.task_runners", "hooks": "plait.hooks"}
 
 extra_plugins: dict[str, Any] = {}  # register_plugin(): name -> module
 
@@ -99,6 +100,7 @@ class Session:
         self.blocks: dict[str, type] = {}
         self.storage: dict[str, Any] = {}
         self.infrastructure: dict[str, type] = {}
+        self.task_runners: dict[str, type] = {}
         self.ready_hooks: set[str] = set()
         self.results_schemes: set[str] = set()
         self.ready = False
@@ -273,7 +275,8 @@ class Session:
                               "so plait finds it before importing the plugin", key=f"undeclared:{kind}:{name}")
         implemented = set(plugin.hooks)
         declared_hooks = c.declared.hook_names()
-        implied = {"plait_register_blocks", "plait_register_storage", "plait_register_infrastructure"}
+        implied = {"plait_register_blocks", "plait_register_storage", "plait_register_infrastructure",
+                   "plait_register_task_runners"}
         for hook in sorted(implemented - declared_hooks - implied):
             self.diagnose(c.name, c.version, f"implements {hook} without declaring it",
                           f'add {hook} = "{c.module}" to [project.entry-points."plait.hooks"] of {where}, '

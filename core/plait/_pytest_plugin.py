@@ -1,4 +1,5 @@
-"""pytest plugin (entry point ``pytest11``): the ``plait_harness`` fixture."""
+"""pytest plugin (entry point ``pytest11``): the ``plait_harness`` fixture, and run logs that
+reach pytest's ``caplog`` (plait's records propagate to the root logger under pytest)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,12 @@ from collections.abc import Iterator
 import pytest
 
 from plait.testing import PlaitTestHarness, plait_test_harness
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from plait import _logging
+
+    _logging.propagate_to_root = True
 
 
 @pytest.fixture

@@ -11,9 +11,10 @@ from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
-from plait._callables import Signature, jsonable, new_id, run_name
-from plait._context import FlowRunContext, flow_run_var, task_run_var
+from plait._callables import Signature, check_name_template, jsonable, new_id, render_name, run_name
+from plait._context import FlowRunContext, flow_run_var, run_tags, task_run_var
 from plait._engine import drive_async, drive_sync, flow_steps, root_cause
+from plait._hooks import HookMethods, with_hooks
 from plait._options import FlowOptions, build_options
 from plait._runs import FlowRun
 from plait.futures import iter_futures, resolve_futures
@@ -26,8 +27,10 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 
-class Flow(Generic[P, R]):
+class Flow(HookMethods, Generic[P, R]):
     """A function whose calls become recorded flow runs. Build with ``@flow``."""
+
+    options: FlowOptions
 
     def __init__(self, fn: Callable[P, R], options: FlowOptions) -> None:
         if not callable(fn):
@@ -38,6 +41,7 @@ class Flow(Generic[P, R]):
         self.description = options.description or inspect.getdoc(fn)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = Signature(fn)
+        check_name_template(options.flow_run_name, self.signature, f"flow {self.name!r}", "flow_run_name")
         functools.update_wrapper(self, fn)
 
     def with_options(self, **changes: Any) -> Flow[P, R]:
@@ -194,10 +198,11 @@ class Flow(Generic[P, R]):
         run = FlowRun(
             id=preset_id or new_id(),
             flow_name=self.name,
-            name=run_name(),
+            name=(render_name(self.options.flow_run_name, parameters, f"flow {self.name!r}", "flow_run_name")
+                  if self.options.flow_run_name else run_name()),
             parameters={k: jsonable(v) for k, v in parameters.items()},
             state=State(StateType.PENDING),
-            tags=list(self.options.tags),
+            tags=run_tags(self.options.tags),
             parent_flow_run_id=parent.flow_run.id if parent else None,
             parent_task_run_id=parent_task.task_run.id if parent_task else None,
         )
@@ -217,7 +222,8 @@ class Flow(Generic[P, R]):
         call_args, call_kwargs = (
             self.signature.call_arguments(parameters) if self.options.validate_parameters else (args, kwargs)
         )
-        return flow_steps(self, run, ctx, call_args, call_kwargs, is_top=is_top)
+        steps = flow_steps(self, run, ctx, call_args, call_kwargs, is_top=is_top)
+        return with_hooks(steps, self, run) if self.options.has_hooks else steps
 
     # -- used by the engine ----------------------------------------------------------------
     def settle_return(self, value: Any, ctx: FlowRunContext) -> tuple[Any, BaseException | None]:

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 from collections.abc import Awaitable, Generator, Iterable, Iterator
-from typing import Any, Generic, Literal, TypeVar, overload
+from typing import Any, Generic, Literal, NamedTuple, TypeVar, overload
 
 from plait._runs import TaskRun
 from plait.states import State
 
-__all__ = ["PlaitFuture", "PlaitFutureList", "wait", "resolve_futures"]
+__all__ = [
+    "PlaitFuture", "PlaitFutureList", "DoneAndNotDone", "wait", "as_completed", "allow_failure", "quote",
+    "resolve_futures",
+]
 
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)  # a future only hands its value out
@@ -158,9 +162,80 @@ class PlaitFutureList(list[PlaitFuture[R]], Generic[R]):
         return [f.state for f in self]
 
 
-def wait(futures: Iterable[PlaitFuture[Any]], timeout: float | None = None) -> list[State]:
-    """Wait for several futures; return their states."""
-    return [f.wait(timeout) for f in futures]
+class DoneAndNotDone(NamedTuple):
+    """What ``wait`` returns: the futures whose runs are final, and the others."""
+
+    done: set[PlaitFuture[Any]]
+    not_done: set[PlaitFuture[Any]]
+
+
+def wait(futures: Iterable[PlaitFuture[Any]], timeout: float | None = None) -> DoneAndNotDone:
+    """Wait until every future's run is final, or ``timeout`` seconds have passed.
+
+        done, not_done = wait(futures, timeout=30)
+
+    The states of the done ones are the caller's to look at (a failure among them no longer
+    fails the flow by itself)."""
+    by_handle = {_concurrent(f): f for f in futures}
+    finished, _pending = concurrent.futures.wait(by_handle, timeout)
+    done = {by_handle[h] for h in finished}
+    for future in done:
+        future._observed = True
+    return DoneAndNotDone(done, set(by_handle.values()) - done)
+
+
+def as_completed(futures: Iterable[PlaitFuture[Any]], timeout: float | None = None) -> Iterator[PlaitFuture[Any]]:
+    """The futures, each as soon as its run is final (raises TimeoutError after ``timeout``
+    seconds with some still running)."""
+    by_handle = {_concurrent(f): f for f in futures}
+    try:
+        for handle in concurrent.futures.as_completed(by_handle, timeout):
+            future = by_handle[handle]
+            future._observed = True
+            yield future
+    except concurrent.futures.TimeoutError:
+        left = sum(1 for h in by_handle if not h.done())
+        raise TimeoutError(f"{left} task run(s) did not finish within {timeout}s") from None
+
+
+def _concurrent(future: PlaitFuture[Any]) -> concurrent.futures.Future[State]:
+    """A ``concurrent.futures.Future`` that completes with the run (for wait/as_completed)."""
+    handle = future._handle
+    if isinstance(handle, concurrent.futures.Future):
+        return handle
+    loop = handle.get_loop()
+    if not handle.done() and _running_loop() is loop:
+        raise RuntimeError(
+            f"task run {future.task_run.name!r} runs on this event loop; await the futures "
+            "(asyncio.gather(*futures)) inside an async flow instead of wait()/as_completed()"
+        )
+    return asyncio.run_coroutine_threadsafe(_await(handle), loop)
+
+
+class allow_failure:  # noqa: N801 - reads like a function at the call site
+    """Run the downstream task even when this upstream failed or was cancelled; it then
+    receives the upstream's exception as the value (as Prefect's ``allow_failure``)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"allow_failure({self.value!r})"
+
+
+class quote:  # noqa: N801 - reads like a function at the call site
+    """Pass a value to a task as it is, without plait looking inside it for futures or
+    recording its contents (for a large object: a DataFrame of a million rows)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"quote(<{type(self.value).__name__}>)"
 
 
 # -- values containing futures -------------------------------------------------------------
@@ -168,34 +243,67 @@ _MAX_DEPTH = 3
 
 
 def iter_futures(value: Any, depth: int = 0) -> Iterator[PlaitFuture[Any]]:
-    """Futures in ``value`` itself or nested in lists, tuples, sets and dict values."""
+    """Futures in ``value`` itself or nested in lists, tuples, sets, dict values, the fields
+    of dataclasses and pydantic models, and ``allow_failure`` (never inside a ``quote``)."""
     if isinstance(value, PlaitFuture):
         yield value
-    elif depth < _MAX_DEPTH and isinstance(value, (list, tuple, set, frozenset)):
+    elif depth >= _MAX_DEPTH or isinstance(value, _LEAVES):
+        return
+    elif isinstance(value, (list, tuple, set, frozenset)):
         for item in value:
             yield from iter_futures(item, depth + 1)
-    elif depth < _MAX_DEPTH and isinstance(value, dict):
+    elif isinstance(value, dict):
         for item in value.values():
             yield from iter_futures(item, depth + 1)
+    elif isinstance(value, allow_failure):
+        yield from iter_futures(value.value, depth)
+    else:
+        fields = _fields_of(value)
+        if fields:
+            for item in fields.values():
+                yield from iter_futures(item, depth + 1)
 
 
-def resolve_futures(value: Any, depth: int = 0) -> Any:
-    """``value`` with every (finished) future replaced by its result."""
+# Values that hold no future: most arguments are one of these, and are looked at no further.
+_LEAVES = (str, bytes, int, float, bool, type(None), quote)
+
+
+def _fields_of(value: Any) -> dict[str, Any] | None:
+    """The field values of a dataclass instance or a pydantic model (None for anything else)."""
+    cls = type(value)
+    if getattr(cls, "__dataclass_fields__", None) is not None and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value) if f.init}
+    if isinstance(getattr(cls, "model_fields", None), dict) and hasattr(value, "model_copy"):
+        return {name: getattr(value, name) for name in cls.model_fields}
+    return None
+
+
+def resolve_futures(value: Any, depth: int = 0, allowed: bool = False) -> Any:
+    """``value`` with every (finished) future replaced by its result (under
+    ``allow_failure``: a failed run's exception)."""
     if isinstance(value, PlaitFuture):
-        return value.result()
-    if depth >= _MAX_DEPTH:
+        return value.result(raise_on_failure=not allowed)
+    if isinstance(value, allow_failure):
+        return resolve_futures(value.value, depth, allowed=True)
+    if depth >= _MAX_DEPTH or isinstance(value, _LEAVES):
         return value
     if isinstance(value, (list, tuple, set, frozenset)):
         if not any(True for _ in iter_futures(value, depth)):
             return value
-        items = [resolve_futures(v, depth + 1) for v in value]
+        items = [resolve_futures(v, depth + 1, allowed) for v in value]
         if isinstance(value, tuple) and hasattr(value, "_fields"):  # namedtuple
             return type(value)(*items)
         return type(value)(items)
     if isinstance(value, dict):
         if not any(True for _ in iter_futures(value, depth)):
             return value
-        return type(value)((k, resolve_futures(v, depth + 1)) for k, v in value.items())
+        return type(value)((k, resolve_futures(v, depth + 1, allowed)) for k, v in value.items())
+    fields = _fields_of(value)
+    if fields and any(True for _ in iter_futures(value, depth)):
+        changes = {k: resolve_futures(v, depth + 1, allowed) for k, v in fields.items()}
+        if hasattr(value, "model_copy"):
+            return value.model_copy(update=changes)
+        return dataclasses.replace(value, **changes)
     return value
 
 

@@ -2,7 +2,7 @@
 
 A plugin is a module named by an entry point in the group ``plait.plugins``; it implements
 hooks with ``@hookimpl``. Registration hooks *return* what the plugin contributes — a list
-(blocks, tasks, flows) or a dict (storage schemes, infrastructure kinds) — and pluggy
+(blocks, tasks, flows) or a dict (storage schemes, infrastructure kinds, task runners) — and pluggy
 collects the answers of every plugin:
 
     from plait.hookspecs import hookimpl
@@ -39,6 +39,7 @@ REGISTRATION_HOOKS = (
     "plait_register_flows",
     "plait_register_storage",
     "plait_register_infrastructure",
+    "plait_register_task_runners",
 )
 #: Hooks plait calls while flows run; a plugin declares which it implements (``plait.hooks``).
 RUNTIME_HOOKS = ("plait_notify", "plait_flow_run_state_changed", "plait_task_run_state_changed")
@@ -92,6 +93,17 @@ def plait_register_infrastructure(register: Register) -> Mapping[str, type] | No
     Each class is a Block with the ``run-infrastructure`` capability whose
     ``run(entrypoint, parameters, *, flow_run_id=None)`` runs the flow (as the run
     ``flow_run_id`` when a worker claimed one) and returns an ``InfrastructureResult``.
+    """
+
+
+# -- task runners ---------------------------------------------------------------------------
+@hookspec
+def plait_register_task_runners(register: Register) -> Mapping[str, type] | None:
+    """Return task runner names mapped to their classes: ``{"dask": DaskTaskRunner}``.
+
+    Each class is a ``plait.task_runners.TaskRunner`` subclass (``submit``, ``duplicate``,
+    ``start``, ``shutdown``); ``plait.plugins.task_runner_class(name)`` finds it, importing
+    only the plugin that declares the name (entry-point group ``plait.task_runners``).
     """
 
 

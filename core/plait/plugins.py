@@ -44,6 +44,8 @@ __all__ = [
     "registered_flows",
     "infrastructure_class",
     "infrastructure_kinds",
+    "task_runner_class",
+    "task_runner_names",
     "storage_factory",
     "lifecycle_observers",
     "load_all",
@@ -187,6 +189,21 @@ def infrastructure_kinds() -> dict[str, type]:
     live = _st.session()
     live.ensure_hook("plait_register_infrastructure")
     return dict(live.infrastructure)
+
+
+def task_runner_class(name: str) -> type | None:
+    """The task runner class registered as ``name`` (``"dask"``), importing only the plugin
+    that declares it; None when no plugin offers it."""
+    live = _st.session()
+    live.ensure("task_runners", name)
+    return live.task_runners.get(name)
+
+
+def task_runner_names() -> dict[str, type]:
+    """Every task runner plugins offer (imports every plugin that offers one)."""
+    live = _st.session()
+    live.ensure_hook("plait_register_task_runners")
+    return dict(live.task_runners)
 
 
 def storage_factory(scheme: str) -> Any:

@@ -1,8 +1,10 @@
-"""Task runners: where submitted tasks execute.
+"""Task runners: where submitted tasks execute (threads here; processes in ``_process_runner``).
 
 A runner takes a zero-argument callable that drives one task run to its final state and
-returns a ``concurrent.futures.Future`` of that state. That is the whole seam a Dask (or any
-other) runner needs to implement.
+returns a ``concurrent.futures.Future`` of that state. A runner that runs task bodies in
+other processes or machines subclasses ``RemoteTaskRunner`` instead: the state machine (and
+every record) stays in the flow's process, and only ``submit_body`` is its own
+(``ProcessPoolTaskRunner`` here, ``DaskTaskRunner`` in plait-dask).
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
+import importlib
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Self, TypeVar
 
+# and, named on first use (below): ProcessPoolTaskRunner, RemoteTaskRunner, BodyHandle, run_task_body
 __all__ = ["TaskRunner", "InProcessTaskRunner", "ThreadPoolTaskRunner", "background_loop"]
 
 T = TypeVar("T")
+
 
 
 class TaskRunner:
@@ -131,3 +136,16 @@ class _LoopThread:
 
 
 background_loop = _LoopThread()
+
+# The runners that ship task bodies to other processes (ProcessPoolTaskRunner, and the base
+# of plait-dask's) live in plait._process_runner, which builds on TaskRunner above: this
+# module names them on first use instead of importing that one, so neither imports the other.
+_REMOTE = ("BodyHandle", "ProcessPoolTaskRunner", "RemoteTaskRunner", "run_task_body")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _REMOTE:
+        value = getattr(importlib.import_module("plait._process_runner"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'plait.task_runners' has no attribute {name!r}")

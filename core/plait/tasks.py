@@ -13,22 +13,37 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
-from plait._callables import Signature, jsonable, new_id
-from plait._context import FlowRunContext, flow_run_var, task_run_var
-from plait._engine import drive_async, drive_sync, task_steps
+from plait._callables import Signature, check_name_template, jsonable, new_id, render_name
+from plait._context import FlowRunContext, flow_run_var, run_tags, task_run_var
+from plait._engine import ALLOWED, drive_async, drive_sync, task_steps
+from plait._hooks import HookMethods, with_hooks
 from plait._options import FlowOptions, TaskOptions, build_options
 from plait._runs import TaskRun
 from plait.exceptions import ParameterBindError
-from plait.futures import PlaitFuture, PlaitFutureList, _running_loop, iter_futures, iter_values
+from plait.futures import PlaitFuture, PlaitFutureList, _running_loop, allow_failure, iter_futures, iter_values, quote
 from plait.states import State, StateType
 
-__all__ = ["Task", "task", "unmapped"]
+__all__ = ["Task", "task", "unmapped", "exponential_backoff"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
 logger = logging.getLogger("plait.tasks")
 _UNSET = object()
+
+
+def exponential_backoff(backoff_factor: float) -> Callable[[int], list[float]]:
+    """``retry_delay_seconds`` that doubles: ``backoff_factor``, then twice, four times that...
+
+        @task(retries=4, retry_delay_seconds=exponential_backoff(backoff_factor=10))  # 10, 20, 40, 80 s
+    """
+    if isinstance(backoff_factor, bool) or not isinstance(backoff_factor, (int, float)) or backoff_factor < 0:
+        raise ValueError(f"exponential_backoff needs a backoff_factor >= 0 (seconds), got {backoff_factor!r}")
+
+    def delays(retries: int) -> list[float]:
+        return [float(backoff_factor) * 2**n for n in range(retries)]
+
+    return delays
 
 
 class unmapped:  # noqa: N801 - reads like a function at the call site
@@ -40,8 +55,10 @@ class unmapped:  # noqa: N801 - reads like a function at the call site
         self.value = value
 
 
-class Task(Generic[P, R]):
+class Task(HookMethods, Generic[P, R]):
     """A function whose calls become recorded task runs. Build with ``@task``."""
+
+    options: TaskOptions
 
     def __init__(self, fn: Callable[P, R], options: TaskOptions) -> None:
         if not callable(fn):
@@ -53,6 +70,7 @@ class Task(Generic[P, R]):
         self.task_key = f"{_module_key(fn)}.{fn.__qualname__}"
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = Signature(fn)
+        check_name_template(options.task_run_name, self.signature, f"task {self.name!r}", "task_run_name")
         functools.update_wrapper(self, fn)
         if options.log_prints:
             from plait._logging import install_print_capture
@@ -142,7 +160,8 @@ class Task(Generic[P, R]):
         self: Task[P, T], *args: Any, wait_for: Iterable[Any] | None = None, **kwargs: Any
     ) -> PlaitFutureList[T]: ...
     def map(self, *args: Any, wait_for: Iterable[Any] | None = None, **kwargs: Any) -> Any:
-        """Submit one run per item of the iterable arguments; ``unmapped(x)`` stays whole."""
+        """Submit one run per item of the iterable arguments. Other arguments (and strings)
+        go whole to every run, as does an iterable wrapped in ``unmapped(x)``."""
         columns: dict[int | str, Sequence[Any]] = {}
         constants: dict[int | str, Any] = {}
         sources: list[tuple[str, str | None]] = []  # upstream runs whose result is mapped over
@@ -153,12 +172,8 @@ class Task(Generic[P, R]):
             elif isinstance(value, PlaitFuture):  # map over an upstream's result
                 columns[key] = list(value.result())
                 sources.append((value.task_run.id, key if isinstance(key, str) else self._param_name(key)))
-            elif isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-                raise ParameterBindError(
-                    f"task {self.name!r}.map() needs iterables; argument "
-                    f"{key if isinstance(key, str) else f'#{key + 1}'} is a {type(value).__name__}. "
-                    "Wrap constants in unmapped(...)"
-                )
+            elif isinstance(value, (str, bytes, bytearray)) or not isinstance(value, Iterable):
+                constants[key] = value  # broadcast to every run, as Prefect does
             else:
                 columns[key] = value if isinstance(value, (list, tuple)) else list(value)
         if not columns:
@@ -229,18 +244,24 @@ class Task(Generic[P, R]):
             flow_run_id=flow_run_id,
             task_name=self.name,
             task_key=self.task_key,
-            name=f"{self.name}-{dynamic_key}",
+            name=(render_name(self.options.task_run_name, parameters, f"task {self.name!r}", "task_run_name")
+                  if self.options.task_run_name else f"{self.name}-{dynamic_key}"),
             parameters={k: jsonable(v) for k, v in parameters.items()},
             state=State(StateType.PENDING),
             dynamic_key=dynamic_key,
-            tags=list(self.options.tags),
+            tags=run_tags(self.options.tags),
         )
         recorder.add_task_run(run)
         recorder.add_state(run, run.state)
         upstream = self._upstream(run, parameters, wait_for, flow_ctx, recorder)
+        if any(type(v) is quote for v in parameters.values()):  # passed on as they are, unopened
+            parameters = {k: v.value if type(v) is quote else v for k, v in parameters.items()}
         for upstream_id, name in sources or ():
             recorder.add_edge(upstream_id, run.id, "data", name)
-        return run, task_steps(self, run, parameters, upstream, flow_ctx, recorder), flow_ctx
+        steps = task_steps(self, run, parameters, upstream, flow_ctx, recorder)
+        if self.options.has_hooks:
+            steps = with_hooks(steps, self, run)
+        return run, steps, flow_ctx
 
     def _upstream(
         self, run: TaskRun, parameters: dict[str, Any], wait_for: Any, flow_ctx: Any, recorder: Any
@@ -251,8 +272,11 @@ class Task(Generic[P, R]):
         items = list(parameters.items()) + [(None, w) for w in (wait_for or ())]
         for name, value in items:
             kind = "data" if name is not None else "wait_for"
+            allowed = kind + ALLOWED if isinstance(value, allow_failure) else kind
             for future in iter_futures(value):
-                upstream.append((future, kind, name))
+                if allowed is not kind:
+                    future._observed = True  # its failure is handled: the flow does not fail for it
+                upstream.append((future, allowed, name))
                 if (future.task_run.id, name) not in seen:
                     seen.add((future.task_run.id, name))
                     recorder.add_edge(future.task_run.id, run.id, kind, name)

@@ -70,6 +70,7 @@ KINDS = (
     "automation.created", "automation.updated", "automation.enabled", "automation.disabled", "automation.deleted",
     "automation.triggered", "automation.action.executed", "automation.action.failed", "automation.loop-detected",
     "webhook.created", "webhook.updated", "webhook.deleted",
+    "variable.created", "variable.updated", "variable.deleted",
 )
 # Any fixed 64-bit key; plait's migration lock is "plait", this one "plaitev".
 _PG_EVENTS_LOCK = 0x706C6169746576

@@ -625,3 +625,15 @@ WEBHOOKS = Table(
     Column("updated", UTCDateTime(), nullable=False),
     Column("last_called_at", UTCDateTime()),
 )
+
+
+# A named JSON value flows and files read (``plait.variables``); not a secret.
+VARIABLES = Table(
+    "variables", METADATA,
+    Column("id", ID, primary_key=True),
+    Column("name", String(255), unique=True, nullable=False),
+    Column("value", JSON),
+    Column("tags", JSON, nullable=False),
+    Column("created", UTCDateTime(), nullable=False),
+    Column("updated", UTCDateTime(), nullable=False),
+)

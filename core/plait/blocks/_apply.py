@@ -9,7 +9,9 @@
 Each entry has a ``type`` (a block type slug), a ``name`` and ``values``. A value may hold
 ``${env:NAME}`` (the whole value or part of a string; ``$${env:NAME}`` is the literal text)
 and ``{"$block": "slug/name"}`` to use another saved block, including one defined earlier in
-the same file. Everything is resolved and validated before anything is written, and the
+the same file. ``${var:name}`` is the value of a variable (``plait.variables``): the value
+itself (a number, a dict...) when it is the whole string, else put in as text;
+``$${var:name}`` is the literal text. Everything is resolved and validated before anything is written, and the
 writes happen in one transaction: a file either applies completely or not at all.
 
 With ``PLAIT_API_URL`` set the file is read, resolved and validated here all the same (its
@@ -152,8 +154,27 @@ def _check_env_braces(value: str, path: Path, entry: str, where: str, text: str)
             )
 
 
-def _substitute(value: Any, path: Path, entry: str, where: str, missing: list[str], text: str = "") -> Any:
-    """``value`` with ``${env:NAME}`` replaced and ``{"$block": ...}`` marked."""
+def _with_variables(value: str, path: Path, entry: str, where: str, unset: list[str] | None) -> Any:
+    """``value`` with ``${var:name}`` replaced by the variable's value (``plait.variables``):
+    the value itself when it is the whole string, else as text."""
+    if "${var:" not in value:
+        return value
+    from plait.variables import substitute_references
+
+    absent: list[tuple[str, str]] = []
+    try:
+        found = substitute_references(value, where, absent)
+    except ValueError as exc:
+        raise BlocksFileError(f"{path}: block {entry}, {exc}") from None
+    if unset is not None:
+        unset.extend(f"{name} (block {entry}, field {field!r})" for name, field in absent)
+    return found
+
+
+def _substitute(
+    value: Any, path: Path, entry: str, where: str, missing: list[str], text: str = "", unset: list[str] | None = None
+) -> Any:
+    """``value`` with ``${env:NAME}`` and ``${var:name}`` replaced and ``{"$block": ...}`` marked."""
     if isinstance(value, str):
         _check_env_braces(value, path, entry, where, text)
 
@@ -171,7 +192,7 @@ def _substitute(value: Any, path: Path, entry: str, where: str, missing: list[st
                 return ""
             return os.environ[name]
 
-        return _ENV.sub(replace, value)
+        return _with_variables(_ENV.sub(replace, value), path, entry, where, unset)
     if isinstance(value, dict):
         if "$block" in value:
             if set(value) != {"$block"} or not isinstance(value["$block"], str):
@@ -179,11 +200,14 @@ def _substitute(value: Any, path: Path, entry: str, where: str, missing: list[st
                     f"{path}: block {entry}, field {where!r}: a block reference is {{\"$block\": \"slug/name\"}} "
                     "and nothing else"
                 )
-            ref = _substitute(value["$block"], path, entry, where, missing, text)
+            ref = _substitute(value["$block"], path, entry, where, missing, text, unset)
+            if not isinstance(ref, str):
+                raise BlocksFileError(f"{path}: block {entry}, field {where!r}: a block reference is a text "
+                                      f"'slug/name', but its variable holds {type(ref).__name__}")
             return _BlockRef(ref.strip(), where)
-        return {k: _substitute(v, path, entry, f"{where}.{k}", missing, text) for k, v in value.items()}
+        return {k: _substitute(v, path, entry, f"{where}.{k}", missing, text, unset) for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute(v, path, entry, f"{where}[{i}]", missing, text) for i, v in enumerate(value)]
+        return [_substitute(v, path, entry, f"{where}[{i}]", missing, text, unset) for i, v in enumerate(value)]
     return value
 
 
@@ -210,6 +234,7 @@ def read_blocks_file(path: str | Path) -> list[_Entry]:
     entries: list[_Entry] = []
     seen: set[tuple[str, str]] = set()
     missing: list[str] = []
+    unset: list[str] = []  # ${var:name} of variables that do not exist
     for i, raw in enumerate(document["blocks"], start=1):
         where = f"#{i}"
         if not isinstance(raw, dict):
@@ -248,12 +273,17 @@ def read_blocks_file(path: str | Path) -> list[_Entry]:
                     f"{path}: block {label}, field {shown!r}: nested more than {_MAX_DEPTH} levels deep; "
                     "a block's values need only a few levels: flatten it"
                 )
-        values = {k: _substitute(v, path, f"{slug}/{name}", k, missing, text) for k, v in values.items()}
+        values = {k: _substitute(v, path, f"{slug}/{name}", k, missing, text, unset) for k, v in values.items()}
         entries.append(_Entry(i, slug, name, values))
     if missing:
         raise BlocksFileError(
             f"{path}: environment variable(s) not set: {'; '.join(missing)}. Set them (or remove the "
             "${env:...} references); nothing was written."
+        )
+    if unset:
+        raise BlocksFileError(
+            f"{path}: variable(s) not set: {'; '.join(unset)}. Set them with `plait variable set NAME VALUE` (or "
+            "remove the ${var:...} references); nothing was written."
         )
     return entries
 

@@ -245,6 +245,7 @@ from plait.cli.registry import registry_group  # noqa: E402
 from plait.cli.run import run_cmd  # noqa: E402
 from plait.cli.server import server_group  # noqa: E402
 from plait.cli.spool import spool_group  # noqa: E402
+from plait.cli.variables import variable_group  # noqa: E402
 from plait.cli.webhooks import webhook_group  # noqa: E402
 from plait.cli.worker import worker_group  # noqa: E402
 
@@ -259,6 +260,7 @@ cli.add_command(spool_group)
 cli.add_command(registry_group)
 cli.add_command(worker_group)
 cli.add_command(webhook_group)
+cli.add_command(variable_group)
 cli.add_command(deploy_cmd)
 cli.add_command(deployment_group)
 cli.add_command(work_pool_group)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from plait._api import AsyncApiSession, Page
 from plait.client._async_events import _AsyncAutomationsAndEvents
 from plait.client._shared import block_body, client_config
+from plait.client._variables import _AsyncVariables
 from plait.states import StateType
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ StateFilter = StateType | str | Sequence[StateType | str] | None
 Names = str | Sequence[str] | None
 
 
-class AsyncPlaitClient(_AsyncAutomationsAndEvents):
+class AsyncPlaitClient(_AsyncAutomationsAndEvents, _AsyncVariables):
     """An async client of a plait server's API (``/api/v1``): ``PlaitClient`` for
     ``asyncio``. Keeps its connections open between calls; close it (``await
     client.aclose()``, or use it in an ``async with``) when done. Use it from one event loop.

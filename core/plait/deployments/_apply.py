@@ -14,6 +14,10 @@ Every entry is checked first (the flow is imported to check its parameters), the
 saved; applying the same file again reports ``unchanged``. ``schedules: []`` clears a
 deployment's schedules; leaving the key out keeps the saved ones (Prefect #23097 is the bug
 this avoids: there an empty list was ignored). Leaving ``paused`` out keeps it as saved.
+
+A value may be ``"${var:name}"``: the variable's value (``plait.variables``) itself when it
+is the whole string (``parameters: {days: "${var:etl_days}"}`` gives a number), else put in
+as text; ``$${var:name}`` is the literal text.
 """
 
 from __future__ import annotations
@@ -91,6 +95,25 @@ def _forget_other_copies(module: str, workdir: Path) -> None:
                 del sys.modules[name]
 
 
+def _with_variables(path: Path, index: int, raw: dict[str, Any]) -> dict[str, Any]:
+    """The entry with each ``${var:name}`` replaced by the variable's value (``plait.variables``)."""
+    from plait.variables import substitute_references
+
+    name = raw.get("name")
+    where = f"{path}: deployment {name!r}" if isinstance(name, str) and "${" not in name else \
+        f"{path}: deployment {index + 1}"
+    absent: list[tuple[str, str]] = []
+    try:
+        found: dict[str, Any] = substitute_references(raw, "", absent)
+    except ValueError as exc:
+        raise DeploymentsFileError(f"{where}: {exc}") from None
+    if absent:
+        listed = "; ".join(f"{variable} (key {key!r})" for variable, key in absent)
+        raise DeploymentsFileError(f"{where}: variable(s) not set: {listed}. Set them with `plait variable set "
+                                   "NAME VALUE` (or remove the ${var:...} references); nothing was saved.")
+    return found
+
+
 def _entry(path: Path, index: int, raw: Any) -> Deployment:
     from plait.infrastructure import load_flow
 
@@ -98,6 +121,7 @@ def _entry(path: Path, index: int, raw: Any) -> Deployment:
     if not isinstance(raw, dict):
         raise DeploymentsFileError(f"{where} is {type(raw).__name__}; each deployment is a mapping "
                                    "with name, entrypoint and options")
+    raw = _with_variables(path, index, raw)
     unknown = sorted(set(raw) - set(_ENTRY_KEYS))
     if unknown:
         hints = []

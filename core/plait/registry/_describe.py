@@ -165,6 +165,7 @@ def describe_modules(modules: dict[str, Any]) -> dict[str, Any]:
     flows: list[Any] = []
     schemes: set[str] = set()
     infrastructure: dict[str, Any] = {}  # kind -> block class (checked: it has block_type_slug)
+    task_runners: dict[str, Any] = {}  # name -> task runner class
     for name, module in modules.items():
         raised: list[str] = []
 
@@ -190,6 +191,7 @@ def describe_modules(modules: dict[str, Any]) -> dict[str, Any]:
         flows += got.flows
         schemes.update(got.storage)
         infrastructure.update(got.infrastructure)
+        task_runners.update(got.task_runners)
 
     def callables(objs: list[Any]) -> list[dict[str, Any]]:
         entries = {}
@@ -205,6 +207,8 @@ def describe_modules(modules: dict[str, Any]) -> dict[str, Any]:
         "flows": callables(flows),
         "storage_schemes": sorted(schemes),
         "infrastructure": [{"kind": k, "block": infrastructure[k].block_type_slug} for k in sorted(infrastructure)],
+        "task_runners": [{"name": k, "import_path": f"{cls.__module__}.{cls.__qualname__}"}
+                         for k, cls in sorted(task_runners.items())],
     }
 
 

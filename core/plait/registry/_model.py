@@ -90,6 +90,11 @@ class InfrastructureEntry(_Model):
     block: str = Field(description="Slug of the infrastructure block class.")
 
 
+class TaskRunnerEntry(_Model):
+    name: str = Field(description="What FlowOptions(task_runner=...) may name, e.g. 'dask'.")
+    import_path: str = Field(description="'package.module.Class' of the task runner class.")
+
+
 class Contents(_Model):
     """What a plugin registers through its hooks."""
 
@@ -100,6 +105,7 @@ class Contents(_Model):
     flows: list[CallableEntry]
     storage_schemes: list[str]
     infrastructure: list[InfrastructureEntry]
+    task_runners: list[TaskRunnerEntry] = Field(default_factory=list)
 
 
 class Builtin(Contents):

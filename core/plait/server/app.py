@@ -45,6 +45,7 @@ ROUTER_MODULES = (
     "plait.server.routes.concurrency",
     "plait.server.routes.automations",
     "plait.server.routes.webhooks",
+    "plait.server.routes.variables",
 )
 
 logger = logging.getLogger("plait.server")

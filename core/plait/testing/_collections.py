@@ -42,6 +42,7 @@ __all__ = ["CollectionSuite", "PLAIT_PUBLIC_MODULES"]
 #: The modules of plait a collection may import (docs/collections/writing-a-collection.md).
 PLAIT_PUBLIC_MODULES = frozenset({
     "plait", "plait.blocks", "plait.hookspecs", "plait.testing", "plait.results", "plait.exceptions", "plait.plugins",
+    "plait.task_runners",
 })
 # kind -> (what users call it, the Declared attribute, the Contributions attribute, the group, the hook)
 _KINDS = (
@@ -49,9 +50,10 @@ _KINDS = (
     ("storage scheme", "storage_schemes", "storage", "plait.storage_schemes", "plait_register_storage"),
     ("infrastructure kind", "infrastructure", "infrastructure", "plait.infrastructure",
      "plait_register_infrastructure"),
+    ("task runner", "task_runners", "task_runners", "plait.task_runners", "plait_register_task_runners"),
 )
 _IMPLIED_HOOKS = frozenset(kind[4] for kind in _KINDS)
-_GROUPS = ("plait.block_types", "plait.storage_schemes", "plait.infrastructure", "plait.hooks")
+_GROUPS = ("plait.block_types", "plait.storage_schemes", "plait.infrastructure", "plait.task_runners", "plait.hooks")
 _PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", flags=re.S | re.M)
 _EXPECTED_OUTPUT = re.compile(r"print\(.*\)\s+# (.*)$", flags=re.M)
 

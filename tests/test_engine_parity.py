@@ -1,0 +1,103 @@
+"""Engine features a Prefect user expects: jitter that keeps the mean delay,
+``exponential_backoff``, ``with plait.tags(...)``."""
+
+from __future__ import annotations
+
+import random
+from statistics import mean
+
+import pytest
+
+import plait
+from plait import flow, task
+from plait._engine import jittered, retry_delay
+from plait._options import TaskOptions
+from plait.exceptions import InvalidOptions
+from plait.tasks import exponential_backoff
+
+
+@pytest.mark.parametrize("factor", [0.1, 0.5, 1.0, 3.0])
+def test_jitter_keeps_the_mean_delay_and_never_exceeds_the_bound(factor):
+    random.seed(20261204)
+    draws = [jittered(5.0, factor) for _ in range(40_000)]
+    assert abs(mean(draws) - 5.0) < 0.05 * 5.0  # the configured delay, on average
+    assert max(draws) <= 5.0 * (1 + factor) + 1e-9 and min(draws) >= 0
+    assert len({round(d, 6) for d in draws}) > 1_000  # and it does spread them
+
+
+def test_retry_delay_applies_the_jitter_of_the_options():
+    random.seed(7)
+    options = TaskOptions(retries=3, retry_delay_seconds=[1, 10], retry_jitter_factor=3)
+    second = [retry_delay(options, 2) for _ in range(20_000)]
+    assert abs(mean(second) - 10) < 0.5 and max(second) <= 40
+    assert retry_delay(TaskOptions(retries=1, retry_delay_seconds=2), 1) == 2.0  # no factor: exact
+
+
+def test_exponential_backoff_gives_one_doubling_delay_per_retry(plait_harness):
+    assert exponential_backoff(backoff_factor=10)(4) == [10.0, 20.0, 40.0, 80.0]
+    options = TaskOptions(retries=3, retry_delay_seconds=exponential_backoff(2))
+    assert [options.retry_delay(n) for n in (1, 2, 3)] == [2.0, 4.0, 8.0]
+    with pytest.raises(ValueError, match="backoff_factor >= 0"):
+        exponential_backoff(-1)
+    attempts = []
+
+    @task(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=0.01))
+    def flaky():
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise RuntimeError("not yet")
+        return len(attempts)
+
+    @flow
+    def run_it():
+        return flaky()
+
+    assert run_it() == 3
+
+
+def test_a_delay_function_that_returns_garbage_is_refused_at_decoration():
+    with pytest.raises(InvalidOptions, match="retry_delay_seconds"):
+        TaskOptions(retries=2, retry_delay_seconds=lambda n: ["soon"] * n)
+
+
+def test_tags_context_tags_every_run_started_inside(plait_harness):
+    @task(tags=["own"])
+    def step():
+        return 1
+
+    @flow(tags=["flow-own"])
+    def tagged():
+        with plait.tags("inner"):
+            step()
+        return step()
+
+    with plait.tags("nightly", "finance") as current:
+        assert current == {"nightly", "finance"}
+        tagged()
+    tagged()  # outside: only its own tags
+    runs = plait_harness.flow_runs()
+    assert sorted(r["tags"] for r in runs) == [["flow-own"], ["flow-own", "nightly", "finance"]]
+    [first] = [r for r in runs if "nightly" in r["tags"]]
+    task_tags = [t["tags"] for t in plait_harness.flow_run(first["id"])["task_runs"]]
+    assert sorted(task_tags) == sorted([["own", "nightly", "finance", "inner"], ["own", "nightly", "finance"]])
+    with pytest.raises(TypeError, match="takes strings"):
+        with plait.tags(3):  # type: ignore[arg-type]
+            pass
+
+
+def test_caplog_sees_run_logs_with_console_logging_on(plait_harness, caplog, monkeypatch):
+    monkeypatch.setenv("PLAIT_LOG_TO_CONSOLE", "true")  # settings are re-read when a variable changes
+
+    @task
+    def shout():
+        plait.get_run_logger().warning("the task says hello")
+
+    @flow
+    def loud():
+        plait.get_run_logger().info("the flow says hello")
+        shout()
+
+    with caplog.at_level("INFO"):
+        loud()
+    messages = [r.getMessage() for r in caplog.records]
+    assert "the flow says hello" in messages and "the task says hello" in messages
