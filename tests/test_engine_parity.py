@@ -101,3 +101,64 @@ def test_caplog_sees_run_logs_with_console_logging_on(plait_harness, caplog, mon
         loud()
     messages = [r.getMessage() for r in caplog.records]
     assert "the flow says hello" in messages and "the task says hello" in messages
+
+
+MODEL_KEY = '''
+import sys
+from pydantic import BaseModel, SecretStr
+from plait.cache_policies import hash_objects
+
+class Window(BaseModel):
+    start: str
+    days: int
+    labels: set[str]
+    token: SecretStr | None = None
+
+token = SecretStr(sys.argv[1]) if len(sys.argv) > 1 else None
+print(hash_objects(Window(start="2026-12-01", days=3, labels={"a", "b", "c", "d"}, token=token)))
+'''
+
+
+def test_a_pydantic_input_gives_the_same_cache_key_in_every_process(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "key.py"
+    script.write_text(MODEL_KEY)
+
+    def key(seed: str, *args: str) -> str:
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        done = subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    plain = {key(seed) for seed in ("1", "2", "3")}
+    assert len(plain) == 1  # sets inside, hash randomisation: one key
+    assert key("1", "secret-a") != key("1", "secret-b")  # a secret still tells two inputs apart
+    assert key("1", "secret-a") == key("2", "secret-a")
+
+
+def test_a_task_cached_on_a_pydantic_input_hits_for_an_equal_model(plait_harness):
+    from pydantic import BaseModel
+
+    from plait import INPUTS
+
+    class Query(BaseModel):
+        table: str
+        limit: int
+
+    calls = []
+
+    @task(cache_policy=INPUTS)
+    def run_query(query: Query) -> int:
+        calls.append(query.table)
+        return query.limit
+
+    @flow
+    def twice() -> list[int]:
+        return [run_query(Query(table="t", limit=3)), run_query(Query(table="t", limit=3)),
+                run_query(Query(table="u", limit=3))]
+
+    assert twice() == [3, 3, 3] and calls == ["t", "u"]

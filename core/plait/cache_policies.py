@@ -7,6 +7,7 @@ two tasks never share an entry by accident.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -52,7 +53,20 @@ def _json_default(obj: Any) -> Any:
         return sorted(obj, key=repr)
     if isinstance(obj, bytes):
         return obj.hex()
-    raise TypeError(type(obj).__name__)
+    cls = type(obj)
+    if isinstance(getattr(cls, "model_fields", None), dict) and hasattr(obj, "model_dump"):
+        # a pydantic model by its class and field values (python mode: a SecretStr stays an
+        # object, handled below), the same in every process
+        return {"$model": f"{cls.__module__}.{cls.__qualname__}", "fields": obj.model_dump()}
+    if callable(getattr(obj, "get_secret_value", None)):
+        # a secret by a digest of its value: inputs differing only in a secret never share a
+        # cache entry, and the key (itself a digest) holds nothing of the secret
+        secret = obj.get_secret_value()
+        raw = secret if isinstance(secret, bytes) else str(secret).encode()
+        return {"$secret": hashlib.sha256(raw).hexdigest()}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {"$dataclass": f"{cls.__module__}.{cls.__qualname__}", "fields": dataclasses.asdict(obj)}
+    raise TypeError(cls.__name__)
 
 
 class CachePolicy:
