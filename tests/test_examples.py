@@ -77,6 +77,13 @@ def test_main_job_extract_land_load_dbt_announce(tmp_path):
     assert "model.shop_warehouse.stg_orders" in upstream  # lineage from dbt's manifest
     # the recorded run was shown at the end, with its task runs
     assert "model.shop_warehouse.daily_revenue-0" in done.stdout
+    # and the closing hint is a command that works as printed, from another directory
+    command = done.stdout.split("See it again, from any directory:\n", 1)[1].splitlines()[0].strip()
+    assert f"PLAIT_HOME={home}" in command and run["id"] in command
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLAIT_")}
+    again = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert "model.shop_warehouse.daily_revenue-0" in again.stdout
 
 
 def test_basics_demo_shows_retries_caching_map_and_a_failure(tmp_path):

@@ -190,11 +190,23 @@ def main() -> None:
     print(f"warehouse-daily finished {state.type.value}: {state.result(raise_on_failure=False)}")
     # show the recorded run: task runs for every step and every dbt node, with their edges
     subprocess.run([sys.executable, "-m", "plait.cli", "flow-run", "inspect", flow_run_id], check=False)
+    print(f"\nSee it again, from any directory:\n  {again_command(flow_run_id)}")
     sys.stdout.flush()
     sys.stderr.flush()
     # Everything is recorded and delivered by now. Leave without interpreter teardown:
     # duckdb 2.0's bindings print a page of "leaked instance" noise at shutdown otherwise.
     os._exit(0 if state.is_completed() else 1)
+
+
+def again_command(flow_run_id: str) -> str:
+    """The shell command that shows this run again, as printed: this PLAIT_HOME (absolute)
+    and the plait of this interpreter, whatever the PATH and the current directory."""
+    import shlex
+
+    home = str(Path(get_settings().home).expanduser().resolve())
+    plait = Path(sys.executable).with_name("plait")
+    program = shlex.quote(str(plait)) if plait.is_file() else f"{shlex.quote(sys.executable)} -m plait.cli"
+    return f"PLAIT_HOME={shlex.quote(home)} {program} flow-run inspect {flow_run_id}"
 
 
 def state_flow_run_id(state: Any) -> str:
