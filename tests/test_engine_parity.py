@@ -162,3 +162,21 @@ def test_a_task_cached_on_a_pydantic_input_hits_for_an_equal_model(plait_harness
                 run_query(Query(table="u", limit=3))]
 
     assert twice() == [3, 3, 3] and calls == ["t", "u"]
+
+
+@flow
+def deployed_report(day: str = "today") -> dict:
+    return {"id": plait.runtime.deployment.id, "name": plait.runtime.deployment.name,
+            "defaults": plait.runtime.deployment.parameters, "day": day}
+
+
+def test_runtime_deployment_names_the_deployment_of_a_launched_run(plait_harness, monkeypatch):
+    from plait.deployments._control import control_plane
+
+    assert deployed_report() == {"id": None, "name": None, "defaults": {}, "day": "today"}  # no deployment
+    control_plane().create_work_pool("runtime-pool", "process")
+    saved = deployed_report.deploy("nightly", work_pool="runtime-pool", parameters={"day": "monday"})
+    run = control_plane().create_flow_run(f"{deployed_report.name}/nightly", {"day": "tuesday"})
+    monkeypatch.setenv("PLAIT_FLOW_RUN_ID", run["id"])  # as a worker's launched process has it
+    got = deployed_report(day="tuesday")
+    assert got == {"id": saved["id"], "name": "nightly", "defaults": {"day": "monday"}, "day": "tuesday"}

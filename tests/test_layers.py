@@ -36,6 +36,7 @@ RANK = {group: rank for rank, layer in enumerate(LAYERS) for group in layer}
 UPWARD_DOORS = {
     ("plait.flows", "plait.deployments"): "Flow.deploy() and Flow.serve() hand the flow to deployments",
     ("plait.flows", "plait.worker"): "Flow.serve() runs the serve loop of plait.worker",
+    ("plait.runtime", "plait.deployments"): "runtime.deployment reads the deployment that created the run",
 }
 
 

@@ -73,6 +73,7 @@ class FlowRunContext:
     stop: AbstractSet[str] = frozenset()
     lineage: tuple[str, ...] = ()
     reuse: dict[tuple[str, int], dict[str, Any]] | None = None
+    deployment_id: str | None = None  # the deployment that created the run (plait.runtime.deployment)
 
     def next_dynamic_key(self, task_key: str) -> int:
         with self.lock:

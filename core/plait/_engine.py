@@ -638,6 +638,7 @@ def _start_control(flow: Any, run: FlowRun, ctx: FlowRunContext, is_top: bool) -
         ctx.persist_results = True
     if stored is None:
         return None
+    ctx.deployment_id = stored.get("deployment_id")
     run.name = stored.get("name") or run.name
     run.run_count = int(stored.get("run_count") or 0)
     run.tags = list(dict.fromkeys([*(stored.get("tags") or []), *run.tags]))
