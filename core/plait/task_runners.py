@@ -78,12 +78,19 @@ class _Settled(concurrent.futures.Future[T]):
         self._state = "FINISHED"
         self._result = result
         self._exception = exception
-        self._waiters: list[Any] = []
-        self._done_callbacks: list[Any] = []
 
+    # made on first use, by concurrent.futures.wait/as_completed over a mix of futures
     @functools.cached_property
     def _condition(self) -> threading.Condition:  # type: ignore[override]
         return threading.Condition()
+
+    @functools.cached_property
+    def _waiters(self) -> list[Any]:  # type: ignore[override]
+        return []
+
+    @functools.cached_property
+    def _done_callbacks(self) -> list[Any]:
+        return []
 
     def done(self) -> bool:
         return True
