@@ -180,3 +180,53 @@ def test_runtime_deployment_names_the_deployment_of_a_launched_run(plait_harness
     monkeypatch.setenv("PLAIT_FLOW_RUN_ID", run["id"])  # as a worker's launched process has it
     got = deployed_report(day="tuesday")
     assert got == {"id": saved["id"], "name": "nightly", "defaults": {"day": "monday"}, "day": "tuesday"}
+
+
+class Pipeline:
+    """@flow and @task on instance, class and static methods, as in Prefect."""
+
+    scale = 10
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+    @task
+    def shift(self, x: int) -> int:
+        return x + self.offset
+
+    @classmethod
+    @task
+    def scaled(cls, x: int) -> int:
+        return x * cls.scale
+
+    @staticmethod
+    @task
+    def double(x: int) -> int:
+        return 2 * x
+
+    @flow
+    def run(self, xs: list[int]) -> list[int]:
+        direct = self.shift(xs[0])
+        mapped = self.shift.map(xs).result()
+        submitted = self.scaled.submit(xs[0]).result()
+        return [direct, *mapped, submitted, self.double(xs[0])]
+
+    @classmethod
+    @flow
+    def summary(cls, x: int) -> int:
+        return cls.scaled(x)
+
+    @staticmethod
+    @flow
+    def plain(x: int) -> int:
+        return Pipeline.double(x)
+
+
+def test_flows_and_tasks_work_as_instance_class_and_static_methods(plait_harness):
+    assert Pipeline(offset=1).run([1, 2]) == [2, 2, 3, 10, 2]
+    assert Pipeline.summary(3) == 30 and Pipeline.plain(4) == 8
+    assert Pipeline(offset=5).run.name == "run" and Pipeline.shift.name == "shift"  # the flow and task themselves
+    runs = {r["flow_name"]: r for r in plait_harness.flow_runs()}
+    assert set(runs) == {"run", "summary", "plain"}
+    task_names = sorted(t["name"] for t in plait_harness.flow_run(runs["run"]["id"])["task_runs"])
+    assert task_names == ["double-0", "scaled-0", "shift-0", "shift-1", "shift-2"]

@@ -44,6 +44,13 @@ class Flow(HookMethods, Generic[P, R]):
         check_name_template(options.flow_run_name, self.signature, f"flow {self.name!r}", "flow_run_name")
         functools.update_wrapper(self, fn)
 
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        """``@flow`` on a method: ``obj.run(x)`` calls the flow with ``obj`` first (and, under
+        ``@classmethod``, the class); looked up on the class itself, the flow as it is."""
+        if instance is None:
+            return self
+        return _BoundFlow(self, instance)
+
     def with_options(self, **changes: Any) -> Flow[P, R]:
         """A copy of this flow with some options replaced (validated like the decorator)."""
         return Flow(self.fn, build_options(FlowOptions, self.options, changes))
@@ -436,6 +443,24 @@ def _refuse_ended_run(recorder: Any, flow_run_id: str) -> None:
             "plait will not overwrite its history. Unset PLAIT_FLOW_RUN_ID to start a new flow run, "
             "or give the id of a run that has not ended yet."
         )
+
+
+class _BoundFlow:
+    """A flow looked up on an instance (or, under ``@classmethod``, a class)."""
+
+    __slots__ = ("flow", "instance")
+
+    def __init__(self, flow: Flow[..., Any], instance: Any) -> None:
+        self.flow, self.instance = flow, instance
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.flow(self.instance, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # name, options, with_options...
+        return getattr(self.flow, name)
+
+    def __repr__(self) -> str:
+        return f"{self.flow!r} bound to {type(self.instance).__name__}"
 
 
 def _finish(state: State, return_state: bool) -> Any:

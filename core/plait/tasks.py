@@ -77,6 +77,14 @@ class Task(HookMethods, Generic[P, R]):
 
             install_print_capture()
 
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        """``@task`` on a method: ``obj.load(x)``, ``obj.load.submit(x)`` and
+        ``obj.load.map(xs)`` run the task with ``obj`` first (every mapped run gets it
+        whole); under ``@classmethod``, the class. On the class itself: the task as it is."""
+        if instance is None:
+            return self
+        return _BoundTask(self, instance)
+
     def with_options(self, **changes: Any) -> Task[P, R]:
         """A copy of this task with some options replaced (validated like the decorator)."""
         return Task(self.fn, build_options(TaskOptions, self.options, changes))
@@ -428,6 +436,30 @@ def _module_key(fn: Callable[..., Any]) -> str:
 
             return Path(path).stem
     return module
+
+
+class _BoundTask:
+    """A task looked up on an instance (or, under ``@classmethod``, a class)."""
+
+    __slots__ = ("task", "instance")
+
+    def __init__(self, task: Task[..., Any], instance: Any) -> None:
+        self.task, self.instance = task, instance
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.task(self.instance, *args, **kwargs)
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        return self.task.submit(self.instance, *args, **kwargs)
+
+    def map(self, *args: Any, **kwargs: Any) -> Any:
+        return self.task.map(unmapped(self.instance), *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # name, options, with_options...
+        return getattr(self.task, name)
+
+    def __repr__(self) -> str:
+        return f"{self.task!r} bound to {type(self.instance).__name__}"
 
 
 def _standalone(steps: Any) -> State:
