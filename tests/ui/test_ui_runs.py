@@ -123,8 +123,9 @@ def test_a_new_run_appears_without_a_reload(page: Any, ui_server: Any) -> None:
         if process.poll() is None:
             process.kill()
     assert page.evaluate("window.__reloaded") is False  # the same document: no reload
-    new = [r for r in _rows(page) if r["id"] not in before]
-    assert new and new[0]["flow"] == "ui-failed" and new[0]["state"] == "FAILED"
+    # the session server is shared: a schedule of another test's deployment may add a run too
+    new = [r for r in _rows(page) if r["id"] not in before and r["flow"] == "ui-failed"]
+    assert new and new[0]["state"] == "FAILED"
 
 
 def test_no_match_says_what_to_do(page: Any) -> None:
