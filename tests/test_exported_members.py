@@ -13,7 +13,7 @@ EXPECTED = {
     "Task", "TaskOptions", "TaskRunner", "ThreadPoolTaskRunner", "UpstreamFailed", "flow",
     "get_run_logger", "mask_secrets", "mask_url", "pause_flow_run", "register_secret", "runtime", "task", "unmapped", "wait",
     "concurrency", "rate_limit", "rate_limit_async", "tags", "allow_failure", "as_completed", "quote",
-    "ProcessPoolTaskRunner",
+    "ProcessPoolTaskRunner", "transaction", "get_transaction",
 }
 
 

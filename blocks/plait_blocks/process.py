@@ -33,6 +33,7 @@ from plait.infrastructure import (
     mark_flow_run,
     new_flow_run_id,
     record_infrastructure_log,
+    run_crash_hooks,
 )
 
 __all__ = ["Process"]
@@ -195,6 +196,7 @@ class _Launch:
         self.error_message: str | None = None  # why the child refused to start the run
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
         self.timed_out = False
+        self.wrote_crash = False  # this launcher, not the run's process, ended it Crashed
         self._record_failed = False
         self._echo_lock = threading.Lock()
 
@@ -342,11 +344,22 @@ class _Launch:
         except Exception as exc:
             logger.error("cannot record that flow run %s ended %s: %s", self.flow_run_id, state_type, exc)
             return state_type, message
+        self.wrote_crash = bool(written) and state_type == "CRASHED"
         if not written:  # it reached a final state meanwhile: that one stands
             summary = self.recorded()
             if summary is not None and summary["state_type"] in _FINAL:
                 return summary["state_type"], summary["state_message"] or ""
         return state_type, message
+
+    def crashed(self, message: str) -> tuple[str, str]:
+        """End the run Crashed and, since its process could not, call its on_crashed hooks."""
+        ended = self.end("CRASHED", message)
+        if self.wrote_crash:
+            env = {**os.environ, **self.block.env}
+            self.log(logging.INFO, run_crash_hooks(
+                self.entrypoint, self.flow_run_id, message, parameters=self.parameters, python=self.python,
+                cwd=self.block.working_dir, env=env))
+        return ended
 
     def verdict(self, code: int) -> tuple[str, str]:
         pid = self.proc.pid if self.proc else None
@@ -356,13 +369,13 @@ class _Launch:
         if self.timed_out:
             if final:  # it finished in the instant before the kill
                 return state, summary["state_message"] or ""  # type: ignore[return-value,index]
-            return self.end("CRASHED", f"timed out after {self.block.timeout_seconds:g}s; plait killed process {pid}")
+            return self.crashed(f"timed out after {self.block.timeout_seconds:g}s; plait killed process {pid}")
         if code >= 0:
             self.log(logging.INFO, f"process {pid} exited with code {code}")
         if final:
             return state, summary["state_message"] or ""  # type: ignore[return-value,index]
         if code < 0:
-            return self.end("CRASHED", f"process {pid} killed by {_signal_name(-code)}")
+            return self.crashed(f"process {pid} killed by {_signal_name(-code)}")
         if code == EXIT_BAD_INPUT and self.error_message:
             return self.end("FAILED", self.error_message, logged=True)  # on_control stored it
         if code == 0 and summary is None:

@@ -48,6 +48,7 @@ from plait.states import (
 )
 from plait.task_runners import InProcessTaskRunner, TaskRunner, ThreadPoolTaskRunner
 from plait.tasks import Task, task, unmapped
+from plait.transactions import get_transaction, transaction
 
 __version__ = "0.1.0"
 
@@ -115,6 +116,8 @@ __all__ = [
     "register_secret",
     "runtime",
     "tags",
+    "transaction",
+    "get_transaction",
     "task",
     "unmapped",
     "wait",

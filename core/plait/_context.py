@@ -16,6 +16,9 @@ from plait._runs import FlowRun, Recorder, TaskRun
 # that drive its task runs: the engine hands the ``Call`` of a task body to it.
 body_executor_var: ContextVar[Callable[[Any], Any] | None] = ContextVar("plait_body_executor", default=None)
 
+# The innermost ``with plait.transaction():`` block (``plait.transactions.Transaction``).
+transaction_var: ContextVar[Any] = ContextVar("plait_transaction", default=None)
+
 # The tags of ``with plait.tags(...)`` blocks around the current code.
 tags_var: ContextVar[tuple[str, ...]] = ContextVar("plait_tags", default=())
 

@@ -21,7 +21,14 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any, cast
 
-from plait._context import FlowRunContext, TaskRunContext, body_executor_var, flow_run_var, task_run_var
+from plait._context import (
+    FlowRunContext,
+    TaskRunContext,
+    body_executor_var,
+    flow_run_var,
+    task_run_var,
+    transaction_var,
+)
 from plait._limits import TaskSlots, might_hold, task_slots, task_slots_async
 from plait._masking import mask as scrub
 from plait._options import RunOptions
@@ -377,7 +384,10 @@ def task_steps(
         storage = None
         cache_key = None
         if options.caches:
-            cache_key = task.cache_key(task_ctx, parameters)
+            try:
+                cache_key = task.cache_key(task_ctx, parameters)
+            except PlaitError as exc:  # a result_storage_key that does not fit: say so
+                return _fail_task(run, exc, recorder)
             run.cache_key = cache_key
         if cache_key is not None or task.persists_for(flow_ctx):
             try:
@@ -389,6 +399,8 @@ def task_steps(
             if outcome.error is None and outcome.value is not None:
                 value, ref = outcome.value
                 run.result_ref = ref
+                if not options.cache_result_in_memory:
+                    return set_state(run, State(StateType.CACHED, "result read from cache", result_ref=ref), recorder)
                 if flow_ctx is not None:
                     flow_ctx.track_result(value, run.id)
                 return set_state(run, State(
@@ -416,7 +428,15 @@ def task_steps(
             value, returned, failure = _settled(outcome, f"task run {run.name!r}")
             if failure is None:
                 ref = None
-                if storage is not None:
+                txn = transaction_var.get()
+                if txn is not None:  # written when the transaction commits, if it does
+                    write = None
+                    if storage is not None:
+                        write = functools.partial(
+                            task.save_result, storage, cache_key or run.id, value, run, flow_ctx, recorder)
+                        ref = run.result_ref = task.result_ref(storage, cache_key or run.id)
+                    txn.stage(task, run, value, write)
+                elif storage is not None:
                     saved = yield Do(
                         task.save_result, storage, cache_key or run.id, value, run, flow_ctx, recorder
                     )
@@ -424,9 +444,13 @@ def task_steps(
                         return _fail_task(run, saved.error, recorder)
                     ref = saved.value
                     run.result_ref = ref
+                kept = returned or _NO_STATE
+                if ref is not None and txn is None and not options.cache_result_in_memory:
+                    # only the reference stays: futures read the value back when asked
+                    return set_state(run, State(StateType.COMPLETED, kept.message, name=kept.name, result_ref=ref),
+                                     recorder)
                 if flow_ctx is not None:
                     flow_ctx.track_result(value, run.id)
-                kept = returned or _NO_STATE
                 return set_state(run, State(
                     StateType.COMPLETED, kept.message, name=kept.name, data=value, result_ref=ref
                 ), recorder)

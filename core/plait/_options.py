@@ -173,6 +173,17 @@ class TaskOptions(RunOptions):
         task_run_name: Each task run's name: a template of its parameters
             (``"load-{table}"``) or a function (no arguments, or the parameters by name as
             a dict) returning it; default ``<task>-<n>``.
+        result_storage_key: Where the result is written in result storage: a template of
+            ``parameters``, ``flow_run`` and ``task_run`` (``"sales/{parameters[day]}.json"``,
+            ``"{flow_run.name}/{task_run.name}"``). As in Prefect it is also the cache key:
+            a result already at the key is read instead of running (``refresh_cache=True``
+            runs anyway).
+        cache_result_in_memory: False: keep only a reference to the persisted result once
+            the run ends (futures read it back when asked), so a large value is not held
+            for the rest of the flow. Implies persisting the result.
+        on_commit, on_rollback: Transaction hooks ``fn(txn)``, called when the
+            ``plait.transaction()`` a completed run of the task was staged in commits or
+            rolls back (``plait.transactions``).
     """
 
     cache_policy: Any = None
@@ -180,9 +191,15 @@ class TaskOptions(RunOptions):
     cache_key_fn: Callable[..., str | None] | None = None
     cache_expiration: timedelta | None = None
     refresh_cache: bool = False
+    result_storage_key: str | None = None
+    cache_result_in_memory: bool = True
+    on_commit: tuple[Callable[..., Any], ...] = ()
+    on_rollback: tuple[Callable[..., Any], ...] = ()
 
     def __post_init__(self) -> None:
         RunOptions.__post_init__(self)
+        for name in ("on_commit", "on_rollback"):
+            object.__setattr__(self, name, _check_hooks("task", name, getattr(self, name), "fn(txn)"))
         _check_bool("task", "refresh_cache", self.refresh_cache)
         _check_run_name("task", "task_run_name", self.task_run_name)
         from plait.cache_policies import coerce_cache_policy
@@ -201,14 +218,26 @@ class TaskOptions(RunOptions):
                 f"cache_expiration must be a positive timedelta or seconds, got {self.cache_expiration!r}"
             )
         object.__setattr__(self, "cache_expiration", expiration)
+        _check_bool("task", "cache_result_in_memory", self.cache_result_in_memory)
+        key = self.result_storage_key
+        if key is not None and not (isinstance(key, str) and key.strip()):
+            raise InvalidOptions(
+                f"result_storage_key must be a template string like \"sales/{{parameters[day]}}.json\", got {key!r}"
+            )
         if self.persist_result is False and self.caches:
             raise InvalidOptions(
-                "caching needs persisted results: remove persist_result=False or drop the cache_policy/cache_key_fn"
+                "caching needs persisted results: remove persist_result=False or drop the "
+                "cache_policy/cache_key_fn/result_storage_key"
+            )
+        if self.persist_result is False and not self.cache_result_in_memory:
+            raise InvalidOptions(
+                "cache_result_in_memory=False keeps only the persisted result: remove persist_result=False"
             )
 
     @property
     def caches(self) -> bool:
-        return self.cache_key_fn is not None or (self.cache_policy is not None and not self.cache_policy.is_none)
+        return (self.cache_key_fn is not None or self.result_storage_key is not None
+                or (self.cache_policy is not None and not self.cache_policy.is_none))
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,8 +245,9 @@ class FlowOptions(RunOptions):
     """Flow options; see ``RunOptions`` plus the task runner.
 
     Attributes:
-        task_runner: Runs submitted tasks: ``InProcessTaskRunner()`` (default),
-            ``ThreadPoolTaskRunner(max_workers=...)``, ``ProcessPoolTaskRunner()``, or the name
+        task_runner: Runs submitted tasks: ``ThreadPoolTaskRunner()`` (default, concurrent
+            on threads), ``InProcessTaskRunner()`` (one at a time, in the flow's thread),
+            ``ProcessPoolTaskRunner()``, or the name
             of a runner a collection registers (``"dask"``).
         validate_parameters: Refuse calls whose arguments do not bind to the signature,
             and convert values to their type hints.
@@ -268,12 +298,13 @@ def _check_run_name(kind: str, name: str, value: Any) -> None:
 HOOK_OPTIONS = ("on_completion", "on_failure", "on_cancellation", "on_crashed", "on_running")
 
 
-def _check_hooks(kind: str, name: str, value: Any) -> tuple[Callable[..., Any], ...]:
+def _check_hooks(kind: str, name: str, value: Any, signature: str = "") -> tuple[Callable[..., Any], ...]:
     """The hooks of option ``name`` as a tuple: one callable or a list of them."""
     hooks = (value,) if callable(value) else tuple(value or ())
     for hook in hooks:
         if not callable(hook):
-            raise InvalidOptions(f"{kind} {name} must be callables fn({kind}, run, state), got {hook!r}")
+            raise InvalidOptions(f"{kind} {name} must be callables {signature or f'fn({kind}, run, state)'}, "
+                                 f"got {hook!r}")
     return hooks
 
 

@@ -179,8 +179,6 @@ class Flow(HookMethods, Generic[P, R]):
         from plait._logging import install_print_capture, setup_logging
         from plait._recording import current_recorder
         from plait.settings import get_settings
-        from plait.task_runners import InProcessTaskRunner
-
         if self.options.validate_parameters:
             parameters = self.signature.bind(f"flow {self.name!r}", args, kwargs)
             if self.signature.annotated:  # coerced to the type hints ("3" -> 3), or refused
@@ -219,7 +217,7 @@ class Flow(HookMethods, Generic[P, R]):
             flow=self,
             flow_run=run,
             parameters=parameters,
-            task_runner=(self.options.task_runner or InProcessTaskRunner()).duplicate(),
+            task_runner=self.options.task_runner.duplicate() if self.options.task_runner else _default_runner(settings),
             recorder=recorder,
             log_prints=log_prints,
             persist_results=(
@@ -461,6 +459,14 @@ class _BoundFlow:
 
     def __repr__(self) -> str:
         return f"{self.flow!r} bound to {type(self.instance).__name__}"
+
+
+def _default_runner(settings: Any) -> Any:
+    """Prefect's default: submitted and mapped tasks run concurrently on threads (direct calls
+    stay in the calling thread)."""
+    from plait.task_runners import ThreadPoolTaskRunner
+
+    return ThreadPoolTaskRunner(settings.task_runner_max_workers)
 
 
 def _finish(state: State, return_state: bool) -> Any:

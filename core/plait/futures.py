@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Generator, Iterable, Iterator
 from typing import Any, Generic, Literal, NamedTuple, TypeVar, overload
 
 from plait._runs import TaskRun
-from plait.states import State
+from plait.states import State, StateType
 
 __all__ = [
     "PlaitFuture", "PlaitFutureList", "DoneAndNotDone", "wait", "as_completed", "allow_failure", "quote",
@@ -79,7 +79,7 @@ class PlaitFuture(Generic[R_co]):
         """
         state = self._final_state(timeout)
         self._observed = True
-        return state.result(raise_on_failure=raise_on_failure)
+        return value_of(state, raise_on_failure)
 
     def _final_state(self, timeout: float | None = None) -> State:
         handle = self._handle
@@ -121,13 +121,23 @@ class PlaitFuture(Generic[R_co]):
         """``result()`` for async code: await the run without blocking the event loop."""
         state = await self._final_state_async()
         self._observed = True
-        return state.result(raise_on_failure=raise_on_failure)
+        return value_of(state, raise_on_failure)
 
     def __await__(self) -> Generator[Any, None, R_co]:
         return self.result_async().__await__()
 
     def __repr__(self) -> str:
         return f"PlaitFuture({self.task_run.name!r}, {self.task_run.state!r})"
+
+
+def value_of(state: State, raise_on_failure: bool = True) -> Any:
+    """``state.result()``, read back from result storage when the state holds only a
+    reference (a task with ``cache_result_in_memory=False``)."""
+    if state.result_ref and not state.has_data and state.type in (StateType.COMPLETED, StateType.CACHED):
+        from plait.results import read_result_ref
+
+        return read_result_ref(state.result_ref)
+    return state.result(raise_on_failure=raise_on_failure)
 
 
 async def _await(handle: Awaitable[State]) -> State:

@@ -45,6 +45,7 @@ __all__ = [
     "record_infrastructure_log",
     "flush_records",
     "mark_flow_run",
+    "run_crash_hooks",
     "settle_records",
     "decode_control_line",
     "CONTROL_ENV",
@@ -239,6 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("entrypoint", help="path/to/file.py:flow_name or package.module:flow_name")
     parser.add_argument("--parameters", default=None, help="JSON object of keyword arguments ('-': read stdin)")
+    # run_crash_hooks: call the flow's on_crashed hooks for a run whose process died
+    parser.add_argument("--crashed", metavar="FLOW_RUN_ID", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--message", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     control = os.environ.pop(CONTROL_ENV, "") == "1"  # not inherited by the flow's own children
     try:
@@ -248,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             flow.signature.bind(f"flow {flow.name!r}", (), parameters)
     except (EntrypointError, TypeError) as exc:  # TypeError: ParameterBindError
         return _fail(str(exc), control)
+    if args.crashed:
+        return _call_crash_hooks(flow, args.crashed, args.message, parameters)
     if control:
         _mark_console_run_logs()
     if flow.is_async:
@@ -257,7 +263,61 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_COMPLETED if state.is_completed() else EXIT_FAILED
 
 
+def _call_crash_hooks(flow: Flow[..., Any], flow_run_id: str, message: str, parameters: dict[str, Any]) -> int:
+    hooks = flow.options.on_crashed
+    if not hooks:
+        print(f"flow {flow.name!r} has no on_crashed hooks")
+        return EXIT_COMPLETED
+    from plait._hooks import RunHooks
+    from plait._runs import FlowRun, advance
+    from plait.states import State, StateType
+
+    summary = flow_run_summary(flow_run_id) or {}
+    run = FlowRun(id=flow_run_id, flow_name=flow.name, name=str(summary.get("name") or flow_run_id),
+                  parameters=parameters, state=State(StateType.PENDING))
+    state = advance(run, State(StateType.CRASHED, message or str(summary.get("state_message") or "crashed")))
+    RunHooks(hooks, flow, run, state).run_sync()
+    flush_records()  # what the hooks logged
+    print(f"called {len(hooks)} on_crashed hook{'s' if len(hooks) > 1 else ''} of flow {flow.name!r}")
+    return EXIT_COMPLETED
+
+
 # -- the launcher side ---------------------------------------------------------------------------
+def run_crash_hooks(
+    entrypoint: str,
+    flow_run_id: str,
+    message: str,
+    *,
+    parameters: dict[str, Any] | None = None,
+    python: str | None = None,
+    cwd: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 120.0,
+) -> str:
+    """Call the ``on_crashed`` hooks of the flow at ``entrypoint`` for a run whose process
+    died before it could (killed, timed out): the launcher that saw the crash calls this, as
+    Prefect's runner does. The hooks run in a fresh interpreter started like the run's own
+    (``python``, ``cwd``, ``env``); what they log is stored with the run.
+
+    Returns:
+        A line for the run's log: what happened (nothing to do, done, or why not).
+    """
+    import subprocess
+
+    command = [python or sys.executable, "-m", "plait.infrastructure", entrypoint, f"--crashed={flow_run_id}",
+               f"--message={message}", f"--parameters={json.dumps(parameters or {})}"]
+    child_env = child_environment(flow_run_id, base=env)
+    child_env.pop(CONTROL_ENV, None)
+    try:
+        done = subprocess.run(command, cwd=cwd, env=child_env, stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"on_crashed hooks could not run: {type(exc).__name__}: {exc}"
+    if done.returncode != EXIT_COMPLETED:
+        tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
+        return f"on_crashed hooks could not run (exit {done.returncode}): {tail[0]}"
+    said = done.stdout.decode("utf-8", "replace").strip().splitlines()
+    return said[-1] if said else "on_crashed hooks: done"
 def new_flow_run_id() -> str:
     """A fresh flow run id, for a launcher to pass to its child as ``PLAIT_FLOW_RUN_ID``."""
     from plait._callables import new_id
@@ -298,7 +358,7 @@ def _history_on() -> bool:
 
 
 def flow_run_summary(flow_run_id: str) -> dict[str, Any] | None:
-    """``{id, flow_name, state_type, state_message, pid}`` of a flow run, or None if unknown.
+    """``{id, flow_name, name, state_type, state_message, pid}`` of a flow run, or None if unknown.
 
     Reads the row as stored, without crash detection (a launcher decides that itself): from
     the plait server when ``PLAIT_API_URL`` is set (where the child recorded it), else from
@@ -319,7 +379,7 @@ def flow_run_summary(flow_run_id: str) -> dict[str, Any] | None:
                 run = session.call(session.calls.flow_run(flow_run_id))
             except ApiNotFound:
                 return None
-        return {key: run.get(key) for key in ("id", "flow_name", "state_type", "state_message", "pid")}
+        return {key: run.get(key) for key in ("id", "flow_name", "name", "state_type", "state_message", "pid")}
     from plait._store import runs
     from plait._store.database import get_database
 

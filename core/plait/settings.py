@@ -98,6 +98,9 @@ class PlaitSettings(BaseSettings):
     recorder_batch_size: int = Field(
         default=5000, gt=0, description="Buffered records that trigger an early background write."
     )
+    task_runner_max_workers: int = Field(
+        default=32, ge=1, description="Threads of the default task runner (.submit and .map run concurrently)."
+    )
     heartbeat_interval: float = Field(default=5.0, gt=0, description="Seconds between flow-run heartbeats.")
     crash_after: float | None = Field(
         default=None,

@@ -10,6 +10,7 @@ every record) stays in the flow's process, and only ``submit_body`` is its own
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import contextvars
@@ -117,7 +118,14 @@ class _Settled(concurrent.futures.Future[T]):
 
 
 class ThreadPoolTaskRunner(TaskRunner):
-    """Runs submitted tasks concurrently on a pool of ``max_workers`` threads."""
+    """Runs submitted tasks concurrently on up to ``max_workers`` threads (the default runner,
+    with ``PLAIT_TASK_RUNNER_MAX_WORKERS`` threads, 32 unless set).
+
+    Leaner than ``concurrent.futures.ThreadPoolExecutor`` for the many tiny runs a ``.map``
+    makes: a run waits in one deque, and its future shares the runner's condition instead of
+    building a lock and a condition of its own. Threads start as work arrives and no idle
+    one is left, so a flow that only calls tasks directly starts none.
+    """
 
     def __init__(self, max_workers: int | None = None) -> None:
         if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
@@ -125,34 +133,108 @@ class ThreadPoolTaskRunner(TaskRunner):
 
             raise InvalidOptions(f"ThreadPoolTaskRunner max_workers must be an integer >= 1, got {max_workers!r}")
         self.max_workers = max_workers
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._work_ready = threading.Condition(self._lock)  # idle threads wait here
+        self._settled = threading.Condition()  # this runner's futures signal and wait here
+        self._queue: collections.deque[tuple[contextvars.Context, Callable[[], Any], _Pending[Any]]]
+        self._queue = collections.deque()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0  # threads waiting for work and not yet called
+        self._closing = False
 
     def duplicate(self) -> ThreadPoolTaskRunner:
         return ThreadPoolTaskRunner(self.max_workers)
 
-    def start(self) -> None:
-        self._started_pool()
-
-    def _started_pool(self) -> concurrent.futures.ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(self.max_workers, thread_name_prefix="plait-task")
-        return self._pool
-
     def shutdown(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        with self._lock:
+            self._closing = True
+            self._work_ready.notify_all()
+            threads, self._threads = self._threads, []
+        for thread in threads:
+            thread.join()
+        with self._lock:
+            self._closing = False  # usable again (a flow run starts and stops its runner)
+            self._idle = 0  # the threads that waited have ended
 
     def submit(self, call: Callable[[], T]) -> concurrent.futures.Future[T]:
-        pool = self._pool
-        if pool is None:  # submitted before the flow started the runner
-            self.start()
-            pool = self._started_pool()
+        future: _Pending[T] = _Pending(self._settled)
         # each task sees the submitting flow's context (run ids, loggers)
-        return pool.submit(contextvars.copy_context().run, call)
+        item = (contextvars.copy_context(), call, future)
+        with self._lock:
+            self._queue.append(item)
+            if self._idle:
+                self._idle -= 1
+                self._work_ready.notify()
+            elif len(self._threads) < (self.max_workers or _default_max_workers()):
+                thread = threading.Thread(target=self._work, name=f"plait-task-{len(self._threads)}", daemon=True)
+                self._threads.append(thread)
+                thread.start()
+        return future
+
+    def _work(self) -> None:
+        queue = self._queue
+        while True:
+            with self._lock:
+                while not queue:
+                    if self._closing:
+                        return
+                    self._idle += 1  # submit takes it back when it wakes this thread
+                    self._work_ready.wait()
+                context, call, future = queue.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = context.run(call)
+            except BaseException as exc:  # the engine turns task errors into states; this is a crash
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
 
     def __repr__(self) -> str:
         return f"ThreadPoolTaskRunner(max_workers={self.max_workers})"
+
+
+def _default_max_workers() -> int:
+    from plait.settings import get_settings
+
+    return get_settings().task_runner_max_workers
+
+
+class _Pending(concurrent.futures.Future[T]):
+    """A future that shares its runner's condition (a plain one builds its own lock and
+    condition, about 1 KB each; a 100,000-task map keeps 100,000 futures). Waiting loops
+    until this future is done, since the condition also wakes for its siblings."""
+
+    def __init__(self, condition: threading.Condition) -> None:  # no super(): no lock of its own
+        self._condition = condition
+        self._state = "PENDING"
+        self._result = None
+        self._exception = None
+
+    @functools.cached_property
+    def _waiters(self) -> list[Any]:  # type: ignore[override]
+        return []
+
+    @functools.cached_property
+    def _done_callbacks(self) -> list[Any]:
+        return []
+
+    def _wait(self, timeout: float | None) -> None:
+        if self._state not in _SETTLED_STATES:
+            with self._condition:
+                if not self._condition.wait_for(lambda: self._state in _SETTLED_STATES, timeout):
+                    raise concurrent.futures.TimeoutError()
+
+    def result(self, timeout: float | None = None) -> T:
+        self._wait(timeout)
+        return super().result(0)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._wait(timeout)
+        return super().exception(0)
+
+
+_SETTLED_STATES = frozenset({"FINISHED", "CANCELLED", "CANCELLED_AND_NOTIFIED"})
 
 
 class _LoopThread:

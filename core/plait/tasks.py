@@ -14,13 +14,22 @@ from datetime import UTC, datetime
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from plait._callables import Signature, check_name_template, jsonable, new_id, render_name
-from plait._context import FlowRunContext, flow_run_var, run_tags, task_run_var
+from plait._context import FlowRunContext, flow_run_var, run_tags, task_run_var, transaction_var
 from plait._engine import ALLOWED, drive_async, drive_sync, task_steps
 from plait._hooks import HookMethods, with_hooks
 from plait._options import FlowOptions, TaskOptions, build_options
 from plait._runs import TaskRun
-from plait.exceptions import ParameterBindError
-from plait.futures import PlaitFuture, PlaitFutureList, _running_loop, allow_failure, iter_futures, iter_values, quote
+from plait.exceptions import InvalidOptions, ParameterBindError
+from plait.futures import (
+    PlaitFuture,
+    PlaitFutureList,
+    _running_loop,
+    allow_failure,
+    iter_futures,
+    iter_values,
+    quote,
+    value_of,
+)
 from plait.states import State, StateType
 
 __all__ = ["Task", "task", "unmapped", "exponential_backoff"]
@@ -28,6 +37,7 @@ __all__ = ["Task", "task", "unmapped", "exponential_backoff"]
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger("plait.tasks")
 _UNSET = object()
 
@@ -85,6 +95,15 @@ class Task(HookMethods, Generic[P, R]):
             return self
         return _BoundTask(self, instance)
 
+    def on_commit(self, fn: F) -> F:
+        """Call ``fn(txn)`` when a transaction this task's completed run was staged in commits."""
+        return self._add_hook("on_commit", fn)
+
+    def on_rollback(self, fn: F) -> F:
+        """Call ``fn(txn)`` when a transaction this task's completed run was staged in rolls
+        back (another task failed, say): undo the run's side effects there."""
+        return self._add_hook("on_rollback", fn)
+
     def with_options(self, **changes: Any) -> Task[P, R]:
         """A copy of this task with some options replaced (validated like the decorator)."""
         return Task(self.fn, build_options(TaskOptions, self.options, changes))
@@ -141,7 +160,7 @@ class Task(HookMethods, Generic[P, R]):
             _flush_standalone_run()
         if return_state:
             return state
-        return state.result()
+        return value_of(state)
 
     @overload
     def submit(self: Task[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs) -> PlaitFuture[T]: ...
@@ -223,6 +242,9 @@ class Task(HookMethods, Generic[P, R]):
         future: PlaitFuture[Any] = PlaitFuture(run, handle)
         if flow_ctx is not None:
             flow_ctx.futures.append(future)
+        txn = transaction_var.get()
+        if txn is not None:  # a transaction commits once its runs have finished
+            txn.futures.append(future)
         return future
 
     # -- one run ---------------------------------------------------------------------------
@@ -309,7 +331,7 @@ class Task(HookMethods, Generic[P, R]):
         options = self.options
         if options.persist_result is not None:
             return options.persist_result
-        if options.caches:
+        if options.caches or not options.cache_result_in_memory:
             return True
         if flow_ctx is not None:
             return flow_ctx.persist_results
@@ -339,6 +361,8 @@ class Task(HookMethods, Generic[P, R]):
     def cache_key(self, task_ctx: Any, parameters: dict[str, Any]) -> str | None:
         from plait.cache_policies import Unhashable, compute_cache_key
 
+        if self.options.result_storage_key is not None:
+            return self._storage_key(task_ctx, parameters)
         try:
             return compute_cache_key(self.options, task_ctx, self.task_key, parameters)
         except Unhashable as exc:
@@ -348,6 +372,25 @@ class Task(HookMethods, Generic[P, R]):
                 "cache key could not be computed (%s: %s); running without cache", type(exc).__name__, exc
             )
         return None
+
+    def _storage_key(self, task_ctx: Any, parameters: dict[str, Any]) -> str:
+        """``result_storage_key`` rendered; a template that does not fit fails the run."""
+        template = self.options.result_storage_key
+        assert template is not None
+        flow_ctx = task_ctx.flow_context
+        try:
+            key = template.format(parameters=parameters, task_run=task_ctx.task_run,
+                                  flow_run=flow_ctx.flow_run if flow_ctx is not None else None)
+        except (KeyError, AttributeError, IndexError, ValueError) as exc:
+            raise InvalidOptions(
+                f"task {self.name!r} result_storage_key {template!r} cannot be filled in ({type(exc).__name__}: "
+                f"{exc}); it may use {{parameters[name]}} (parameters: {', '.join(parameters) or 'none'}), "
+                "{flow_run.name}, {flow_run.id}, {task_run.name}, {task_run.id}"
+            ) from None
+        if not key or key.startswith("/") or ".." in key.split("/"):
+            raise InvalidOptions(f"task {self.name!r} result_storage_key rendered to {key!r}, which is not a "
+                                 "relative path inside the result storage")
+        return key
 
     def encrypts_for(self, flow_ctx: FlowRunContext | None) -> bool:
         """Whether persisted results are encrypted: the task's option, the flow's, the setting."""
@@ -397,6 +440,12 @@ class Task(HookMethods, Generic[P, R]):
             )
             return None
         return value, ref
+
+    def result_ref(self, storage: Any, key: str) -> str:
+        """Where ``save_result`` puts the result at ``key`` (no I/O)."""
+        from plait.results import storage_uri
+
+        return f"{storage_uri(storage)}/{key}"
 
     def save_result(self, storage: Any, key: str, value: Any, run: TaskRun, flow_ctx: Any, recorder: Any) -> str:
         from plait.results import storage_uri, write_result

@@ -623,18 +623,19 @@ def _insert_ended(
 
 
 def flow_run_summary(db: Database, flow_run_id: str) -> dict[str, Any] | None:
-    """``{id, flow_name, state_type, state_message, pid}`` of a flow run, or None if unknown.
+    """``{id, flow_name, name, state_type, state_message, pid}`` of a flow run, or None if unknown.
 
     Raises:
         DatabaseError: The database cannot be read.
     """
     with db.connect() as conn:
         row = conn.execute(
-            select(_F.c.id, _F.c.flow_name, _F.c.state_type, _F.c.state_message, _F.c.pid).where(_F.c.id == flow_run_id)
+            select(_F.c.id, _F.c.flow_name, _F.c.name, _F.c.state_type, _F.c.state_message, _F.c.pid)
+            .where(_F.c.id == flow_run_id)
         ).first()
     if row is None:
         return None
-    return {"id": row.id, "flow_name": row.flow_name, "state_type": row.state_type,
+    return {"id": row.id, "flow_name": row.flow_name, "name": row.name, "state_type": row.state_type,
             "state_message": row.state_message, "pid": row.pid}
 
 
