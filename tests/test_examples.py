@@ -120,6 +120,41 @@ def test_example_blocks_file_resolves_and_validates(monkeypatch, plait_harness):
     }
 
 
+def _commented_alternative(text: str, heading: str) -> str:
+    """The commented-out blocks under ``heading`` in the example blocks file, uncommented."""
+    lines = text.split(heading, 1)[1].splitlines()[1:]
+    block = []
+    for line in lines:
+        if not line.startswith("#"):
+            break
+        block.append(line[2:] if line.startswith("# ") else line[1:])
+    return "\n".join(block) + "\n"
+
+
+@pytest.mark.parametrize(("heading", "slugs", "env"), [
+    ("# Or land them in Azure Blob Storage", {"azure-blob-credentials", "azure-blob-storage-container"},
+     {"AZURE_STORAGE_CONNECTION_STRING": "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=k;",
+      "LANDING_CONTAINER": "raw-files"}),
+    ("# Or in Google Cloud Storage", {"gcp-credentials", "gcs-bucket"},
+     {"GCP_SERVICE_ACCOUNT_JSON": '{"type": "service_account", "client_email": "etl@analytics.iam.gserviceaccount.com", '
+      '"private_key": "-----BEGIN PRIVATE KEY-----\\nMIIE\\n-----END PRIVATE KEY-----\\n", '
+      '"token_uri": "https://oauth2.googleapis.com/token"}', "GCP_PROJECT": "analytics",
+      "LANDING_BUCKET": "raw-files"}),
+])
+def test_the_commented_landing_options_validate(monkeypatch, plait_harness, tmp_path, heading, slugs, env):
+    """The Azure and GCS landings in blocks.example.toml are real blocks files once uncommented."""
+    from plait.blocks import apply_blocks_file
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    text = (ROOT / "examples" / "warehouse" / "blocks.example.toml").read_text()
+    path = tmp_path / "landing.toml"
+    path.write_text(_commented_alternative(text, heading))
+    results = apply_blocks_file(path, dry_run=True)
+    assert {r.slug for r in results} == slugs
+    assert ("landing" in {r.name for r in results})
+
+
 @pytest.mark.parametrize("script", ["demo.py", "warehouse/flow.py"])
 def test_examples_import_only_public_api(script):
     text = (ROOT / "examples" / script).read_text()

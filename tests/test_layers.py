@@ -22,7 +22,7 @@ LAYERS: list[list[str]] = [
     ["plait", "plait.flows", "plait.tasks", "plait.futures", "plait.task_runners", "plait._engine",
      "plait._context", "plait._pause", "plait._callables", "plait._options", "plait.cache_policies", "plait.runtime",
      "plait._logging", "plait._limits", "plait._hooks",
-     "plait._process_runner"],
+     "plait._process_runner", "plait.transactions", "plait.artifacts", "plait.external"],
     ["plait._recording", "plait._recovery", "plait._recorder", "plait._journal", "plait._sinks", "plait._spool"],
     ["plait.notifications", "plait.blocks", "plait.plugins", "plait._plugin_state", "plait._plugin_discovery",
      "plait._plugin_guard", "plait._plugin_records", "plait._plugin_contract", "plait.hookspecs", "plait.results", "plait.variables"],

@@ -7,7 +7,8 @@ On embedded defaults everything is local: landing files under $PLAIT_HOME/landin
 warehouse file, and a webhook receiver this script starts on 127.0.0.1 to show the
 announcement. Saved blocks replace each default (see blocks.example.toml and the README):
 
-    landing   any storage block, e.g. s3-bucket          (plait-aws)
+    landing   any storage block, e.g. s3-bucket          (plait-aws),
+              azure-blob-storage-container (plait-azure) or gcs-bucket (plait-gcp)
     warehouse a sqlalchemy-connector, e.g. PostgreSQL    (plait-sqlalchemy)
               or a snowflake-connector                   (plait-snowflake; dbt needs dbt-snowflake)
     announce  any notification block, e.g. slack-webhook (built in)
