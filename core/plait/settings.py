@@ -1,8 +1,11 @@
-"""Settings: one pydantic-settings class, environment prefix ``PLAIT_``.
+"""Settings: one pydantic model, environment prefix ``PLAIT_``.
 
-Values come from (highest first) environment variables, ``$PLAIT_HOME/config.toml`` and
-the defaults below. ``describe_settings()`` reports each effective value with its source,
-secrets masked, for ``plait config show``.
+Values come from (highest first) arguments, environment variables (``PLAIT_<NAME>``, upper
+case), ``$PLAIT_HOME/config.toml`` and the defaults below; pydantic converts the strings of
+the environment (``"true"``, ``"5.0"``). A plain model, not pydantic-settings, because every
+plait process reads these first and that library alone costs tens of milliseconds to
+import. ``describe_settings()`` reports each effective value with its source, secrets
+masked, for ``plait config show``.
 """
 
 from __future__ import annotations
@@ -13,8 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from plait._masking import mask_url  # re-exported: it always lived here
 
@@ -50,31 +52,27 @@ def _refuse_unknown_keys(path: Path, values: dict[str, Any], known: Any) -> None
         )
 
 
-class _ConfigFileSource(PydanticBaseSettingsSource):
-    """Reads ``$PLAIT_HOME/config.toml`` (a flat table of setting names)."""
-
-    def __init__(self, settings_cls: type[BaseSettings]) -> None:
-        super().__init__(settings_cls)
-        self.path = _default_home() / "config.toml"
-        self.values: dict[str, Any] = {}
-        if self.path.is_file():
-            try:
-                self.values = tomllib.loads(self.path.read_text())
-            except tomllib.TOMLDecodeError as exc:
-                raise ValueError(f"{self.path} is not valid TOML: {exc}; fix or remove it") from exc
-            _refuse_unknown_keys(self.path, self.values, settings_cls.model_fields)
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return self.values.get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.values.items() if k in self.settings_cls.model_fields}
+def _config_file() -> tuple[Path, dict[str, Any]]:
+    """``$PLAIT_HOME/config.toml`` (a flat table of setting names) and its values."""
+    path = _default_home() / "config.toml"
+    values: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path} is not valid TOML: {exc}; fix or remove it") from exc
+        _refuse_unknown_keys(path, values, PlaitSettings.model_fields)
+    return path, values
 
 
-class PlaitSettings(BaseSettings):
+class PlaitSettings(BaseModel):
     """Every knob plait reads. Set any of them as ``PLAIT_<NAME>`` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    def __init__(self, **values: Any) -> None:
+        environment = {name: os.environ[env] for name, env in _env_names().items() if env in os.environ}
+        super().__init__(**{**_config_file()[1], **environment, **values})
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     home: Path = Field(default_factory=_default_home, description="Directory for plait's own files.")
     database_url: SecretStr | None = Field(
@@ -171,17 +169,6 @@ class PlaitSettings(BaseSettings):
             raise ValueError(f"unknown logging level {value!r}; use DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return value
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _ConfigFileSource(settings_cls))
-
     # -- derived values -----------------------------------------------------------------
     @property
     def effective_database_url(self) -> str:
@@ -195,6 +182,11 @@ class PlaitSettings(BaseSettings):
 
 
 _ENV_NAMES: tuple[str, ...] = ()
+
+
+def _env_names() -> dict[str, str]:
+    """Each setting's environment variable."""
+    return {name: ENV_PREFIX + name.upper() for name in PlaitSettings.model_fields}
 
 
 def _env_fingerprint() -> tuple[str | None, ...]:
@@ -212,7 +204,7 @@ def get_settings() -> PlaitSettings:
     """The effective settings; re-read when PLAIT_* variables or the config file change."""
     global _ENV_NAMES
     if not _ENV_NAMES:
-        _ENV_NAMES = tuple(ENV_PREFIX + name.upper() for name in PlaitSettings.model_fields)
+        _ENV_NAMES = tuple(_env_names().values())
     fingerprint = _env_fingerprint()
     home = fingerprint[0] or str(Path.home() / ".plait")  # "home" is the first field
     try:
@@ -225,14 +217,14 @@ def get_settings() -> PlaitSettings:
 def describe_settings(show_secrets: bool = False) -> list[dict[str, Any]]:
     """Effective settings as rows ``{name, value, source, env}``; secrets masked."""
     settings = get_settings()
-    file_source = _ConfigFileSource(PlaitSettings)
+    config_path, config_values = _config_file()
     rows = []
     for name, info in PlaitSettings.model_fields.items():
         env = ENV_PREFIX + name.upper()
         if env in os.environ:
             source = "env"
-        elif name in file_source.values:
-            source = f"file {file_source.path}"
+        elif name in config_values:
+            source = f"file {config_path}"
         else:
             source = "default"
         value = getattr(settings, name)
