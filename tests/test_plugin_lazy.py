@@ -462,3 +462,33 @@ def test_a_flow_run_builds_no_block_class_it_does_not_use(tmp_path: Path) -> Non
     before, after = done.stdout.strip().splitlines()[-2:]
     assert before == "['plait_blocks.plugin']"
     assert "plait_blocks.values" in after and "plait_blocks.notifications" in after
+
+
+def test_threads_asking_for_a_lazy_storage_scheme_at_once_all_get_it(tmp_path: Path) -> None:
+    """The default task runner runs mapped tasks on threads: their first result writes ask
+    for file:// together, while the built-in plugin is still registering it. Each must wait
+    for the registration instead of finding the scheme declared but not there yet."""
+    script = textwrap.dedent(f"""
+        import threading
+        from plait.results import resolve_storage
+
+        gate = threading.Barrier(16)
+        errors = []
+
+        def ask(i):
+            gate.wait()
+            try:
+                resolve_storage("file://{tmp_path}/storage-" + str(i))
+            except Exception as exc:
+                errors.append(repr(exc))
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(16)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        print(errors)
+    """)
+    for _ in range(3):  # a race: give it a few fresh processes
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PLAIT_HOME": str(tmp_path / "home")})
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "[]", done.stdout

@@ -35,6 +35,7 @@ TABLES = {
     "work_pools", "work_queues", "workers", "deployments", "deployment_schedules",
     "concurrency_limits", "concurrency_slots",
     "automations", "automation_buckets", "automation_actions", "service_cursors", "webhooks", "variables",
+    "artifacts",
 }
 
 

@@ -22,9 +22,15 @@ from plait._runs import utcnow
 __all__ = ["BatchRows", "clean_text", "clean_json", "micros", "from_micros", "TABLES"]
 
 # The lists of a batch, in the order a writer stores them.
-TABLES = ("new_flows", "old_flows", "new_tasks", "old_tasks", "states", "edges", "logs", "results")
+TABLES = (
+    "new_flows", "old_flows", "new_tasks", "old_tasks", "states", "edges", "logs", "results",
+    "artifacts", "artifact_updates",
+)
+# Lists newer than the wire format's first version: left out of the wire when empty, so a
+# recorder talks to an older server until it actually records one of them.
+_OPTIONAL = frozenset({"artifacts", "artifact_updates"})
 # Row keys holding a timestamp (top level of a row only; parameters are plain JSON).
-_TIME_KEYS = frozenset({"created", "start_time", "end_time", "heartbeat_at", "timestamp", "expires_at"})
+_TIME_KEYS = frozenset({"created", "start_time", "end_time", "heartbeat_at", "timestamp", "expires_at", "updated"})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -53,6 +59,9 @@ class BatchRows:
     edges: list[dict[str, Any]] = field(default_factory=list)
     logs: list[dict[str, Any]] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
+    # plait.artifacts: new artifacts, and progress updates of stored ones (``_store.artifacts``)
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+    artifact_updates: list[dict[str, Any]] = field(default_factory=list)
     heartbeats: list[str] = field(default_factory=list)
     now: datetime = field(default_factory=utcnow)
 
@@ -72,6 +81,8 @@ class BatchRows:
         """This batch as a JSON-safe dict: timestamps as integer microseconds (UTC)."""
         wire: dict[str, Any] = {"now": micros(self.now), "heartbeats": list(self.heartbeats)}
         for name in TABLES:
+            if name in _OPTIONAL and not getattr(self, name):
+                continue
             wire[name] = [
                 {k: micros(v) if k in _TIME_KEYS and v is not None else v for k, v in row.items()}
                 for row in getattr(self, name)

@@ -49,6 +49,8 @@ __all__ = [
     "edge_record",
     "log_record",
     "result_record",
+    "artifact_record",
+    "artifact_update_record",
     "Record",
 ]
 
@@ -119,6 +121,19 @@ def result_record(row: dict[str, Any]) -> Record:
         "r", row["task_run_id"], row["storage"], row["path"], row["serializer"], row["cache_key"],
         _micros(row["expires_at"]), _micros(row["created"]),
     )
+
+
+def artifact_record(row: dict[str, Any]) -> Record:
+    """A new artifact (``plait.artifacts``); its data is JSON-safe (strings, numbers, lists)."""
+    return (
+        "a", row["id"], row["key"], row["type"], row["description"], row["data"], row["flow_run_id"],
+        row["task_run_id"], _micros(row["created"]),
+    )
+
+
+def artifact_update_record(row: dict[str, Any]) -> Record:
+    """A progress update of an artifact."""
+    return ("u", row["artifact_id"], row["data"], _micros(row["updated"]))
 
 
 # -- the writing side --------------------------------------------------------------------------
@@ -341,7 +356,8 @@ def _records(segments: list[Path]) -> Iterator[list[Any]]:
 
 
 def decode_segments(segments: list[Path]) -> dict[str, Any]:
-    """The records of ``segments`` as rows: ``{flows, tasks, states, edges, logs, results}``.
+    """The records of ``segments`` as rows: ``{flows, tasks, states, edges, logs, results,
+    artifacts, artifact_updates}``.
 
     Runs are keyed by id with their newest snapshot (``_partial`` when the run was created in
     a segment already stored, so only its changing fields are known); states, edges, logs
@@ -353,6 +369,8 @@ def decode_segments(segments: list[Path]) -> dict[str, Any]:
     edges: list[dict[str, Any]] = []
     logs: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
+    artifacts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
     for rec in _records(segments):
         tag = rec[0]
         try:
@@ -418,6 +436,14 @@ def decode_segments(segments: list[Path]) -> dict[str, Any]:
             elif tag == "r":
                 results.append({"task_run_id": rec[1], "storage": rec[2], "path": rec[3], "serializer": rec[4],
                                 "cache_key": rec[5], "expires_at": _when(rec[6]), "created": _when(rec[7])})
+            elif tag == "a":
+                created = _when(rec[8])
+                artifacts.append({"id": rec[1], "key": rec[2], "type": rec[3], "description": rec[4], "data": rec[5],
+                                  "flow_run_id": rec[6], "task_run_id": rec[7], "created": created,
+                                  "updated": created})
+            elif tag == "u":
+                updates.append({"artifact_id": rec[1], "data": rec[2], "updated": _when(rec[3])})
         except (IndexError, TypeError, ValueError):
             logger.warning("skipped a damaged journal record: %.200s", rec)
-    return {"flows": flows, "tasks": tasks, "states": states, "edges": edges, "logs": logs, "results": results}
+    return {"flows": flows, "tasks": tasks, "states": states, "edges": edges, "logs": logs, "results": results,
+            "artifacts": artifacts, "artifact_updates": updates}

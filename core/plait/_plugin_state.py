@@ -67,7 +67,9 @@ class _Plugin:
     proxy: GuardedPlugin | None = None
     hooks: list[str] = field(default_factory=list)
     contributions: Contributions = field(default_factory=Contributions)
-    registered: bool = False  # its registration hooks were called (contributions taken)
+    registered: bool = False  # its registration hooks are being called, or were
+    # ... and what they gave is in the registries: until then another thread must wait on the lock
+    taken: bool = False
 
     @property
     def lazy(self) -> bool:
@@ -220,6 +222,7 @@ class Session:
         self._take(plugin)
         if plugin.lazy:
             self._check_declarations(plugin)
+        plugin.taken = True
 
     def _compatible_after_import(self, plugin: _Plugin) -> bool:
         c = plugin.candidate
@@ -293,7 +296,7 @@ class Session:
 
     def ensure(self, kind: str, name: str) -> None:
         plugin = self.provider(kind, name)
-        if plugin is not None and not plugin.registered:
+        if plugin is not None and not plugin.taken:  # (tasks on several threads may ask at once)
             with _lock:
                 self.load(plugin)
                 self.register(plugin)

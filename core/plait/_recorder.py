@@ -34,6 +34,8 @@ from typing import Any
 from plait._batch import BatchRows, clean_json, clean_text
 from plait._journal import (
     Journal,
+    artifact_record,
+    artifact_update_record,
     edge_record,
     flow_record,
     log_record,
@@ -121,6 +123,8 @@ class _Batch:
     edges: list[dict[str, Any]] = field(default_factory=list)
     logs: list[tuple[Any, ...]] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
+    artifacts: list[dict[str, Any]] = field(default_factory=list)  # rows as plait.artifacts made them
+    artifact_updates: list[dict[str, Any]] = field(default_factory=list)
     segments: list[Path] = field(default_factory=list)  # journal segments holding these records
     count: int = 0
 
@@ -133,6 +137,8 @@ def _merge(older: _Batch, newer: _Batch) -> _Batch:
     older.edges += newer.edges
     older.logs += newer.logs
     older.results += newer.results
+    older.artifacts += newer.artifacts
+    older.artifact_updates += newer.artifact_updates
     older.segments += newer.segments
     older.count += newer.count
     return older
@@ -330,6 +336,18 @@ class Recorder:
                 self.journal.append(result_record(row))
             self._added(batch)
 
+    def add_artifact(self, row: dict[str, Any], *, update: bool = False) -> None:
+        """Buffer a new artifact, or (``update``) a progress update of one: rows as
+        ``plait.artifacts`` builds them. Journaled and synced at once: artifacts are few,
+        and one made just before a ``kill -9`` must survive it."""
+        with self._lock:
+            batch = self._batch
+            (batch.artifact_updates if update else batch.artifacts).append(row)
+            if self.journal is not None:
+                self.journal.append(artifact_update_record(row) if update else artifact_record(row))
+                self.journal.sync()
+            self._added(batch)
+
     @property
     def pending(self) -> int:
         """Records buffered and not yet written."""
@@ -508,6 +526,8 @@ class Recorder:
             for f, t, level, name, message, ts in batch.logs
         ]
         rows.results = batch.results
+        rows.artifacts = batch.artifacts
+        rows.artifact_updates = batch.artifact_updates
         rows.heartbeats = [i for i in beating if i not in batch.flows]  # dirty ones get it in their row
         return rows
 

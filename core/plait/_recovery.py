@@ -73,6 +73,8 @@ def _replay_one(db: Database, journal: JournalDir) -> None:
             edges=decoded["edges"],
             logs=decoded["logs"],
             results=decoded["results"],
+            artifacts=decoded["artifacts"],
+            artifact_updates=decoded["artifact_updates"],
         )
         replay(db, rows)
         logger.info("replayed the journal of dead process %d (%d flow runs, %d task runs)",

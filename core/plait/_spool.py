@@ -94,6 +94,8 @@ def _rows(segments: list[Path]) -> BatchRows:
         edges=decoded["edges"],
         logs=decoded["logs"],
         results=decoded["results"],
+        artifacts=decoded["artifacts"],
+        artifact_updates=decoded["artifact_updates"],
     )
 
 

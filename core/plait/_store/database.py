@@ -44,7 +44,7 @@ __all__ = [
 
 # The newest revision in migrations/versions. Kept here so the fast path needs no Alembic
 # import; tests/test_store.py checks it against the scripts.
-HEAD_REVISION = "0011"
+HEAD_REVISION = "0012"
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 _HINT = (

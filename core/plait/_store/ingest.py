@@ -25,7 +25,7 @@ from plait._batch import BatchRows
 from plait._runs import utcnow
 from plait._store.database import Database
 from plait._store.events import EventParams, insert_event_params
-from plait._store.models import INGESTED_BATCHES
+from plait._store.models import ARTIFACTS, INGESTED_BATCHES
 from plait._store.runs import (
     _E,
     _F,
@@ -71,6 +71,8 @@ _FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "edges": (frozenset(c for c in _columns(_E) if c != "id"), _columns(_E) - {"id"}),
     "logs": (_columns(_L) - {"id"}, _columns(_L) - {"id"}),
     "results": (_columns(_R) - {"id"}, _columns(_R) - {"id"}),
+    "artifacts": (_columns(ARTIFACTS), _columns(ARTIFACTS)),
+    "artifact_updates": (frozenset({"artifact_id", "data", "updated"}), frozenset({"artifact_id", "data", "updated"})),
 }
 # A replayed journal holds a run's newest snapshot, or only its changing fields ("_partial").
 _PARTIAL = {"new_flows": frozenset({"id", *FLOW_MUTABLE}), "new_tasks": frozenset({"id", *TASK_MUTABLE})}

@@ -46,6 +46,7 @@ __all__ = [
     "BLOCK_SCHEMAS",
     "BLOCK_DOCUMENTS",
     "BLOCK_DOCUMENT_REFERENCES",
+    "ARTIFACTS",
     "NAMING_CONVENTION",
 ]
 
@@ -636,4 +637,28 @@ VARIABLES = Table(
     Column("tags", JSON, nullable=False),
     Column("created", UTCDateTime(), nullable=False),
     Column("updated", UTCDateTime(), nullable=False),
+)
+
+
+# What a run made for people to read (``plait.artifacts``): a markdown report, a table, a
+# link, a progress figure. Each create is a row (its id is the artifact's); rows sharing a
+# key are that key's versions, newest ``created`` first. Progress updates rewrite ``data``
+# and ``updated`` of their row. No foreign keys to the runs: the recorder may store an
+# artifact before its run (remote batches, replays), and an artifact outside a run has none.
+ARTIFACTS = Table(
+    "artifacts", METADATA,
+    Column("id", ID, primary_key=True),
+    Column("key", String(255)),
+    Column("type", String(32), nullable=False),
+    Column("description", Text),
+    Column("data", JSON),
+    Column("flow_run_id", ID),
+    Column("task_run_id", ID),
+    Column("created", UTCDateTime(), nullable=False),
+    Column("updated", UTCDateTime(), nullable=False),
+    # keyset order (created, id) behind every filter the API offers
+    Index(None, "key", "created", "id"),
+    Index(None, "flow_run_id", "created", "id"),
+    Index(None, "task_run_id", "created", "id"),
+    Index(None, "created", "id"),
 )

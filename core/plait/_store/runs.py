@@ -26,6 +26,7 @@ from sqlalchemy.sql import Insert, Update
 
 from plait._batch import BatchRows, clean_json, clean_text
 from plait._runs import HOSTNAME, utcnow
+from plait._store.artifacts import write_artifacts_in
 from plait._store.database import Database, _json_dumps
 from plait._store.events import EventParams, batch_event_params, insert_event_params
 from plait._store.models import (
@@ -303,6 +304,8 @@ class RunWriter:
             conn.execute(_L.insert(), rows.logs)
         if rows.results:
             conn.execute(_R.insert(), rows.results)
+        if rows.artifacts or rows.artifact_updates:
+            write_artifacts_in(conn, rows.artifacts, rows.artifact_updates)
         beating = [i for i in rows.heartbeats if i not in taken]
         if beating:
             conn.execute(
@@ -710,6 +713,8 @@ def replay_in(conn: Connection, rows: BatchRows) -> list[EventParams]:
     results = [r for r in rows.results if (r["task_run_id"], r["path"]) not in seen_results]
     if results:
         conn.execute(_R.insert(), results)
+    if rows.artifacts or rows.artifact_updates:  # idempotent: replayed as they are
+        write_artifacts_in(conn, rows.artifacts, rows.artifact_updates)
     added = BatchRows(new_flows=list(flows.values()), new_tasks=list(tasks.values()), logs=logs, now=rows.now)
     return batch_event_params(added, states=new_states, logs_after=logs_after)
 

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from plait._api import AsyncApiSession, Page
+from plait.client._artifacts import _AsyncArtifacts
 from plait.client._async_events import _AsyncAutomationsAndEvents
 from plait.client._shared import block_body, client_config
 from plait.client._variables import _AsyncVariables
@@ -25,7 +26,7 @@ StateFilter = StateType | str | Sequence[StateType | str] | None
 Names = str | Sequence[str] | None
 
 
-class AsyncPlaitClient(_AsyncAutomationsAndEvents, _AsyncVariables):
+class AsyncPlaitClient(_AsyncAutomationsAndEvents, _AsyncVariables, _AsyncArtifacts):
     """An async client of a plait server's API (``/api/v1``): ``PlaitClient`` for
     ``asyncio``. Keeps its connections open between calls; close it (``await
     client.aclose()``, or use it in an ``async with``) when done. Use it from one event loop.

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from plait._api import ApiSession, Page
+from plait.client._artifacts import _Artifacts
 from plait.client._shared import block_body, client_config
 from plait.client._sync_events import _AutomationsAndEvents
 from plait.client._variables import _Variables
@@ -23,7 +24,7 @@ StateFilter = StateType | str | Sequence[StateType | str] | None
 Names = str | Sequence[str] | None
 
 
-class PlaitClient(_AutomationsAndEvents, _Variables):
+class PlaitClient(_AutomationsAndEvents, _Variables, _Artifacts):
     """A client of a plait server's API (``/api/v1``), the one the CLI uses when
     ``PLAIT_API_URL`` is set. Keeps its connections open between calls; close it (or use it
     in a ``with``) when done. Thread-safe.

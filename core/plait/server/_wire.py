@@ -135,6 +135,30 @@ class ResultRow(TypedDict):
     created: Micros
 
 
+class ArtifactRow(TypedDict):
+    """A new artifact (``plait.artifacts``)."""
+
+    __pydantic_config__ = _FORBID  # type: ignore[misc]
+    id: RunId
+    key: Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[a-z0-9-]+$")] | None
+    type: Literal["markdown", "table", "link", "progress"]
+    description: str | None
+    data: Any
+    flow_run_id: RunId | None
+    task_run_id: RunId | None
+    created: Micros
+    updated: Micros
+
+
+class ArtifactUpdateRow(TypedDict):
+    """A progress update of a stored artifact."""
+
+    __pydantic_config__ = _FORBID  # type: ignore[misc]
+    artifact_id: RunId
+    data: Any
+    updated: Micros
+
+
 # A dead process's journal knows only the changes of a run created in a segment already
 # stored (``plait._journal.decode_segments``): such rows carry ``_partial: true``.
 class FlowChange(TypedDict):
@@ -179,6 +203,8 @@ class _BatchCommon(TypedDict):
     edges: NotRequired[list[EdgeRow]]
     logs: NotRequired[list[LogRow]]
     results: NotRequired[list[ResultRow]]
+    artifacts: NotRequired[list[ArtifactRow]]
+    artifact_updates: NotRequired[list[ArtifactUpdateRow]]
 
 
 class BatchWire(_BatchCommon):

@@ -130,6 +130,10 @@ def _mask_rows(rows: BatchRows) -> None:
             row["state_message"] = mask(row["state_message"])
         if "parameters" in row:
             row["parameters"] = _masked_json(row["parameters"])
+    for row in rows.artifacts:  # what a run shows people: its text is masked here too
+        row["data"] = _masked_json(row.get("data"))
+        if row.get("description"):
+            row["description"] = mask(row["description"])
 
 
 def _store(ingest: Callable[[Database, str, BatchRows], dict[str, Any]], db: Database, batch_id: str,
