@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-basics demo-server dashboard test lint bench setup clean
+.PHONY: demo demo-basics demo-server dashboard test lint bench setup clean wheelhouse
 
 setup: $(STAMP)
 
@@ -53,5 +53,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(if $(PROFILE),--profile bench/profiles) $(BENCH_ARGS)
 
+# sdists and wheels of plait and every collection, with index.json (file names, sha256):
+# `plait collection install NAME --find-links wheelhouse` installs from it, offline
+wheelhouse: $(STAMP)
+	$(BIN)/plait collection build --out $${WHEELHOUSE:-$(CURDIR)/wheelhouse}
+
 clean:
-	rm -rf $(VENV) .plait-demo .plait-demo-server
+	rm -rf $(VENV) .plait-demo .plait-demo-server wheelhouse

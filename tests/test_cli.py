@@ -132,7 +132,7 @@ def assert_plain(text: str) -> None:
 
 # -- flow-run ls ------------------------------------------------------------------------------
 def test_ls_lists_runs_newest_first_in_plain_text(history):
-    result = invoke("flow-run", "ls")
+    result = invoke("flow-run", "ls", "--wide")  # every cell whole (tests/test_cli_history.py: fitted)
     assert result.exit_code == 0, result.output
     assert_plain(result.stdout)
     rows = table(result.stdout, "ID")
@@ -188,7 +188,7 @@ def test_ls_rejects_bad_state_and_limit_as_usage_errors():
 # -- flow-run inspect ---------------------------------------------------------------------------
 def test_inspect_shows_header_task_runs_and_history(history):
     run_id = history["cli-etl"]
-    result = invoke("flow-run", "inspect", run_id[:8])  # a prefix is enough
+    result = invoke("flow-run", "inspect", run_id[:8], "--wide")  # a prefix is enough; every column
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert_plain(out)
@@ -217,7 +217,7 @@ def test_inspect_shows_header_task_runs_and_history(history):
 
 
 def test_inspect_shows_cache_keys_results_and_subflow_runs(history):
-    out = invoke("flow-run", "inspect", history["cli-ok"]).stdout
+    out = invoke("flow-run", "inspect", history["cli-ok"], "--wide").stdout
     first, second = table(out, "NAME")
     assert (first["NAME"], first["STATE"], second["NAME"], second["STATE"]) == (
         "square-0", "Completed", "square-1", "Cached",
@@ -256,7 +256,8 @@ def test_unknown_and_ambiguous_ids_are_one_line_errors(history):
 
 
 # -- flow-run logs --------------------------------------------------------------------------
-def test_logs_show_time_level_task_run_and_message(history):
+def test_logs_show_time_level_task_run_and_message(history, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # one line per message (at 80 they wrap: tests/test_cli_history.py)
     result = invoke("flow-run", "logs", history["cli-etl"][:10])
     assert result.exit_code == 0
     out = result.stdout

@@ -586,6 +586,8 @@ def test_writing_a_collection_guide_example(tmp_path: Path) -> None:
         target.write_text(body, encoding="utf-8")
     hello = root / "collections" / "plait-hello"
     (hello / "plait_hello" / "py.typed").touch()
+    # section 7 of the guide has you write README.md (the pyproject's readme): the registry build needs it to build the wheel
+    (hello / "README.md").write_text("# plait-hello\n", encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLAIT_")}
     env.update(PYTHONPATH=str(hello), PLAIT_HOME=str(tmp_path / "home"), PLAIT_LOG_TO_CONSOLE="false")
     tested = subprocess.run(
@@ -646,3 +648,57 @@ def test_real_registry_is_current() -> None:
     listed = subprocess.run([str(PLAIT), "collection", "ls", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert listed.returncode == 0, listed.stderr
     assert {row["name"] for row in json.loads(listed.stdout)} >= set(on_disk)
+
+
+# -- artifacts and the compatibility matrix ---------------------------------------------------------
+def test_artifacts_extras_and_a_changed_wheel_fail_the_check(fake_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "checkout"
+    shutil.copytree(fake_root, root)
+    alpha = json.loads((root / "registry.json").read_text())["collections"]["plait-alpha"]
+    wheel, sdist = alpha["artifacts"]
+    assert wheel["file"] == "plait_alpha-0.1.0-py3-none-any.whl" and re.fullmatch(r"[0-9a-f]{64}", wheel["sha256"])
+    assert sdist == {"file": "plait_alpha-0.1.0.tar.gz", "kind": "sdist", "sha256": None}
+    assert alpha["extras"] == {} and alpha["tested_with"] == []
+    # plait-beta declares no [build-system]: no artifacts are recorded for it
+    assert json.loads((root / "registry.json").read_text())["collections"]["plait-beta"]["artifacts"] == []
+
+    module = root / "collections" / "plait-alpha" / "plait_alpha" / "__init__.py"
+    module.write_text(module.read_text() + "\n# a change the wheel carries\n")
+    checked = check_registry(root)
+    assert not checked.ok and len(checked.differences) == 1
+    assert checked.differences[0].startswith("collections.plait-alpha.artifacts[0].sha256: registry.json has ")
+
+
+def test_record_pass_fills_tested_with_per_collection_version(fake_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "checkout"
+    shutil.copytree(fake_root, root)
+    result = invoke("registry", "record-pass", "alpha", "--plait-version", "0.1.2", "--root", str(root))
+    assert result.exit_code == 0, result.output
+    assert result.output == "Recorded plait-alpha 0.1.0 passed on plait 0.1.2 (tested with 0.1.2).\n"
+    result = invoke("registry", "record-pass", "--all", "--root", str(root))  # the running plait
+    assert result.exit_code == 0, result.output
+    again = invoke("registry", "record-pass", "plait-alpha", "--plait-version", "0.1.2", "--root", str(root))
+    assert again.output.startswith("Already recorded: plait-alpha 0.1.0 passed on plait 0.1.2")
+    assert json.loads((root / "tested_with.json").read_text()) == {
+        "plait-alpha": {"0.1.0": ["0.1.0", "0.1.2"]}, "plait-beta": {"0.1.0": ["0.1.0"]},
+    }
+    assert not check_registry(root).ok  # registry.json is rebuilt after recording
+    build_registry(root)
+    assert load_registry(root / "registry.json").registry.collections["plait-alpha"].tested_with == ["0.1.0", "0.1.2"]
+
+    # a new version of the collection starts untested
+    pyproject = root / "collections" / "plait-alpha" / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('version = "0.1.0"', 'version = "0.2.0"'))
+    assert build_document(root)["collections"]["plait-alpha"]["tested_with"] == []
+
+    bad = invoke("registry", "record-pass", "plait-nope", "--root", str(root))
+    assert bad.exit_code == 1 and "no collection 'plait-nope' in" in bad.output and "have: plait-alpha, plait-beta" in bad.output
+    bad = invoke("registry", "record-pass", "alpha", "--plait-version", "latest", "--root", str(root))
+    assert bad.exit_code == 1 and "--plait-version 'latest' is not a version" in bad.output
+
+
+def test_real_registry_records_every_collections_wheel() -> None:
+    for name, entry in load_registry(ROOT / "registry.json").registry.collections.items():
+        kinds = [(a.kind, a.sha256 is not None) for a in entry.artifacts]
+        assert kinds == [("wheel", True), ("sdist", False)], name
+        assert entry.artifacts[0].file.startswith(f"{name.replace('-', '_')}-{entry.version}-")

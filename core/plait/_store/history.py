@@ -10,16 +10,16 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, not_, select
+from sqlalchemy import and_, exists, func, literal, not_, select
 from sqlalchemy.engine import Row
 from sqlalchemy.sql import ColumnElement
 
 from plait._runs import utcnow
 from plait._store.database import Database
-from plait._store.runs import _E, _F, _L, _S, _T, _duration, _iso, _subflow_ids
+from plait._store.runs import _E, _F, _G, _L, _S, _T, _duration, _iso, _subflow_ids
 from plait.states import StateType
 
 __all__ = [
@@ -50,10 +50,14 @@ def upcoming_runs(now: datetime) -> ColumnElement[bool]:
 
 def list_flow_runs(
     db: Database, state: str | None = None, flow_name: str | None = None, limit: int = 20,
-    upcoming: bool | None = None,
+    upcoming: bool | None = None, *, top_level: bool | None = None, tags: Sequence[str] | None = None,
+    since: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """The newest flow runs, optionally filtered by state type (any case) and flow name;
-    ``upcoming`` True: only Scheduled runs expected to start later, False: all but those.
+    ``upcoming`` True: only Scheduled runs expected to start later, False: all but those;
+    ``top_level`` True: only runs that are no subflow run, False: only subflow runs;
+    ``tags``: only runs carrying every one of them; ``since``: only runs created at or
+    after it (a naive datetime is UTC).
 
     Raises:
         ValueError: ``state`` is not a state type.
@@ -72,6 +76,13 @@ def list_flow_runs(
         query = query.where(_F.c.state_type == state_type)
     if flow_name:
         query = query.where(_F.c.flow_name == flow_name)
+    if top_level is not None:
+        query = query.where(_F.c.parent_flow_run_id.is_(None) if top_level else _F.c.parent_flow_run_id.is_not(None))
+    for tag in dict.fromkeys(tags or ()):
+        query = query.where(exists(select(literal(1)).select_from(_G).where(_G.c.flow_run_id == _F.c.id,
+                                                                           _G.c.tag == tag)))
+    if since is not None:
+        query = query.where(_F.c.created >= (since if since.tzinfo is not None else since.replace(tzinfo=UTC)))
     now = utcnow()
     if upcoming is not None:
         query = query.where(upcoming_runs(now) if upcoming else not_(upcoming_runs(now)))
@@ -259,8 +270,9 @@ def _placement(conn: Any, run: Row[Any]) -> dict[str, Any]:
     }
 
 
-def get_logs(db: Database, id_or_prefix: str) -> list[dict[str, Any]]:
-    """Log lines of a flow run, its task runs and its subflow runs, oldest first.
+def get_logs(db: Database, id_or_prefix: str, *, min_level: int | None = None) -> list[dict[str, Any]]:
+    """Log lines of a flow run, its task runs and its subflow runs, oldest first
+    (``min_level``: only lines at that level number or above).
 
     Each row: ``{timestamp, level (name), logger, flow_run_id, task_run_id, task_name,
     task_run_name, message}``; the task fields are None for a flow run's own lines.
@@ -273,12 +285,15 @@ def get_logs(db: Database, id_or_prefix: str) -> list[dict[str, Any]]:
     with db.connect() as conn:
         flow_ids = _subflow_ids(conn, run_id)
         task_ids = select(_T.c.id).where(_T.c.flow_run_id.in_(flow_ids))
-        rows = conn.execute(
+        query = (
             select(_L, _T.c.task_name, _T.c.name.label("task_run_name"))
             .outerjoin(_T, _T.c.id == _L.c.task_run_id)
             .where(_L.c.flow_run_id.in_(flow_ids) | _L.c.task_run_id.in_(task_ids))
             .order_by(_L.c.timestamp, _L.c.id)
-        ).all()
+        )
+        if min_level is not None:
+            query = query.where(_L.c.level >= min_level)
+        rows = conn.execute(query).all()
     return [
         {
             "timestamp": _iso(r.timestamp),

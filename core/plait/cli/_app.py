@@ -164,76 +164,143 @@ def flow_run_group() -> None:
     """List and inspect recorded flow runs."""
 
 
+def wide_option(fn: FC) -> FC:
+    """The --wide flag of the flow-run views."""
+    return click.option(
+        "--wide", is_flag=True,
+        help="Every column, every cell whole, however wide the lines get (default: fit the terminal, "
+             "or COLUMNS or 80 characters when piped).",
+    )(fn)
+
+
+class SinceType(click.ParamType):  # type: ignore[type-arg]  # generic only in click >= 8.2
+    """``--since WHEN``: a time ago (``30m``, ``1h``, ``2d``, ``1w``) or an ISO date/time."""
+
+    name = "WHEN"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return commands.parse_since(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+_STATE_HELP = ", ".join(s.lower() for s in commands.STATE_NAMES)
+_TASK_HELP = (
+    "a glob (*, ?, [...]) matches a whole task run name (extract-0) or task name (extract); anything else "
+    "is a substring of one. Case-sensitive."
+)
+
+
 @flow_run_group.command("ls")
 @click.option(
     "--state",
     type=click.Choice(commands.STATE_NAMES, case_sensitive=False),
     metavar="STATE",
-    help="Only runs in this state: " + ", ".join(s.lower() for s in commands.STATE_NAMES) + ".",
+    help="Only runs in this state: " + _STATE_HELP + ".",
 )
 @click.option("--flow", "flow_name", metavar="NAME", help="Only runs of the flow with this name.")
+@click.option("--top-level", is_flag=True, help="Only runs that are not a subflow run.")
+@click.option("--tag", "tags", multiple=True, metavar="TAG",
+              help="Only runs carrying this tag; repeat for several (runs carrying all of them).")
+@click.option("--since", type=SinceType(), metavar="WHEN",
+              help="Only runs created since WHEN: a time ago (30m, 1h, 2d, 1w) or an ISO date or date and "
+                   "time (2026-11-21, 2026-11-21T10:40; without a time zone: local time).")
 @click.option(
     "--limit", type=click.IntRange(min=1), default=20, show_default=True, metavar="N",
     help="Show at most this many runs (N >= 1).",
 )
 @click.option("--upcoming", is_flag=True,
               help="Only the scheduled runs made ahead (due later), soonest first; without it they are left out.")
+@wide_option
 @json_option
-def flow_run_ls_cmd(state: str | None, flow_name: str | None, limit: int, upcoming: bool, as_json: bool) -> None:
+def flow_run_ls_cmd(
+    state: str | None, flow_name: str | None, top_level: bool, tags: tuple[str, ...], since: Any, limit: int,
+    upcoming: bool, wide: bool, as_json: bool,
+) -> None:
     """List the newest flow runs, newest first.
 
     Runs a deployment's schedule made ahead, due later, are listed with --upcoming only.
+    The table fits the width by shortening the Flow, Name and Message cells (never ids);
+    `plait flow-run inspect ID` shows a run's whole message.
     """
     from plait.cli._output import echo_json
     from plait.cli._views import show_flow_runs
 
-    rows = commands.flow_run_ls(state=state, flow_name=flow_name, limit=limit, upcoming=upcoming)
+    rows = commands.flow_run_ls(
+        state=state, flow_name=flow_name, limit=limit, upcoming=upcoming, top_level=top_level, tags=tags,
+        since=since,
+    )
     if as_json:
         echo_json(rows)
     else:
-        show_flow_runs(rows)
+        show_flow_runs(rows, wide=wide)
 
 
 @flow_run_group.command("inspect")
 @click.argument("flow_run_id", metavar="ID")
+@click.option(
+    "--state", "states", multiple=True,
+    type=click.Choice(commands.STATE_NAMES, case_sensitive=False), metavar="STATE",
+    help="Only task runs in this state; repeat for several: " + _STATE_HELP + ".",
+)
+@click.option("--task", metavar="NAME", help="Only task runs whose name matches NAME: " + _TASK_HELP)
+@click.option("--limit", type=click.IntRange(min=1), metavar="N",
+              help="Show at most N task runs, failed and crashed ones first.")
+@wide_option
 @json_option
-def flow_run_inspect_cmd(flow_run_id: str, as_json: bool) -> None:
+def flow_run_inspect_cmd(
+    flow_run_id: str, states: tuple[str, ...], task: str | None, limit: int | None, wide: bool, as_json: bool,
+) -> None:
     """Show one flow run in detail.
 
-    Prints its state, parameters, task runs (state, attempts, upstream, cache key,
-    result), state history and subflow runs. ID is the flow run's id or its first few
-    characters.
+    Prints its state and whole message, parameters, task runs (failed and crashed first:
+    state, duration, attempts, upstream, message), then each failed or crashed task run
+    in full (state, attempts, upstream and its whole message, wrapped to the width), the
+    state history, subflow runs and the artifacts the run made. --wide adds retries, cache
+    keys and results to the table. ID is the flow run's id or its first few characters.
+
+    With --json the record is complete; the filters leave out task runs, and
+    task_run_count says how many there are in all.
     """
     from plait.cli._output import echo_json
     from plait.cli._views import show_flow_run
+    from plait.cli.artifacts import artifacts_of_flow_run, show_flow_run_artifacts
 
-    run = commands.flow_run_inspect(flow_run_id)
+    run = commands.flow_run_inspect(flow_run_id, state=states, task=task, limit=limit)
+    artifacts = artifacts_of_flow_run(str(run["id"]))
     if as_json:
-        echo_json(run)
+        echo_json({**run, "artifacts": artifacts})
     else:
-        show_flow_run(run)
+        show_flow_run(run, wide=wide)
+        show_flow_run_artifacts(artifacts)
 
 
 @flow_run_group.command("logs")
 @click.argument("flow_run_id", metavar="ID")
+@click.option("--task", metavar="NAME", help="Only lines of task runs whose name matches NAME: " + _TASK_HELP)
+@click.option("--level", type=click.Choice(commands.LEVEL_NAMES, case_sensitive=False), metavar="LEVEL",
+              help="Only lines at this level or above: " + ", ".join(lv.lower() for lv in commands.LEVEL_NAMES) + ".")
 @json_option
-def flow_run_logs_cmd(flow_run_id: str, as_json: bool) -> None:
+def flow_run_logs_cmd(flow_run_id: str, task: str | None, level: str | None, as_json: bool) -> None:
     """Show a flow run's logs.
 
     Prints the log lines of the flow run, its task runs and its subflow runs, oldest
-    first. ID is the flow run's id or its first few characters.
+    first; a long or multi-line message (a traceback) wraps under the message column.
+    ID is the flow run's id or its first few characters.
     """
     from plait.cli._output import echo_json
     from plait.cli._views import show_logs
 
-    rows = commands.flow_run_logs(flow_run_id)
+    rows = commands.flow_run_logs(flow_run_id, task=task, level=level)
     if as_json:
         echo_json(rows)
     else:
-        show_logs(rows, flow_run_id)
+        show_logs(rows, flow_run_id, filtered=bool(task or level))
 
 
 # Command groups defined in their own modules (imported last: they use PlaitGroup and json_option).
+from plait.cli.artifacts import artifact_group  # noqa: E402
 from plait.cli.automations import automation_group  # noqa: E402
 from plait.cli.blocks import block_group  # noqa: E402
 from plait.cli.collections import collection_group  # noqa: E402
@@ -261,6 +328,7 @@ cli.add_command(registry_group)
 cli.add_command(worker_group)
 cli.add_command(webhook_group)
 cli.add_command(variable_group)
+cli.add_command(artifact_group)
 cli.add_command(deploy_cmd)
 cli.add_command(deployment_group)
 cli.add_command(work_pool_group)

@@ -16,8 +16,13 @@ flow run id, ``ValueError`` for a bad argument.
 
 from __future__ import annotations
 
+import fnmatch
+import logging
 import platform
+import re
 import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from plait.cli import _source
@@ -30,10 +35,20 @@ __all__ = [
     "flow_run_ls",
     "flow_run_inspect",
     "flow_run_logs",
+    "parse_since",
+    "task_matches",
+    "LEVEL_NAMES",
 ]
 
 # Accepted by ``--state`` in any case.
 STATE_NAMES: tuple[str, ...] = tuple(t.value for t in StateType)
+# Accepted by ``flow-run logs --level`` in any case.
+LEVEL_NAMES: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$", re.I)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_GLOB_CHARS = set("*?[")
+# The state types that say something went wrong: listed first, and in detail, by `inspect`.
+FAILED_TYPES = frozenset({StateType.FAILED.value, StateType.CRASHED.value})
 
 
 def version_info() -> dict[str, Any]:
@@ -81,8 +96,45 @@ def normalize_state(state: str | None) -> str | None:
     return value
 
 
+def parse_since(value: str | datetime, *, now: datetime | None = None) -> datetime:
+    """The moment ``--since WHEN`` means, in UTC.
+
+    ``WHEN`` is a time ago (``30m``, ``1h``, ``2d``, ``1w``; ``s`` for seconds) or an ISO
+    8601 date or date and time (``2026-11-21``, ``2026-11-21T10:40``, ``2026-11-21 10:40:03+00:00``);
+    one without a time zone is in the local time zone, as the tables show times.
+
+    Raises:
+        ValueError: ``value`` is neither (the message shows both forms).
+    """
+    if isinstance(value, datetime):
+        return value.astimezone(UTC) if value.tzinfo is not None else value.astimezone().astimezone(UTC)
+    text = str(value).strip()
+    relative = _RELATIVE.match(text)
+    if relative:
+        amount, unit = float(relative.group(1)), relative.group(2).lower()
+        return (now or datetime.now(UTC)) - timedelta(seconds=amount * _UNIT_SECONDS[unit])
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"cannot read {value!r} as a time: give a time ago (30m, 1h, 2d, 1w) or an ISO date or "
+            "date and time (2026-11-21, 2026-11-21T10:40, 2026-11-21T10:40:00+00:00)"
+        ) from None
+    return moment.astimezone(UTC) if moment.tzinfo is not None else moment.astimezone().astimezone(UTC)
+
+
+def task_matches(pattern: str, *names: str | None) -> bool:
+    """Whether a task run named ``names`` (its run name ``extract-0``, its task name
+    ``extract``) is what ``--task pattern`` picks: a glob (``*``, ``?``, ``[...]``) must
+    match a whole name, anything else is a substring of one; case matters in neither."""
+    if any(ch in _GLOB_CHARS for ch in pattern):
+        return any(name is not None and fnmatch.fnmatchcase(name, pattern) for name in names)
+    return any(name is not None and pattern in name for name in names)
+
+
 def flow_run_ls(
-    state: str | None = None, flow_name: str | None = None, limit: int = 20, upcoming: bool | None = False
+    state: str | None = None, flow_name: str | None = None, limit: int = 20, upcoming: bool | None = False,
+    *, top_level: bool = False, tags: Sequence[str] | None = None, since: str | datetime | None = None,
 ) -> list[dict[str, Any]]:
     """The newest flow runs, newest first.
 
@@ -92,6 +144,10 @@ def flow_run_ls(
         limit: At most this many runs (>= 1).
         upcoming: False (default): leave out the Scheduled runs a scheduler made ahead (due
             later); True: only those, soonest first; None: every run.
+        top_level: Only runs that are not a subflow run.
+        tags: Only runs carrying every one of these tags.
+        since: Only runs created at or after this time: a datetime, or text as
+            ``parse_since`` reads it (``"2d"``, ``"2026-11-21"``).
 
     Returns:
         Rows ``{id, flow_name, name, state_type, state_name, state_message, start_time,
@@ -101,23 +157,70 @@ def flow_run_ls(
     state = normalize_state(state)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"limit must be a whole number >= 1, got {limit!r}")
+    wanted_tags = [tags] if isinstance(tags, str) else list(tags or [])
+    if not all(isinstance(t, str) and t.strip() for t in wanted_tags):
+        raise ValueError("tags: give non-empty tag names")
+    moment = parse_since(since) if since is not None else None
     if _source.remote():
-        return _source.flow_run_ls(state, flow_name, limit, upcoming)
+        if not (top_level or wanted_tags or moment):
+            return _source.flow_run_ls(state, flow_name, limit, upcoming)
+        return _remote_flow_run_ls(state, flow_name, limit, upcoming, top_level, wanted_tags, moment)
     from plait._store.history import list_flow_runs
 
-    return list_flow_runs(_checked_database(), state=state, flow_name=flow_name, limit=limit, upcoming=upcoming)
+    return list_flow_runs(
+        _checked_database(), state=state, flow_name=flow_name, limit=limit, upcoming=upcoming,
+        top_level=top_level or None, tags=wanted_tags or None, since=moment,
+    )
 
 
-def flow_run_inspect(flow_run_id: str) -> dict[str, Any]:
+def _remote_flow_run_ls(
+    state: str | None, flow_name: str | None, limit: int, upcoming: bool | None, top_level: bool,
+    tags: list[str], since: datetime | None,
+) -> list[dict[str, Any]]:
+    """``flow_run_ls`` with the filters ``_source.flow_run_ls`` does not pass on, from the
+    server (whose list route takes them all)."""
+    now = datetime.now(UTC)
+    rows: list[dict[str, Any]] = []
+    with _source._client() as client:
+        items = client.iter_flow_runs(
+            state=state, flow=flow_name, upcoming=upcoming, top_level=top_level or None, tag=tags or None,
+            since=since, page_size=min(limit, _source._PAGE),
+        )
+        for item in items:
+            rows.append(_source._project(item, _source._LS_KEYS, now))
+            if len(rows) >= limit:
+                break
+    if upcoming:  # soonest first, as the local listing
+        rows.sort(key=lambda r: (r.get("expected_start_time") or "", r["id"]))
+    return rows
+
+
+def flow_run_inspect(
+    flow_run_id: str, *, state: str | Sequence[str] | None = None, task: str | None = None, limit: int | None = None,
+) -> dict[str, Any]:
     """One flow run in full: its fields, parameters, state history, subflow runs and task
     runs (each with its state history, attempts and upstream task runs).
 
     Args:
         flow_run_id: The id, or enough of its first characters to be unique.
+        state: Only task runs in this state type (or any of these), any case.
+        task: Only task runs whose name matches (``task_matches``: a glob, else a substring).
+        limit: At most this many task runs: failed and crashed ones first, then the others,
+            each in the order they were created (the order ``task_runs`` keeps).
+
+    Returns:
+        The record; with ``task_run_count``, the number of task runs before any filter
+        (``task_runs`` holds the ones that passed), and each upstream edge with ``name``,
+        the upstream task run's name.
 
     Raises:
         LookupError: No flow run, or more than one, matches ``flow_run_id``.
+        ValueError: A filter is malformed.
     """
+    states = [state] if isinstance(state, str) else list(state or [])
+    wanted = {normalize_state(s) for s in states}
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a whole number >= 1, got {limit!r}")
     if _source.remote():
         run = _source.flow_run_inspect(flow_run_id)
     else:
@@ -127,10 +230,45 @@ def flow_run_inspect(flow_run_id: str) -> dict[str, Any]:
     from plait.cli.deployments import late_reason_of
 
     run["late_reason"] = late_reason_of(run)  # why a Scheduled (or Late) run has not started; else None
+    task_runs = list(run.get("task_runs") or [])
+    run["task_run_count"] = len(task_runs)
+    names = {t.get("id"): t.get("name") for t in task_runs}
+    for t in task_runs:  # each edge names its upstream run ("extract-0"), even one a filter leaves out
+        for up in t.get("upstream") or []:
+            up.setdefault("name", names.get(up.get("id")))
+    if wanted:
+        task_runs = [t for t in task_runs if t.get("state_type") in wanted]
+    if task:
+        task_runs = [t for t in task_runs if task_matches(task, t.get("name"), t.get("task_name"))]
+    if limit is not None and len(task_runs) > limit:
+        keep = {id(t) for t in sorted(task_runs, key=lambda t: t.get("state_type") not in FAILED_TYPES)[:limit]}
+        task_runs = [t for t in task_runs if id(t) in keep]
+    run["task_runs"] = task_runs
     return run
 
 
-def flow_run_logs(flow_run_id: str) -> list[dict[str, Any]]:
+def _min_level(level: str | int | None) -> int | None:
+    if level is None:
+        return None
+    if isinstance(level, int) and not isinstance(level, bool):
+        return level
+    text = str(level).strip().upper()
+    if text.isdigit():
+        return int(text)
+    number = logging.getLevelName(text)
+    if text not in LEVEL_NAMES or not isinstance(number, int):
+        raise ValueError(f"unknown log level {level!r}; use one of: {', '.join(LEVEL_NAMES)} (any case)")
+    return number
+
+
+def _level_number(level: Any) -> int:
+    if isinstance(level, int) and not isinstance(level, bool):
+        return level
+    number = logging.getLevelName(str(level).upper())
+    return number if isinstance(number, int) else 0
+
+
+def flow_run_logs(flow_run_id: str, *, task: str | None = None, level: str | int | None = None) -> list[dict[str, Any]]:
     """The log lines of a flow run, its task runs and its subflow runs, oldest first.
 
     Each row is ``{timestamp, level, logger, flow_run_id, task_run_id, task_name,
@@ -138,16 +276,34 @@ def flow_run_logs(flow_run_id: str) -> list[dict[str, Any]]:
     column: the task run's name, ``"flow"`` for the flow run itself, or
     ``"subflow <id prefix>"``.
 
+    Args:
+        flow_run_id: The id, or enough of its first characters to be unique.
+        task: Only lines of task runs whose name matches (``task_matches``).
+        level: Only lines at this level or above (``"warning"``, ``30``).
+
     Raises:
         LookupError: No flow run, or more than one, matches ``flow_run_id``.
+        ValueError: ``level`` is no log level.
     """
+    threshold = _min_level(level)
     if _source.remote():
-        return _source.flow_run_logs(flow_run_id)
+        rows = _source.flow_run_logs(flow_run_id)
+    else:
+        rows = _local_logs(flow_run_id, threshold)
+    if threshold is not None:
+        rows = [r for r in rows if _level_number(r.get("level")) >= threshold]
+    if task:
+        rows = [r for r in rows
+                if r.get("task_run_id") and task_matches(task, r.get("task_run_name"), r.get("task_name"))]
+    return rows
+
+
+def _local_logs(flow_run_id: str, threshold: int | None) -> list[dict[str, Any]]:
     from plait._store.history import get_logs, resolve_flow_run_id
 
     db = _checked_database()
     run_id = resolve_flow_run_id(db, flow_run_id)
-    rows = get_logs(db, run_id)
+    rows = get_logs(db, run_id, min_level=threshold)
     # get_logs gives the task's name ("extract"); the CLI shows the task run's ("extract-0").
     missing = any(r.get("task_run_id") and not r.get("task_run_name") for r in rows)
     names = _task_run_names(db, run_id) if missing else {}

@@ -1,4 +1,5 @@
-"""``plait registry build | check``: generate registry.json from the collections, and keep it current.
+"""``plait registry build | check | record-pass``: generate registry.json from the collections,
+keep it current, and record the plait versions their tests passed on (tested_with.json).
 
 ``registry_build()`` and ``registry_check()`` are the plain functions behind the commands
 (tests and scripts call those directly); the click commands only render what they return.
@@ -14,7 +15,7 @@ import click
 
 from plait.cli._app import CliError, PlaitGroup, json_option
 
-__all__ = ["registry_build", "registry_check", "registry_group"]
+__all__ = ["registry_build", "registry_check", "registry_record_pass", "registry_group"]
 
 
 def registry_build(root: str | None = None, output: str | None = None) -> dict[str, Any]:
@@ -113,3 +114,60 @@ def registry_check_cmd(root: str | None, as_json: bool) -> None:
         if result["total"] > len(result["differences"]):
             click.echo(f"  ... and {result['total'] - len(result['differences'])} more", err=True)
     raise CliError(result["message"])
+
+
+def registry_record_pass(names: list[str], plait_version: str | None = None, root: str | None = None,
+                         all_collections: bool = False) -> list[dict[str, Any]]:
+    """Record in tested_with.json that the tests of each collection in ``names`` (at its
+    version in the checkout) passed on plait ``plait_version`` (default: the running plait).
+
+    Returns:
+        ``[{path, name, version, plait_version, tested_with, changed}]``.
+    """
+    from pathlib import Path
+
+    from plait.registry import RegistryError, find_repo_root
+    from plait.registry._build import _read_toml, collection_dirs
+    from plait.registry._install import plait_version as running
+    from plait.registry._tested import record_pass
+
+    root_path = Path(root).resolve() if root else find_repo_root()
+    versions = {d.name: str((_read_toml(d / "pyproject.toml").get("project") or {}).get("version"))
+                for d in collection_dirs(root_path)}
+    chosen = sorted(versions) if all_collections else names
+    if not chosen:
+        raise RegistryError("name the collections whose tests passed, or pass --all")
+    results = []
+    for name in chosen:
+        key = name if name in versions else f"plait-{name}"
+        if key not in versions:
+            have = ", ".join(sorted(versions))
+            raise RegistryError(f"no collection {name!r} in {root_path / 'collections'}; have: {have}")
+        results.append(record_pass(root_path, key, plait_version or running(), versions[key]))
+    return results
+
+
+@registry_group.command("record-pass")
+@click.argument("names", nargs=-1, metavar="[COLLECTION]...")
+@click.option("--all", "all_collections", is_flag=True, help="Every collection of the checkout.")
+@click.option("--plait-version", metavar="V", help="The plait version the tests ran on (default: this plait's).")
+@root_option
+@json_option
+def registry_record_pass_cmd(names: tuple[str, ...], all_collections: bool, plait_version: str | None,
+                             root: str | None, as_json: bool) -> None:
+    """Record that COLLECTION's tests passed on a plait version (the compatibility matrix).
+
+    Adds the version to tested_with.json at the root, under the collection's current
+    version; `plait registry build` copies it into the entry's `tested_with`. Run it in CI
+    after the collection's tests pass, then rebuild and commit registry.json.
+    """
+    from plait.cli._output import echo_json
+
+    results = registry_record_pass(list(names), plait_version, root, all_collections)
+    if as_json:
+        echo_json(results)
+        return
+    for r in results:
+        verb = "Recorded" if r["changed"] else "Already recorded:"
+        click.echo(f"{verb} {r['name']} {r['version']} passed on plait {r['plait_version']} "
+                   f"(tested with {', '.join(r['tested_with'])}).")

@@ -23,8 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from plait.registry._model import SCHEMA_VERSION, RegistryError, validate_document
+from plait.registry._tested import read_tested_with
+from plait.registry._wheelhouse import collection_artifacts
 
-__all__ = ["find_repo_root", "build_document", "render", "build_registry", "format_specifier", "describe_plugins"]
+__all__ = [
+    "find_repo_root", "build_document", "render", "build_registry", "format_specifier", "describe_plugins",
+    "describe_collection",
+]
 
 GENERATED_BY = "plait registry build"
 ENTRY_POINT_GROUP = "plait.plugins"
@@ -134,7 +139,16 @@ def describe_plugins(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # -- the document ------------------------------------------------------------------------------
-def _collection(root: Path, registry_dir: Path, directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def _extras(where: str, project: dict[str, Any]) -> dict[str, list[str]]:
+    extras = project.get("optional-dependencies") or {}
+    if not isinstance(extras, dict):
+        raise RegistryError(f"{where}: [project.optional-dependencies] must be a table of lists")
+    return {str(k): [str(r) for r in v] for k, v in sorted(extras.items())}
+
+
+def _collection(
+    root: Path, registry_dir: Path, directory: Path, tested_with: dict[str, dict[str, list[str]]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The metadata part of a collection's entry, and the job that describes its plugin."""
     where = f"{directory.relative_to(root).as_posix()}/pyproject.toml"
     project = _read_toml(directory / "pyproject.toml").get("project")
@@ -168,6 +182,9 @@ def _collection(root: Path, registry_dir: Path, directory: Path) -> tuple[dict[s
         "directory": relative,
         "docs": docs.relative_to(root).as_posix() if docs.is_file() else None,
         "install": {"target": _relative(directory, registry_dir), "pip": f"{name}=={project['version']}"},
+        "extras": _extras(where, project),
+        "artifacts": collection_artifacts(directory),
+        "tested_with": tested_with.get(name, {}).get(project["version"], []),
     }
     job = {"label": f"collection {name}", "source_dir": directory, "entry_points": _entry_points(where, project),
            "install_hint": f"pip install -e ./{relative}"}
@@ -203,9 +220,10 @@ def build_document(root: str | os.PathLike[str] | None = None, registry_dir: Pat
         raise RegistryError(f"{root_path} is not a plait checkout (no collections/ or no pyproject.toml of plait)")
     registry_dir = (registry_dir or root_path).resolve()
     builtin, builtin_job = _builtin(root_path)
+    tested = read_tested_with(root_path)
     entries, jobs = [], [builtin_job]
     for directory in collection_dirs(root_path):
-        entry, job = _collection(root_path, registry_dir, directory)
+        entry, job = _collection(root_path, registry_dir, directory, tested)
         entries.append(entry)
         jobs.append(job)
     builtin_contents, *contents = describe_plugins(jobs)
@@ -258,3 +276,25 @@ def build_registry(
         "builtin_blocks": len(document["builtin"]["blocks"]),
         "changed": previous != text,
     }
+
+
+def describe_collection(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """The registry entry of the one collection in ``directory``, built and validated as
+    ``plait registry build`` would (metadata, artifacts, its plugin imported in a child
+    interpreter), without a checkout around it.
+
+    Raises:
+        RegistryError: What ``plait registry build`` would fail with for this collection.
+    """
+    from plait.registry._model import Collection
+
+    path = Path(directory).resolve()
+    root = path.parent.parent if _is_plait_root(path.parent.parent) else path.parent
+    entry, job = _collection(root, root, path, read_tested_with(root) if root != path.parent else {})
+    [contents] = describe_plugins([job])
+    document = json.loads(render({**entry, **contents}))
+    try:
+        Collection.model_validate(document)
+    except Exception as exc:  # a pydantic ValidationError: say which field
+        raise RegistryError(f"{path.name}: not a valid registry entry: {exc}") from None
+    return dict(document)

@@ -28,6 +28,7 @@ __all__ = [
     "Contents",
     "Builtin",
     "Install",
+    "Artifact",
     "Collection",
     "PlaitInfo",
     "Registry",
@@ -120,6 +121,15 @@ class Install(_Model):
     pip: str = Field(description="Pinned requirement for a package index, e.g. 'plait-aws==0.1.0'.")
 
 
+class Artifact(_Model):
+    """A built distribution file of the collection's version (``plait collection build``)."""
+
+    file: str = Field(description="File name, e.g. 'plait_aws-0.1.0-py3-none-any.whl'.")
+    kind: Literal["wheel", "sdist"]
+    sha256: str | None = Field(description="sha256 of the reproducible wheel; None for the sdist "
+                               "(its hash is in the wheelhouse's index.json).")
+
+
 class Collection(Contents):
     """One vendor collection: a separately versioned distribution."""
 
@@ -133,6 +143,11 @@ class Collection(Contents):
     directory: str = Field(description="Source directory relative to the repo root.")
     docs: str | None = Field(description="Docs page relative to the repo root, when it exists.")
     install: Install
+    extras: dict[str, list[str]] = Field(default_factory=dict,
+                                         description="[project.optional-dependencies], as written.")
+    artifacts: list[Artifact] = Field(default_factory=list, description="Wheel first, then sdist.")
+    tested_with: list[str] = Field(default_factory=list,
+                                   description="plait versions this version's tests passed on (tested_with.json).")
 
 
 class PlaitInfo(_Model):
