@@ -21,6 +21,7 @@ from plait_dbt.exceptions import (
     DbtNodeSkipped,
     DbtProfileError,
     DbtProjectNotFound,
+    DbtReentryError,
 )
 from plait_dbt.operation import DbtCoreOperation
 from plait_dbt.profiles import DbtCliProfile
@@ -28,7 +29,7 @@ from plait_dbt.targets import DbtTargetConfigs, DuckDbTargetConfigs, PostgresTar
 from plait_dbt.tasks import dbt_run
 from plait_dbt.translator import DbtNode, DbtNodeTranslator
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "DbtCliProfile",
@@ -39,6 +40,7 @@ __all__ = [
     "DbtNodeError",
     "DbtNodeResult",
     "DbtNodeSkipped",
+    "DbtReentryError",
     "DbtNodeTranslator",
     "DbtProfileError",
     "DbtProjectNotFound",

@@ -12,13 +12,16 @@ import json
 import logging
 import re
 import shlex
+import subprocess
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-from plait_dbt.exceptions import DbtError, DbtProjectNotFound
+from plait_dbt.exceptions import DbtError, DbtProjectNotFound, DbtReentryError
 
 __all__ = ["EventSink", "check_project", "split_command", "command_name", "invoke"]
 
@@ -150,13 +153,18 @@ def shown_args(args: Sequence[str]) -> list[str]:
 
 # -- events --------------------------------------------------------------------------------------
 class EventSink:
-    """dbt's event callback: log lines to ``logger`` as they happen, plus bookkeeping.
+    """dbt's event callback: log lines to the run logs as they happen, plus bookkeeping.
+
+    Each line is stored once: with the task run of its node when that node is recorded
+    (``live``), else with the task run running dbt. dbt's end-of-run recap of a recorded
+    node's error is not repeated: the node's own Failed run shows dbt's message once.
 
     Attributes:
         invocation_id: dbt's invocation id (from the first event).
         artifacts: ``{file name: path}`` of each artifact dbt wrote (manifest.json, run_results.json...).
-        node_lines: ``{unique_id: [(level, text)]}``, the log lines about each node.
         errors: Error-level lines, to explain a failure dbt reports no exception for.
+        forwarded: How many lines were sent to the run logs.
+        live: The LiveNodes recording node task runs, if any.
     """
 
     def __init__(self, logger: Any, level: str = "info", callbacks: Sequence[Callable[[Any], None]] = ()) -> None:
@@ -167,11 +175,17 @@ class EventSink:
         self.callbacks = list(callbacks)
         self.invocation_id: str | None = None
         self.artifacts: dict[str, str] = {}
-        self.node_lines: dict[str, list[tuple[int, str]]] = {}
         self.errors: list[str] = []
+        self.forwarded = 0
+        self.live: Any = None
         self._lock = threading.Lock()
 
     def __call__(self, event: Any) -> None:
+        if self.live is not None:
+            try:
+                self.live(event)
+            except Exception:  # recording a node must never break dbt
+                logging.getLogger("plait_dbt").warning("could not record a dbt node event", exc_info=True)
         try:
             self._handle(event)
         except Exception:  # a log line must never break dbt
@@ -196,22 +210,126 @@ class EventSink:
         text = _ANSI.sub("", info.msg or "").rstrip()
         if not text.strip():
             return
-        self.logger.log(level, "%s", text)
         node = getattr(event.data, "node_info", None)
         unique_id = getattr(node, "unique_id", "") if node is not None else ""
-        with self._lock:
-            if level >= logging.ERROR:
+        if level >= logging.ERROR:
+            with self._lock:
                 self.errors.append(text.strip())
-            if unique_id:
-                self.node_lines.setdefault(unique_id, []).append((level, text))
+        handle = self.live.handle(unique_id) if self.live is not None and unique_id else None
+        if handle is not None:
+            if info.name in _RECAP:
+                return
+            handle.logger.log(level, "%s", text)
+        else:
+            self.logger.log(level, "%s", text)
+        with self._lock:
+            self.forwarded += 1
+
+
+# dbt's end-of-run repetition of a node's error (its node's Failed run already shows it).
+_RECAP = frozenset({"RunResultError", "RunResultFailure", "RunResultErrorNoMessage"})
 
 
 def invoke(args: list[str], sink: EventSink) -> Any:
-    """Run dbt with ``args``; return dbt's ``dbtRunnerResult`` (one command at a time)."""
+    """Run dbt with ``args``; return dbt's ``dbtRunnerResult`` (one command at a time).
+
+    Raises:
+        DbtReentryError: dbt is already running in this thread, so this call came from
+            inside it (waiting for the lock would hang for ever).
+    """
     from dbt.cli.main import dbtRunner
 
+    global _owner
+    if _owner == threading.get_ident():
+        raise DbtReentryError(_reentry_message())
     with _DBT_LOCK:
-        return dbtRunner(callbacks=[sink]).invoke(args)
+        _owner = threading.get_ident()
+        try:
+            return dbtRunner(callbacks=[sink]).invoke(args)
+        finally:
+            _owner = None
+
+
+_owner: int | None = None  # the thread running dbt under _DBT_LOCK
+
+ISOLATIONS = ("thread", "process")
+
+
+class _Outcome:
+    """What ``dbtRunner.invoke`` returns, as far as plait-dbt reads it."""
+
+    def __init__(self, success: bool, exception: BaseException | None) -> None:
+        self.success = success
+        self.exception = exception
+        self.result = None
+
+
+class _Echo:
+    """A dbt event rebuilt from the child's JSON line (the attributes plait-dbt reads)."""
+
+    def __init__(self, item: dict[str, Any]) -> None:
+        self.info = SimpleNamespace(name=item["name"], level=item["level"], msg=item["msg"],
+                                    invocation_id=item.get("invocation_id") or "")
+        node = SimpleNamespace(**item["node"]) if item.get("node") else None
+        result = SimpleNamespace(timing_info=(), **item["run_result"]) if item.get("run_result") else None
+        self.data = SimpleNamespace(node_info=node, run_result=result, artifact_path=item.get("artifact_path"))
+
+
+def invoke_in_process(args: list[str], sink: EventSink, level: str = "info") -> Any:
+    """Run dbt with ``args`` in a child process (``plait_dbt._child``), feeding its events
+    to ``sink`` as they arrive; no lock, so several can run at once."""
+    child = subprocess.Popen(
+        [sys.executable, "-P", "-m", "plait_dbt._child"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, encoding="utf-8",
+    )
+    tail: list[str] = []
+
+    def read_stderr() -> None:
+        assert child.stderr is not None
+        for line in child.stderr:
+            tail.append(line.rstrip())
+            del tail[:-20]
+
+    reader = threading.Thread(target=read_stderr, name="plait-dbt-child-stderr", daemon=True)
+    reader.start()
+    assert child.stdin is not None and child.stdout is not None
+    child.stdin.write(json.dumps({"args": args, "level": level}))
+    child.stdin.close()
+    final: dict[str, Any] | None = None
+    try:
+        for line in child.stdout:
+            item = json.loads(line)
+            if item.get("final"):
+                final = item
+            else:
+                sink(_Echo(item))
+    finally:
+        if child.poll() is None and final is None:
+            child.kill()
+        child.wait()
+        reader.join(timeout=5)
+    if final is None:
+        why = "\n".join(tail[-5:]) or f"exit status {child.returncode}"
+        return _Outcome(False, DbtError(f"the dbt child process ended without a result: {why}"))
+    exception = DbtError(final["exception"]) if final.get("exception") else None
+    return _Outcome(bool(final["success"]), exception)
+
+
+def _reentry_message() -> str:
+    script = None
+    frame = sys._getframe(1)
+    while frame is not None:  # the module dbt was importing when it called us again
+        name = str(frame.f_globals.get("__name__", ""))
+        if frame.f_code.co_name == "<module>" and name.startswith("dbt_"):
+            script = frame.f_globals.get("__file__") or name
+        frame = frame.f_back  # type: ignore[assignment]
+    what = f"{script}" if script else "a module whose name starts with dbt_"
+    return (
+        f"dbt_run was called again while dbt was already running in this thread: dbt imports every "
+        f"module named dbt_*.py it finds on sys.path as a dbt plugin, and importing {what} started "
+        f"its flow a second time. Put the flow call under `if __name__ == \"__main__\":` in that "
+        f"script, or rename it so its name does not start with dbt_."
+    )
 
 
 # -- retry_failed_only bookkeeping -------------------------------------------------------------

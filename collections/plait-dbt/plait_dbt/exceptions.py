@@ -17,6 +17,7 @@ __all__ = [
     "DbtCommandError",
     "DbtNodeError",
     "DbtNodeSkipped",
+    "DbtReentryError",
 ]
 
 
@@ -54,8 +55,8 @@ class DbtCommandError(DbtError):
 
 
 class DbtNodeError(DbtError):
-    """One dbt node errored or failed; raised by the node's own task run so that run is
-    Failed with dbt's message.
+    """One dbt node errored or failed. Node task runs are now recorded live and end Failed
+    with dbt's message directly; this class stays for code that catches it.
 
     Attributes:
         unique_id: The node, e.g. ``"test.jaffle.assert_positive_amounts"``.
@@ -72,5 +73,11 @@ class DbtNodeError(DbtError):
 
 
 class DbtNodeSkipped(DbtError):
-    """dbt skipped a node but no failed upstream node was recorded to explain it (for
-    example with ``--fail-fast``); its task run fails with this message."""
+    """dbt skipped a node. Skipped nodes are now recorded Cancelled ("Skipped") directly;
+    this class stays for code that catches it."""
+
+
+class DbtReentryError(DbtError):
+    """dbt was asked to run from inside a dbt command of the same thread: typically a flow
+    script named ``dbt_*.py`` without an ``if __name__ == "__main__":`` guard, which dbt
+    imports as a plugin. Raised at once instead of waiting for ever."""

@@ -1,200 +1,237 @@
-"""Per-node task runs: each node a dbt command executed becomes its own plait task run.
+"""Per-node task runs, recorded live: each dbt node becomes its own plait task run as dbt
+starts and finishes it.
 
-dbt runs to completion first; then, in dependency order, one small task per node replays
-that node's outcome through plait's public API:
+``LiveNodes`` is a dbt event callback. On ``NodeStart`` it records the node as a task run,
+Running since dbt's ``node_started_at``; on ``NodeFinished`` it ends it at dbt's
+``node_finished_at``: Completed (success, pass, warn, no-op), Failed with dbt's message
+(error, fail, runtime error), or Cancelled named "Skipped" (skipped after an upstream
+failure). It uses plait's external-work API (``plait.external``), so the runs are in the
+store while dbt is still running, and every finished node survives the death of the
+process.
 
-- success / pass / warn / no-op: the task returns the node's result (Completed);
-- error / fail: the task raises ``DbtNodeError`` with dbt's message (Failed);
-- skipped: the task waits (``wait_for``) on its upstream nodes, one of which failed, so plait
-  records it Cancelled with the name "Skipped", exactly like any task whose upstream failed.
-
-Dependency edges come from the manifest's ``depends_on`` (through nodes that were not
-executed), plus, for ``dbt build``, the tests on a node's parents, which ``build`` runs first.
-The task runs' own start and end times are those of the replay; dbt's timing is in each
-result (``execution_time``, ``started_at``, ``completed_at``) and in the run's log.
+Dependency edges are dbt's own graph: ``target/graph_summary.json``, which dbt writes
+before it runs any node (for ``dbt build`` the graph *with test edges*, the order dbt
+really used). A predecessor that was not recorded (not selected, a source, an unrecorded
+passing test) is looked through to its own predecessors. Without a graph summary the
+manifest's ``depends_on`` is used.
 """
 
 from __future__ import annotations
 
-import heapq
+import json
+import logging
+import threading
 from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from plait import get_run_logger, runtime, task
-from plait_dbt.artifacts import FAILED_STATUSES, DbtNodeResult, DbtRunResult
-from plait_dbt.exceptions import DbtNodeError, DbtNodeSkipped
+from plait import StateType
+from plait.external import ExternalRuns, ExternalTaskRun
+from plait_dbt.artifacts import FAILED_STATUSES
 from plait_dbt.translator import DbtNode, DbtNodeTranslator
 
-__all__ = ["record_nodes", "node_upstream"]
+__all__ = ["LiveNodes", "dbt_graph"]
 
-_TESTS = ("test", "unit_test")
-_NOT_COMPLETED = FAILED_STATUSES | {"skipped"}
+_SKIPPED = "skipped"
 
 
-def _manifest_entries(manifest: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
-    if not manifest:
-        return {}
+def dbt_graph(target_dir: Path, invocation_id: str | None) -> dict[str, list[str]] | None:
+    """``{unique_id: [predecessor unique_ids]}`` of the graph dbt executes in this
+    invocation (with test edges under ``dbt build``); None when dbt left no summary of it."""
+    try:
+        summary = json.loads((target_dir / "graph_summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if invocation_id and summary.get("_invocation_id") not in (None, invocation_id):
+        return None  # an earlier command's graph
+    graph = summary.get("with_test_edges") or summary.get("linked")
+    if not isinstance(graph, dict):
+        return None
+    names = {str(index): node["name"] for index, node in graph.items()}
+    parents: dict[str, list[str]] = {name: [] for name in names.values()}
+    for index, node in graph.items():
+        for succ in node.get("succ") or ():
+            parents[names[str(succ)]].append(names[str(index)])
+    return parents
+
+
+def _end_time(info: Any, run_result: Any) -> Any:
+    """When dbt finished the node: its start plus dbt's ``execution_time`` (what
+    run_results.json reports as the node's duration), else the end of its last timed step,
+    else ``node_finished_at`` (dbt sets that later, after printing the node's result line)."""
+    took = float(getattr(run_result, "execution_time", 0.0) or 0.0)
+    if took > 0 and info.node_started_at:
+        try:
+            return datetime.fromisoformat(str(info.node_started_at)) + timedelta(seconds=took)
+        except ValueError:
+            pass
+    given = getattr(run_result, "executed_until", None)  # worked out by the child process
+    if given:
+        return given
+    ends = [step.completed_at.ToDatetime() for step in getattr(run_result, "timing_info", None) or ()
+            if step.HasField("completed_at")]
+    if ends:
+        return max(ends)
+    return info.node_finished_at or info.node_started_at or None
+
+
+def _entries(manifest: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     entries: dict[str, dict[str, Any]] = {}
     for section in ("sources", "unit_tests", "nodes"):
-        entries.update(manifest.get(section) or {})
+        entries.update((manifest or {}).get(section) or {})
     return entries
 
 
-def _parents(entries: dict[str, dict[str, Any]], unique_id: str) -> list[str]:
-    return list(((entries.get(unique_id) or {}).get("depends_on") or {}).get("nodes") or ())
+class LiveNodes:
+    """A dbt event callback recording each node as a task run of the current flow run.
 
+    Made inside the task run that runs dbt (it binds that flow run and task run); dbt then
+    calls it from its worker threads.
 
-def _ancestors(entries: dict[str, dict[str, Any]], unique_id: str, memo: dict[str, frozenset[str]]) -> frozenset[str]:
-    if unique_id in memo:
-        return memo[unique_id]
-    memo[unique_id] = frozenset()  # cycle guard (dbt refuses cycles anyway)
-    found: set[str] = set()
-    for parent in _parents(entries, unique_id):
-        found.add(parent)
-        found |= _ancestors(entries, parent, memo)
-    memo[unique_id] = frozenset(found)
-    return memo[unique_id]
-
-
-def node_upstream(
-    recorded: list[str], entries: dict[str, dict[str, Any]], build_graph: bool
-) -> dict[str, list[str]]:
-    """For each recorded node, the recorded nodes it waits for.
-
-    A parent that was not recorded (not selected, ephemeral, a source, an unrecorded test)
-    is looked through to its own parents. With ``build_graph`` (``dbt build``), a non-test
-    node also waits for the tests of its parents whose every model is upstream of it.
+    Args:
+        translator: Names, tags, descriptions and which nodes are recorded.
+        artifacts: The EventSink's ``{file name: path}`` of what dbt wrote (the manifest
+            is there before the first node starts).
+        invocation_id: A callable returning dbt's invocation id once known.
     """
-    keep = set(recorded)
-    memo: dict[str, frozenset[str]] = {}
-    upstream: dict[str, list[str]] = {}
-    tests_by_parent: dict[str, list[str]] = {}
-    if build_graph:
-        for uid in recorded:
-            if entries.get(uid, {}).get("resource_type", uid.split(".")[0]) in _TESTS:
-                for parent in _parents(entries, uid):
-                    tests_by_parent.setdefault(parent, []).append(uid)
-    for uid in recorded:
+
+    def __init__(self, translator: DbtNodeTranslator, artifacts: dict[str, str],
+                 invocation_id: Callable[[], str | None]) -> None:
+        self.runs = ExternalRuns()
+        self.translator = translator
+        self._artifacts = artifacts
+        self._invocation_id = invocation_id
+        self._lock = threading.Lock()
+        self._loaded = False
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._graph: dict[str, list[str]] | None = None
+        self.handles: dict[str, ExternalTaskRun] = {}
+        self.statuses: dict[str, str] = {}
+        self._deferred: dict[str, DbtNode] = {}  # started, recorded only if they fail
+
+    # -- what dbt tells ----------------------------------------------------------------
+    def __call__(self, event: Any) -> None:
+        name = event.info.name
+        if name == "NodeStart":
+            self._started(event.data.node_info)
+        elif name == "NodeFinished":
+            self._finished(event.data.node_info, event.data.run_result)
+
+    def handle(self, unique_id: str) -> ExternalTaskRun | None:
+        """The task run recorded for a node (None if it has none)."""
+        return self.handles.get(unique_id)
+
+    def _load(self) -> None:
+        # Caller holds the lock. The manifest and graph summary are written before any node runs.
+        if self._loaded:
+            return
+        self._loaded = True
+        path = self._artifacts.get("manifest.json")
+        if path:
+            try:
+                self._entries = _entries(json.loads(Path(path).read_text()))
+            except (OSError, ValueError):
+                self._entries = {}
+            self._graph = dbt_graph(Path(path).parent, self._invocation_id())
+
+    def _node(self, unique_id: str) -> DbtNode:
+        return DbtNode.from_manifest(unique_id, self._entries.get(unique_id))
+
+    def _predecessors(self, unique_id: str) -> list[str]:
+        if self._graph is not None:
+            return self._graph.get(unique_id, [])
+        return list(((self._entries.get(unique_id) or {}).get("depends_on") or {}).get("nodes") or ())
+
+    def upstream(self, unique_id: str) -> list[str]:
+        """The recorded nodes ``unique_id`` waited for, unrecorded ones looked through."""
         found: list[str] = []
-        seen: set[str] = set()
-        stack = list(reversed(_parents(entries, uid)))
+        seen = {unique_id}
+        stack = list(reversed(self._predecessors(unique_id)))
         while stack:
             parent = stack.pop()
-            if parent in seen or parent == uid:
+            if parent in seen:
                 continue
             seen.add(parent)
-            if parent in keep:
+            if parent in self.handles:
                 found.append(parent)
             else:
-                stack.extend(reversed(_parents(entries, parent)))
-        resource_type = entries.get(uid, {}).get("resource_type", uid.split(".")[0])
-        if build_graph and resource_type not in _TESTS:
-            ancestors = _ancestors(entries, uid, memo)
-            for parent in _parents(entries, uid):
-                for test_id in tests_by_parent.get(parent, ()):
-                    if test_id not in found and set(_parents(entries, test_id)) <= ancestors:
-                        found.append(test_id)
-        upstream[uid] = found
-    return upstream
+                stack.extend(reversed(self._predecessors(parent)))
+        return found
 
+    def _start(self, node: DbtNode, started_at: str | None) -> ExternalTaskRun:
+        # Caller holds the lock.
+        name = self.translator.task_name(node)
+        handle = self.runs.start(
+            name,
+            started_at=started_at or None,
+            run_name=name,
+            task_key=f"dbt.{node.unique_id}",
+            parameters={"unique_id": node.unique_id, "resource_type": node.resource_type,
+                        "invocation_id": self._invocation_id()},
+            tags=self.translator.tags(node),
+            upstream=[self.handles[u] for u in self.upstream(node.unique_id)],
+        )
+        self.handles[node.unique_id] = handle
+        return handle
 
-def _topological(recorded: list[str], upstream: dict[str, list[str]]) -> list[str]:
-    """Parents before children; otherwise dbt's order."""
-    position = {uid: i for i, uid in enumerate(recorded)}
-    waiting = {uid: len(upstream[uid]) for uid in recorded}
-    children: dict[str, list[str]] = {uid: [] for uid in recorded}
-    for uid in recorded:
-        for parent in upstream[uid]:
-            children[parent].append(uid)
-    ready = [(position[uid], uid) for uid in recorded if waiting[uid] == 0]
-    heapq.heapify(ready)
-    order: list[str] = []
-    while ready:
-        _, uid = heapq.heappop(ready)
-        order.append(uid)
-        for child in children[uid]:
-            waiting[child] -= 1
-            if waiting[child] == 0:
-                heapq.heappush(ready, (position[child], child))
-    return order + [uid for uid in recorded if uid not in order]  # a cycle: keep dbt's order
+    def _started(self, info: Any) -> None:
+        unique_id = info.unique_id
+        with self._lock:
+            self._load()
+            node = self._node(unique_id)
+            if self.translator.should_record(node):
+                self._start(node, info.node_started_at)
+            else:
+                self._deferred[unique_id] = node
 
+    def _finished(self, info: Any, run_result: Any) -> None:
+        unique_id = info.unique_id
+        status = str(info.node_status or getattr(run_result, "status", "") or "")
+        message = str(getattr(run_result, "message", "") or "")
+        with self._lock:
+            self.statuses[unique_id] = status
+            handle = self.handles.get(unique_id)
+            deferred = self._deferred.pop(unique_id, None)
+            if handle is None and deferred is not None and status in FAILED_STATUSES:
+                handle = self._start(deferred, info.node_started_at)  # a failure is always recorded
+            if handle is None:
+                return
+            node = self._node(unique_id)
+            finished_at = _end_time(info, run_result)
+            took = float(getattr(run_result, "execution_time", 0.0) or 0.0)
+            if status in FAILED_STATUSES:
+                text = f"dbt {node.resource_type} {unique_id} {status}: {message.strip() or 'no message'}"
+                handle.logger.error("%s", text)  # the one place dbt's message for this node is shown
+                handle.finish(StateType.FAILED, text, finished_at=finished_at)
+            elif status == _SKIPPED:
+                causes = self._failed_ancestors(unique_id)
+                why = f" after {', '.join(causes)} did not succeed" if causes else ""
+                handle.finish(StateType.CANCELLED, f"dbt skipped {unique_id}{why}", finished_at=finished_at,
+                              name="Skipped")
+            else:
+                handle.finish(StateType.COMPLETED, f"dbt {status}: {message.strip() or status} ({took:.2f}s)",
+                              finished_at=finished_at)
 
-def _replay_task(
-    node: DbtNode, outcome: DbtNodeResult, lines: list[tuple[int, str]], translator: DbtNodeTranslator
-) -> Any:
-    """A task whose single run replays ``outcome`` (its body runs no dbt)."""
-    took = f"{outcome.execution_time:.2f}s in dbt"
+    def _failed_ancestors(self, unique_id: str) -> list[str]:
+        found: list[str] = []
+        seen = {unique_id}
+        stack = list(self._predecessors(unique_id))
+        while stack:
+            parent = stack.pop()
+            if parent in seen:
+                continue
+            seen.add(parent)
+            if self.statuses.get(parent) in FAILED_STATUSES:
+                found.append(parent)
+            else:
+                stack.extend(self._predecessors(parent))
+        return sorted(found)
 
-    def replay(unique_id: str, status: str, invocation_id: str | None) -> dict[str, Any]:
-        logger = get_run_logger()
-        for level, text in lines:
-            logger.log(level, "%s", text)
-        if outcome.failed:
-            raise DbtNodeError(
-                f"dbt {node.resource_type} {unique_id} {status}: {outcome.message or 'no message'} ({took})",
-                unique_id=unique_id, status=status,
-            )
-        if outcome.skipped:
-            raise DbtNodeSkipped(f"dbt skipped {unique_id} and no failed upstream node was recorded to explain it")
-        logger.info("dbt %s %s: %s, %s (started %s)", node.resource_type, unique_id, status,
-                    took, outcome.started_at or "?")
-        return {**outcome.to_dict(), "invocation_id": invocation_id}
-
-    replay.__name__ = f"dbt_node_{node.resource_type}"
-    replay.__qualname__ = f"dbt_node.{node.unique_id}"  # one task key per node
-    replay.__module__ = __name__
-    return task(
-        replay,
-        name=translator.task_name(node),
-        tags=translator.tags(node),
-        description=translator.description(node),
-        retries=0,
-    )
-
-
-def record_nodes(
-    result: DbtRunResult,
-    manifest: dict[str, Any] | None,
-    node_lines: dict[str, list[tuple[int, str]]],
-    translator: DbtNodeTranslator,
-    graph_command: str,
-    warn: Callable[[str], None] | None = None,
-) -> list[Any]:
-    """Record each executed node of ``result`` as a task run of the current flow run.
-
-    Returns the futures, already marked as looked at: the outcome of the dbt command is
-    the calling task's to report, so a failed node does not fail the flow a second time.
-    Outside a flow run nothing is recorded.
-    """
-    if runtime.flow_run.id is None or not result.nodes:
-        return []
-    entries = _manifest_entries(manifest)
-    outcomes = {n.unique_id: n for n in result.nodes}
-    nodes = {uid: DbtNode.from_manifest(uid, entries.get(uid)) for uid in outcomes}
-    recorded = [uid for uid in outcomes if outcomes[uid].failed or translator.should_record(nodes[uid])]
-    upstream = node_upstream(recorded, entries, build_graph=graph_command == "build")
-    failed = [uid for uid in recorded if outcomes[uid].failed]
-    memo: dict[str, frozenset[str]] = {}
-    for uid in recorded:
-        outcome = outcomes[uid]
-        ups = upstream[uid]
-        if outcome.skipped:
-            if not any(outcomes[u].status in _NOT_COMPLETED for u in ups):
-                # make the skip visible as one: wait on the failure that caused it
-                ancestors = _ancestors(entries, uid, memo)
-                cause = [u for u in failed if u in ancestors] or failed
-                ups.extend(u for u in cause if u not in ups and u != uid)
-        else:
-            dropped = [u for u in ups if outcomes[u].status in _NOT_COMPLETED]
-            if dropped:  # dbt ran it anyway (e.g. a warn-only test): waiting would skip it
-                ups[:] = [u for u in ups if u not in dropped]
-                if warn is not None:
-                    warn(f"{uid} ran although {', '.join(dropped)} did not succeed; not recording those edges")
-    futures: dict[str, Any] = {}
-    for uid in _topological(recorded, upstream):
-        replay = _replay_task(nodes[uid], outcomes[uid], node_lines.get(uid, []), translator)
-        future = replay.submit(uid, outcomes[uid].status, result.invocation_id,
-                               wait_for=[futures[u] for u in upstream[uid] if u in futures])
-        future.state  # noqa: B018 - looked at: the dbt task reports the failure, not each node
-        futures[uid] = future
-    return list(futures.values())
+    def close(self, reason: str) -> None:
+        """End runs dbt never finished (it stopped early): Crashed, with ``reason``."""
+        with self._lock:
+            for unique_id, handle in self.handles.items():
+                if not handle.state.is_final():
+                    logging.getLogger("plait_dbt").debug("dbt did not finish %s", unique_id)
+                    handle.finish(StateType.CRASHED, f"dbt stopped before finishing {unique_id}: {reason}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,16 +25,14 @@ from pydantic import Field, field_validator
 from plait import get_run_logger, register_secret, runtime
 from plait.blocks import Block
 from plait.exceptions import PlaitError
-from plait_dbt import _invoke
+from plait_dbt import _invoke, stored
 from plait_dbt.artifacts import DbtNodeResult, DbtRunResult, load_json
-from plait_dbt.exceptions import DbtCommandError
-from plait_dbt.nodes import record_nodes
+from plait_dbt.exceptions import DbtCommandError, DbtError
+from plait_dbt.nodes import LiveNodes
 from plait_dbt.profiles import DbtCliProfile
 from plait_dbt.translator import DbtNodeTranslator
 
 __all__ = ["DbtCoreOperation"]
-
-_ARTIFACTS = ("run_results.json", "manifest.json")
 
 
 class DbtCoreOperation(Block):
@@ -86,6 +85,23 @@ def nightly():
     store_artifacts: bool = Field(
         default=True, description="Copy run_results.json and manifest.json into plait result storage."
     )
+    from_run: str | None = Field(
+        default=None,
+        description="With command 'retry': the id of an earlier flow run whose failed dbt command on this "
+        "project is retried (its failed and skipped nodes), from any process; its artifacts are read from "
+        "result storage.",
+    )
+    artifact_retention: int | None = Field(
+        default=None, ge=1,
+        description="Keep the stored artifact copies of only the newest N dbt invocations in the artifact "
+        "storage (older copies are deleted); None keeps all.",
+    )
+    isolation: str = Field(
+        default="thread",
+        description="'thread': dbt runs in this process, one dbt command at a time per process (dbt's "
+        "state is process-wide). 'process': dbt runs in a child process, so several commands can run at "
+        "once; node task runs are still recorded live from the events the child streams back.",
+    )
     log_level: str = Field(default="info", description="Lowest dbt log level forwarded to the run logs: "
                            "debug, info, warn or error.")
 
@@ -95,6 +111,13 @@ def nightly():
         if value is None:
             return []
         return [value] if isinstance(value, str) else value
+
+    @field_validator("isolation")
+    @classmethod
+    def _check_isolation(cls, value: str) -> str:
+        if value not in _invoke.ISOLATIONS:
+            raise ValueError(f"isolation must be one of {', '.join(_invoke.ISOLATIONS)}")
+        return value
 
     @field_validator("log_level")
     @classmethod
@@ -131,16 +154,32 @@ def nightly():
         attempt = max(runtime.task_run.run_count, 1)
         key = (runtime.task_run.id, str(project), self.command)
         state = None
-        if self.retry_failed_only and attempt > 1 and runtime.task_run.id is not None:
-            state = _invoke.retry_state(key)
+        with contextlib.ExitStack() as cleanup:
+            if self.from_run is not None:
+                if tokens != ["retry"]:
+                    raise DbtError(f"from_run= goes with the command 'retry', not {self.command!r}")
+                state = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="plait-dbt-state-")))
+                entry = stored.fetch_previous_state(self.from_run, str(project), artifact_storage, state)
+                logger.info("retrying the failed and skipped nodes of dbt %s (invocation %s) of flow run %s",
+                            entry.get("executed_command"), entry.get("invocation_id"), self.from_run)
+            elif self.retry_failed_only and attempt > 1 and runtime.task_run.id is not None:
+                state = _invoke.retry_state(key)
+                if state is not None:
+                    logger.info("attempt %d: running `dbt retry` for the nodes that failed or were skipped before",
+                                attempt)
+            return self._run(project, tokens, state, key, attempt, logger, translator, callbacks, artifact_storage)
+
+    def _run(self, project: Path, tokens: list[str], state: Path | None, key: tuple[Any, ...], attempt: int,
+             logger: Any, translator: DbtNodeTranslator | None, callbacks: Sequence[Callable[[Any], None]],
+             artifact_storage: Any) -> DbtRunResult:
         executed = ["retry"] if state is not None else tokens
-        if state is not None:
-            logger.info("attempt %d: running `dbt retry` for the nodes that failed or were skipped before", attempt)
         profile = self.profile
         if profile is not None:
             for secret in profile.secret_values():
                 register_secret(secret)
         sink = _invoke.EventSink(logger, self.log_level, callbacks)
+        if self.record_nodes and runtime.flow_run.id is not None:
+            sink.live = LiveNodes(translator or DbtNodeTranslator(), sink.artifacts, lambda: sink.invocation_id)
         with profile.profiles_dir() if profile is not None else contextlib.nullcontext(None) as profiles_dir:
             args = _invoke.build_args(
                 executed, project, profiles_dir,
@@ -151,15 +190,18 @@ def nightly():
                 full_refresh=self.full_refresh, state=state, extra_args=self.extra_args,
             )
             logger.info("running dbt %s", " ".join(_invoke.shown_args(args)))
-            outcome = _invoke.invoke(args, sink)
+            try:
+                if self.isolation == "process":
+                    outcome = _invoke.invoke_in_process(args, sink, self.log_level)
+                else:
+                    outcome = _invoke.invoke(args, sink)
+            finally:
+                if sink.live is not None:
+                    sink.live.close("the dbt command ended")
         result = self._result(tokens, executed, args, project, outcome, sink, profiles_dir, attempt)
         if self.store_artifacts:
-            result.artifacts = _store_artifacts(result, artifact_storage, logger)
-        manifest = _load_quietly(result.manifest_path)
-        if self.record_nodes:
-            graph_command = _graph_command(result, executed)
-            record_nodes(result, manifest, sink.node_lines, translator or DbtNodeTranslator(), graph_command,
-                         warn=logger.warning)
+            result.artifacts = stored.store_artifacts(result, artifact_storage, logger, runtime.flow_run.id,
+                                                      runtime.task_run.id, self.artifact_retention)
         if result.success:
             _invoke.forget(key)
             logger.info("%s", result.summary())
@@ -188,7 +230,7 @@ def nightly():
             attempt=attempt,
         )
         if not result.success:
-            result.error = _failure_message(outcome, result, sink)
+            result.error = _failure_message(outcome, result, sink, recorded=sink.live is not None)
         return result
 
 
@@ -216,16 +258,12 @@ def _load_quietly(path: str | None) -> dict[str, Any] | None:
         return None
 
 
-def _graph_command(result: DbtRunResult, executed: list[str]) -> str:
-    """The command whose graph dbt used (``dbt retry`` reuses the retried command's)."""
-    if executed[0] == "retry":
-        which = ((_load_quietly(result.run_results_path) or {}).get("args") or {}).get("which")
-        return str(which or "retry")
-    return executed[0]
+def _failure_message(outcome: Any, result: DbtRunResult, sink: _invoke.EventSink, recorded: bool = False) -> str:
+    """dbt's own explanation: its exception, else the failed nodes with dbt's messages.
 
-
-def _failure_message(outcome: Any, result: DbtRunResult, sink: _invoke.EventSink) -> str:
-    """dbt's own explanation: its exception, else the failed nodes with dbt's messages."""
+    With ``recorded`` (each node has its own task run, whose Failed state holds dbt's
+    message) the failed nodes are named without repeating their messages.
+    """
     if outcome.exception is not None:
         text = str(outcome.exception).strip()
         return text or type(outcome.exception).__name__
@@ -233,36 +271,11 @@ def _failure_message(outcome: Any, result: DbtRunResult, sink: _invoke.EventSink
     if failed:
         skipped = len(result.skipped_nodes)
         head = f"{len(failed)} of {len(result.nodes)} node(s) failed" + (f", {skipped} skipped" if skipped else "")
+        if recorded:
+            names = ", ".join(f"{n.unique_id} ({n.status})" for n in failed)
+            return f"{head}: {names}; dbt's message is in each failed node's task run"
         details = "; ".join(f"{n.unique_id} ({n.status}): {(n.message or '').strip() or 'no message'}" for n in failed)
         return f"{head}: {details}"
     if sink.errors:
         return "\n".join(sink.errors[-5:])
     return "dbt reported no success (see the run logs)"
-
-
-def _store_artifacts(result: DbtRunResult, storage_spec: Any, logger: Any) -> dict[str, str]:
-    """Copy this invocation's artifacts into plait result storage; ``{name: reference}``."""
-    from plait.results import resolve_storage
-
-    paths = {"run_results.json": result.run_results_path, "manifest.json": result.manifest_path}
-    if not any(paths.values()):
-        return {}
-    try:
-        storage = resolve_storage(storage_spec)
-    except Exception as exc:
-        logger.warning("dbt artifacts not stored: %s: %s", type(exc).__name__, exc)
-        return {}
-    base = str(getattr(storage, "uri", "") or storage).rstrip("/")
-    stored: dict[str, str] = {}
-    folder = f"dbt-artifacts/{result.invocation_id or 'unknown'}"
-    for name in _ARTIFACTS:
-        path = paths[name]
-        if not path:
-            continue
-        try:
-            storage.write_path(f"{folder}/{name}", Path(path).read_bytes())
-        except Exception as exc:  # storing a copy must not fail the dbt run
-            logger.warning("could not store %s: %s: %s", name, type(exc).__name__, exc)
-            continue
-        stored[name] = f"{base}/{folder}/{name}"
-    return stored

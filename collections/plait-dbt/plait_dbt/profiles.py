@@ -93,6 +93,14 @@ dbt_run("build", project_dir="jaffle", profile=profile)
             )
         return self
 
+    def __repr__(self) -> str:
+        # What a run records as the `profile` parameter: the saved block's name, never a
+        # truncated dump of its fields.
+        if self._document_name:
+            return f"DbtCliProfile.load({self._document_name!r})"
+        where = type(self.target_configs).__name__ if self.target_configs is not None else "existing_profiles_yml"
+        return f"DbtCliProfile(name={self.name!r}, target={self.target!r}, {where})"
+
     @property
     def target_name(self) -> str | None:
         """The target dbt is told to use (None: the existing profiles.yml's default)."""

@@ -19,7 +19,7 @@ __all__ = ["dbt_run"]
 def dbt_run(
     command: str,
     project_dir: str | Path,
-    profile: DbtCliProfile | None = None,
+    profile: DbtCliProfile | str | None = None,
     select: str | Sequence[str] | None = None,
     exclude: str | Sequence[str] | None = None,
     selector: str | None = None,
@@ -33,6 +33,9 @@ def dbt_run(
     callbacks: Sequence[Callable[[Any], None]] | None = None,
     store_artifacts: bool = True,
     log_level: str = "info",
+    isolation: str = "thread",
+    from_run: str | None = None,
+    artifact_retention: int | None = None,
 ) -> DbtRunResult:
     """Run a dbt Core command (build, run, test, seed, snapshot, compile, deps...) in-process.
 
@@ -45,7 +48,7 @@ def dbt_run(
     Args:
         command: The dbt command and its own arguments, e.g. ``"build"`` or ``"run --select orders+"``.
         project_dir: Directory of the dbt project (holding dbt_project.yml).
-        profile: A DbtCliProfile; None lets dbt find profiles.yml itself.
+        profile: A DbtCliProfile, or the name of a saved one; None lets dbt find profiles.yml itself.
         select: Nodes to run (dbt ``--select``), one selection or a list of them.
         exclude: Nodes to leave out (dbt ``--exclude``).
         selector: A named selector of selectors.yml.
@@ -59,6 +62,16 @@ def dbt_run(
         callbacks: More dbt event callbacks (each receives every dbt ``EventMsg``).
         store_artifacts: Copy run_results.json and manifest.json into plait result storage.
         log_level: Lowest dbt log level forwarded to the run logs (debug, info, warn, error).
+        isolation: ``"thread"`` (default) runs dbt in this process, one command at a time per
+            process; ``"process"`` runs it in a child process so several dbt commands can run
+            in parallel tasks (node runs are still recorded live; ``callbacks`` then receive
+            plait's rebuilt events, with ``info`` and ``data.node_info`` but not dbt's full
+            event objects).
+        from_run: With ``command="retry"``: the id of an earlier flow run; its last failed dbt
+            command on this project is retried (only its failed and skipped nodes), in any
+            process, from the artifacts it stored in result storage.
+        artifact_retention: Keep the stored artifact copies of only the newest N dbt
+            invocations (older ones are deleted); None (default) keeps all.
 
     Returns:
         A DbtRunResult: artifact paths and stored copies, and each node's result.
@@ -71,6 +84,8 @@ def dbt_run(
     Example:
         dbt_run("build", project_dir="jaffle", profile=DbtCliProfile.load("jaffle-dev"), exclude="tag:slow")
     """
+    if isinstance(profile, str):
+        profile = DbtCliProfile.load(profile)
     operation = DbtCoreOperation(
         command=command,
         project_dir=str(project_dir),
@@ -86,5 +101,8 @@ def dbt_run(
         record_nodes=record_nodes,
         store_artifacts=store_artifacts,
         log_level=log_level,
+        isolation=isolation,
+        from_run=from_run,
+        artifact_retention=artifact_retention,
     )
     return operation.run(translator=translator, callbacks=callbacks or ())

@@ -97,8 +97,10 @@ class DbtNodeTranslator:
         return True
 
     def task_name(self, node: DbtNode) -> str:
-        """The task name of the node's run; default: its unique_id (``model.jaffle.orders``)."""
-        return node.unique_id
+        """The task name of the node's run; default: its short name (``stg_orders``,
+        ``not_null_stg_orders_order_id``). The unique_id is always kept: it is the run's
+        name and its ``unique_id`` parameter."""
+        return node.name
 
     def tags(self, node: DbtNode) -> list[str]:
         """Tags of the node's run; default: ``dbt``, ``dbt:<resource type>`` and

@@ -8,6 +8,7 @@ PLAIT_REQUIRE_POSTGRES=1 (CI), where they fail instead.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,13 +19,14 @@ import pytest
 from plait.testing import throwaway_postgres_database
 
 JAFFLE = Path(__file__).resolve().parent / "jaffle"
+MULTIPARENT = Path(__file__).resolve().parent / "multiparent"
 PG_HOST = "127.0.0.1"
 PG_PORT = 5432
 
 
-def copy_project(destination: Path) -> Path:
-    """A fresh copy of the jaffle project (without anything dbt wrote into the original)."""
-    shutil.copytree(JAFFLE, destination, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages", ".user.yml"))
+def copy_project(destination: Path, source: Path = JAFFLE) -> Path:
+    """A fresh copy of a test project (without anything dbt wrote into the original)."""
+    shutil.copytree(source, destination, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages", ".user.yml"))
     return destination
 
 
@@ -32,6 +34,12 @@ def copy_project(destination: Path) -> Path:
 def jaffle_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """This module's copy of the jaffle project."""
     return copy_project(tmp_path_factory.mktemp("dbt") / "jaffle")
+
+
+@pytest.fixture(scope="module")
+def multiparent_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This module's copy of the multiparent project (a test with two parents, a slow model)."""
+    return copy_project(tmp_path_factory.mktemp("dbt") / "multiparent", MULTIPARENT)
 
 
 @pytest.fixture
@@ -62,15 +70,27 @@ class History:
 
     @staticmethod
     def node_runs(flow_run: dict[str, Any], invocation_id: str | None = None) -> dict[str, dict[str, Any]]:
-        """The flow run's dbt node task runs by task name (of one dbt invocation if given)."""
+        """The flow run's dbt node task runs by dbt unique_id (of one dbt invocation if given)."""
         runs = {}
         for run in flow_run["task_runs"]:
             if "dbt" not in (run["tags"] or []) or "unique_id" not in (run["parameters"] or {}):
                 continue
             if invocation_id is not None and run["parameters"].get("invocation_id") != invocation_id:
                 continue
-            runs[run["task_name"]] = run
+            runs[run["parameters"]["unique_id"]] = run
         return runs
+
+    @staticmethod
+    def node_upstream(flow_run: dict[str, Any], run: dict[str, Any]) -> set[str]:
+        """The unique_ids of the node runs ``run`` has edges from."""
+        by_id = {r["id"]: (r["parameters"] or {}).get("unique_id") for r in flow_run["task_runs"]}
+        return {by_id[edge["id"]] for edge in run["upstream"] if by_id.get(edge["id"])}
+
+    @staticmethod
+    def dbt_edges(flow_run: dict[str, Any], invocation_id: str | None = None) -> set[tuple[str, str]]:
+        """Every recorded (upstream unique_id, downstream unique_id) edge between node runs."""
+        nodes = History.node_runs(flow_run, invocation_id)
+        return {(up, uid) for uid, run in nodes.items() for up in History.node_upstream(flow_run, run)}
 
     @staticmethod
     def task_run(flow_run: dict[str, Any], task_name: str) -> dict[str, Any]:
@@ -83,37 +103,26 @@ class History:
         return self.harness.logs(flow_run["id"])
 
     @staticmethod
-    def expected_upstream(manifest: dict[str, Any], executed: set[str], build: bool) -> dict[str, set[str]]:
-        """What each executed node must wait for, worked out from the manifest: its parents
-        that were executed and, under ``dbt build``, the tests of its parents whose every
-        parent is upstream of it (dbt build runs those tests first)."""
-        nodes = {**manifest["nodes"], **manifest.get("unit_tests", {})}
+    def dbt_graph(target_dir: Path, executed: set[str]) -> set[tuple[str, str]]:
+        """The graph dbt executed the command that just ran on: its graph summary
+        (target/graph_summary.json; under ``dbt build`` the graph with test edges) cut down
+        to the executed nodes by dbt's own ``Graph.get_subset_graph``, as dbt's queue is."""
+        import networkx
+        from dbt.graph.graph import Graph
 
-        def parents(uid: str) -> list[str]:
-            return list(nodes.get(uid, {}).get("depends_on", {}).get("nodes", []))
+        summary = json.loads((target_dir / "graph_summary.json").read_text())
+        graph = summary.get("with_test_edges") or summary["linked"]
+        full = networkx.DiGraph()
+        full.add_nodes_from(node["name"] for node in graph.values())
+        full.add_edges_from(
+            (node["name"], graph[str(succ)]["name"]) for node in graph.values() for succ in node.get("succ", [])
+        )
+        return set(Graph(full).get_subset_graph(executed).graph.edges())
 
-        def ancestors(uid: str) -> set[str]:
-            found: set[str] = set()
-            stack = parents(uid)
-            while stack:
-                parent = stack.pop()
-                if parent not in found:
-                    found.add(parent)
-                    stack.extend(parents(parent))
-            return found
-
-        expected = {}
-        for uid in executed:
-            wanted = {p for p in parents(uid) if p in executed}
-            if build and nodes[uid]["resource_type"] != "test":
-                above = ancestors(uid)
-                for test_id in executed:
-                    if nodes[test_id]["resource_type"] == "test":
-                        deps = set(parents(test_id))
-                        if deps & set(parents(uid)) and deps <= above:
-                            wanted.add(test_id)
-            expected[uid] = wanted
-        return expected
+    @staticmethod
+    def manifest_edges(manifest: dict[str, Any], executed: set[str]) -> set[tuple[str, str]]:
+        """The manifest's parent_map restricted to the executed nodes."""
+        return {(parent, uid) for uid in executed for parent in manifest["parent_map"].get(uid, []) if parent in executed}
 
 
 @pytest.fixture

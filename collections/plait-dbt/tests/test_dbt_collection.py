@@ -63,7 +63,7 @@ class TestPlaitDbt(CollectionSuite):
     requires_plait = ">=0.1,<0.2"
     exports = [
         "DbtCliProfile", "DbtCommandError", "DbtCoreOperation", "DbtError", "DbtNode", "DbtNodeError",
-        "DbtNodeResult", "DbtNodeSkipped", "DbtNodeTranslator", "DbtProfileError", "DbtProjectNotFound",
+        "DbtNodeResult", "DbtNodeSkipped", "DbtNodeTranslator", "DbtProfileError", "DbtProjectNotFound", "DbtReentryError",
         "DbtRunResult", "DbtTargetConfigs", "DuckDbTargetConfigs", "PostgresTargetConfigs",
         "SnowflakeTargetConfigs", "dbt_run",
     ]

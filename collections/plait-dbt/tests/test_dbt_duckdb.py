@@ -3,8 +3,12 @@ logs, artifacts, retry of failed nodes only, and clear errors."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -64,30 +68,35 @@ def test_build_records_every_node_with_manifest_edges(jaffle_project: Path, prof
     assert flow_run["state_type"] == "COMPLETED"
     assert history.task_run(flow_run, "dbt_run")["state_type"] == "COMPLETED"
     nodes = history.node_runs(flow_run)
-    assert set(nodes) == executed  # one task run per executed node, named by unique_id
+    assert set(nodes) == executed  # one task run per executed node, keyed by its unique_id parameter
     assert {run["state_type"] for run in nodes.values()} == {"COMPLETED"}
-    expected = history.expected_upstream(manifest, executed, build=True)
-    for uid, run in nodes.items():
-        upstream = {edge["task_name"] for edge in run["upstream"]}
-        assert upstream == expected[uid], uid
-        parents = set(manifest["nodes"][uid]["depends_on"].get("nodes", [])) & executed
-        assert parents <= upstream, f"{uid} lacks manifest edges {parents - upstream}"
-    assert {e["task_name"] for e in nodes["model.jaffle.stg_customers"]["upstream"]} == {"seed.jaffle.raw_customers"}
-    assert "dbt:model" in nodes["model.jaffle.orders"]["tags"] and "dbt" in nodes["model.jaffle.orders"]["tags"]
-    assert nodes["model.jaffle.orders"]["parameters"] == {
-        "unique_id": "model.jaffle.orders", "status": "success", "invocation_id": result.invocation_id,
+    # the edges are dbt's own build graph (with its test edges), exactly
+    edges = history.dbt_edges(flow_run)
+    assert edges == history.dbt_graph(jaffle_project / "target", executed)
+    assert history.manifest_edges(manifest, executed) <= edges
+    assert history.node_upstream(flow_run, nodes["model.jaffle.stg_customers"]) == {"seed.jaffle.raw_customers"}
+    orders = nodes["model.jaffle.orders"]
+    assert (orders["task_name"], orders["name"]) == ("orders", "orders")  # short display names
+    assert nodes["test.jaffle.not_null_orders_order_id.cf6c17daed"]["task_name"] == "not_null_orders_order_id"
+    assert "dbt:model" in orders["tags"] and "dbt" in orders["tags"]
+    dbt_task = history.task_run(flow_run, "dbt_run")
+    assert f"plait.parent-task-run:{dbt_task['id']}" in orders["tags"]
+    assert orders["parameters"] == {
+        "unique_id": "model.jaffle.orders", "resource_type": "model", "invocation_id": result.invocation_id,
     }
+    assert dbt_task["parameters"]["profile"] == "DbtCliProfile(name='jaffle', target='dev', DuckDbTargetConfigs)"
     assert result.node("model.jaffle.orders").execution_time > 0
 
     # dbt's log lines stream into the dbt task run's logs; each node's lines into its own run
+    # dbt's log lines are stored once: a node's with its run, the others with the dbt task run
     logs = history.logs(flow_run)
     dbt_lines = [line["message"] for line in logs if line["task_name"] == "dbt_run"]
     assert any(line.startswith("Running with dbt=") for line in dbt_lines)
-    assert any("OK created sql table model main.orders" in line for line in dbt_lines)
     assert any(line.startswith("Done. PASS=14") for line in dbt_lines)
-    orders_lines = [line["message"] for line in logs if line["task_name"] == "model.jaffle.orders"]
-    assert any("OK created sql table model main.orders" in line for line in orders_lines)
-    assert any("success" in line and "s in dbt" in line for line in orders_lines)
+    assert not any("OK created sql table model main.orders" in line for line in dbt_lines)
+    orders_lines = [line["message"] for line in logs if line["task_name"] == "orders"]
+    assert sum("OK created sql table model main.orders" in line for line in orders_lines) == 1
+    assert sum("START sql table model main.orders" in line for line in orders_lines) == 1
 
     # the artifacts are kept in the project and copied into plait's result storage
     assert Path(result.run_results_path).parent == jaffle_project / "target"
@@ -111,7 +120,7 @@ def seed_then_build_broken(project: Path, profile: DbtCliProfile) -> Any:
 def test_failing_test_fails_its_run_and_skips_downstream(jaffle_project: Path, profile: DbtCliProfile, history: Any) -> None:
     state = seed_then_build_broken(jaffle_project, profile)(return_state=True)
     assert state.is_failed()
-    assert "Got 1 result, configured to fail if != 0" in state.message and BROKEN_TEST in state.message
+    assert BROKEN_TEST in state.message and "(fail)" in state.message  # dbt's message is in the node's run
     error = state.result(raise_on_failure=False)
     assert isinstance(error, DbtCommandError) and error.command == "build"
     result = error.result
@@ -120,7 +129,7 @@ def test_failing_test_fails_its_run_and_skips_downstream(jaffle_project: Path, p
 
     flow_run = history.latest()
     assert flow_run["state_type"] == "FAILED"
-    assert "Got 1 result, configured to fail if != 0" in flow_run["state_message"]
+    assert BROKEN_TEST in flow_run["state_message"]
     nodes = history.node_runs(flow_run, result.invocation_id)
     assert set(nodes) == {n.unique_id for n in result.nodes}
     failed = nodes[BROKEN_TEST]
@@ -129,8 +138,8 @@ def test_failing_test_fails_its_run_and_skips_downstream(jaffle_project: Path, p
     for uid in DOWNSTREAM:
         assert (nodes[uid]["state_type"], nodes[uid]["state_name"]) == ("CANCELLED", "Skipped"), uid
     assert nodes["model.jaffle.stg_orders"]["state_type"] == "COMPLETED"
-    assert "is Failed" in nodes["model.jaffle.orders"]["state_message"]
-    assert BROKEN_TEST in {e["task_name"] for e in nodes["model.jaffle.orders"]["upstream"]}
+    assert nodes["model.jaffle.orders"]["state_message"] == f"dbt skipped model.jaffle.orders after {BROKEN_TEST} did not succeed"
+    assert BROKEN_TEST in history.node_upstream(flow_run, nodes["model.jaffle.orders"])
     assert history.task_run(flow_run, "dbt_run")["state_type"] == "FAILED"
 
 
@@ -274,9 +283,9 @@ def test_translator_renames_nodes_and_leaves_passing_tests_out(
     result = transform()
     assert {n.unique_id for n in result.nodes} == {"model.jaffle.orders", "model.jaffle.customers"}
     nodes = history.node_runs(history.latest())
-    assert set(nodes) == {"model:orders", "model:customers"}
-    assert "file:models/orders.sql" in nodes["model:orders"]["tags"]
-    assert {e["task_name"] for e in nodes["model:customers"]["upstream"]} == {"model:orders"}
+    assert {run["task_name"] for run in nodes.values()} == {"model:orders", "model:customers"}
+    assert "file:models/orders.sql" in nodes["model.jaffle.orders"]["tags"]
+    assert {e["task_name"] for e in nodes["model.jaffle.customers"]["upstream"]} == {"model:orders"}
 
 
 def test_unknown_commands_and_options_are_refused_before_dbt_runs(jaffle_project: Path) -> None:
@@ -286,3 +295,88 @@ def test_unknown_commands_and_options_are_refused_before_dbt_runs(jaffle_project
         DbtCoreOperation(command="deps", project_dir=str(jaffle_project), select=["orders"]).run()
     with pytest.raises(ValueError, match="log_level must be one of"):
         DbtCoreOperation(command="build", project_dir=str(jaffle_project), log_level="loud")
+
+
+def test_retry_from_an_earlier_flow_run_in_another_process(
+    jaffle_project: Path, history: Any, tmp_path: Path
+) -> None:
+    # a warehouse of its own: dbt-duckdb in this process keeps the module's one open (locked)
+    warehouse = tmp_path / "retry.duckdb"
+    profile = DbtCliProfile(name="jaffle", target="dev", target_configs=DuckDbTargetConfigs(path=str(warehouse)))
+    script = tmp_path / "nightly.py"
+    script.write_text(textwrap.dedent(f"""
+        from plait import flow
+        from plait_dbt import DbtCliProfile, DuckDbTargetConfigs, dbt_run
+
+        @flow
+        def nightly():
+            profile = DbtCliProfile(name="jaffle", target="dev",
+                                    target_configs=DuckDbTargetConfigs(path={str(warehouse)!r}))
+            dbt_run("seed", project_dir={str(jaffle_project)!r}, profile=profile)
+            dbt_run("run", project_dir={str(jaffle_project)!r}, profile=profile, select="stg_customers")
+            dbt_run("build", project_dir={str(jaffle_project)!r}, profile=profile, selector="broken")
+
+        if __name__ == "__main__":
+            nightly(return_state=True)
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          env=os.environ.copy())
+    assert done.returncode == 0, done.stderr[-2000:]
+    failed_run = history.latest()
+    assert failed_run["state_type"] == "FAILED"
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("delete from main.raw_orders where status = 'returned'")
+
+    @flow
+    def mend() -> DbtRunResult:
+        return dbt_run("retry", project_dir=jaffle_project, profile=profile, from_run=failed_run["id"])
+
+    result = mend()
+    rerun = {entry["unique_id"]: entry["status"] for entry in result.run_results()["results"]}
+    assert set(rerun) == DOWNSTREAM | {BROKEN_TEST}  # the failed and skipped nodes only
+    assert set(rerun.values()) <= {"success", "pass"}
+    nodes = history.node_runs(history.latest())
+    assert set(nodes) == set(rerun) and {r["state_type"] for r in nodes.values()} == {"COMPLETED"}
+
+    @flow
+    def wrong() -> None:
+        dbt_run("retry", project_dir=jaffle_project, profile=profile, from_run="no-such-run")
+
+    state = wrong(return_state=True)
+    assert state.is_failed() and "no stored dbt artifacts for flow run 'no-such-run'" in state.message
+    with pytest.raises(DbtError, match="from_run= goes with the command 'retry', not 'build'"):
+        DbtCoreOperation(command="build", project_dir=str(jaffle_project), from_run="x").run()
+
+
+def test_artifact_retention_keeps_the_newest_copies(
+    jaffle_project: Path, profile: DbtCliProfile, plait_harness: Any
+) -> None:
+    @flow
+    def three() -> list[DbtRunResult]:
+        return [dbt_run("seed", project_dir=jaffle_project, profile=profile, select="raw_orders", artifact_retention=2)
+                for _ in range(3)]
+
+    results = three()
+    folder = plait_harness.home / "storage" / "dbt-artifacts"
+    kept = {p.name for p in folder.iterdir() if p.is_dir() and p.name != "flow-runs"}
+    assert kept == {results[1].invocation_id, results[2].invocation_id}
+    assert sorted(p.name for p in (folder / results[2].invocation_id).iterdir()) == ["manifest.json", "run_results.json"]
+    index = json.loads((folder / "retention.json").read_text())
+    assert [e["invocation_id"] for e in index] == [results[1].invocation_id, results[2].invocation_id]
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        DbtCoreOperation(command="run", project_dir=str(jaffle_project), artifact_retention=0)
+
+
+def test_the_profile_parameter_is_the_blocks_name(jaffle_project: Path, profile: DbtCliProfile, history: Any) -> None:
+    profile.save("jaffle-dev", overwrite=True)
+    loaded = DbtCliProfile.load("jaffle-dev")
+    assert repr(loaded) == "DbtCliProfile.load('jaffle-dev')"
+
+    @flow
+    def parse() -> None:
+        dbt_run("parse", project_dir=jaffle_project, profile=loaded, store_artifacts=False)
+        dbt_run("parse", project_dir=jaffle_project, profile="jaffle-dev", store_artifacts=False)
+
+    parse()
+    recorded = [r["parameters"]["profile"] for r in history.latest()["task_runs"] if r["task_name"] == "dbt_run"]
+    assert recorded == ["DbtCliProfile.load('jaffle-dev')", "jaffle-dev"]
