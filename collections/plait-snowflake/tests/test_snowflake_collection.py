@@ -67,11 +67,12 @@ class TestPlaitSnowflake(CollectionSuite):
     docs = ["README.md", "../../docs/collections/plait-snowflake.md"]
     docs_timeout = 120
     tasks = TASKS
+    flows = ["snowflake_copy_run_history"]
     requires_plait = ">=0.1,<0.2"
     optional_imports = ("pandas",)
     exports = [
         "PandasNotInstalledError", "SnowflakeConnectionError", "SnowflakeConnector", "SnowflakeCredentials",
-        "SnowflakeCredentialsError", "snowflake_load_dataframe", "snowflake_load_rows", "snowflake_multi_query",
+        "SnowflakeCredentialsError", "snowflake_copy_run_history", "snowflake_load_dataframe", "snowflake_load_rows", "snowflake_multi_query",
         "snowflake_query",
     ]
 

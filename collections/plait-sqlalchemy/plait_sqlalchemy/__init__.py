@@ -9,15 +9,17 @@
         return query("SELECT name FROM customers WHERE city = :city", connector, {"city": "London"})
 
 Blocks: ``DatabaseCredentials``, ``SqlAlchemyConnector``, ``AsyncSqlAlchemyConnector``.
-Tasks: ``query``, ``execute``, ``execute_many`` and their async twins. See README.md.
+Tasks: ``query``, ``execute``, ``execute_many`` and their async twins.
+Flow: ``copy_run_history`` (plait's run history into warehouse tables). See README.md.
 """
 
 from plait_sqlalchemy.async_connector import AsyncSqlAlchemyConnector
 from plait_sqlalchemy.connector import SqlAlchemyConnector
 from plait_sqlalchemy.credentials import DatabaseConnectionError, DatabaseCredentials, DriverNotInstalledError
+from plait_sqlalchemy.history import copy_run_history
 from plait_sqlalchemy.tasks import async_execute, async_execute_many, async_query, execute, execute_many, query
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AsyncSqlAlchemyConnector",
@@ -28,6 +30,7 @@ __all__ = [
     "async_execute",
     "async_execute_many",
     "async_query",
+    "copy_run_history",
     "execute",
     "execute_many",
     "query",

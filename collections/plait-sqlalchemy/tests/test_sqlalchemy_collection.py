@@ -26,8 +26,9 @@ class TestPlaitSqlalchemy(CollectionSuite):
     requires_plait = ">=0.1,<0.2"
     tasks = ["sqlalchemy_query", "sqlalchemy_execute", "sqlalchemy_execute_many",
              "sqlalchemy_async_query", "sqlalchemy_async_execute", "sqlalchemy_async_execute_many"]
+    flows = ["sqlalchemy_copy_run_history"]
     exports = [
         "AsyncSqlAlchemyConnector", "DatabaseConnectionError", "DatabaseCredentials", "DriverNotInstalledError",
-        "SqlAlchemyConnector", "async_execute", "async_execute_many", "async_query", "execute", "execute_many",
+        "SqlAlchemyConnector", "async_execute", "async_execute_many", "async_query", "copy_run_history", "execute", "execute_many",
         "query",
     ]

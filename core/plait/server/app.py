@@ -46,6 +46,7 @@ ROUTER_MODULES = (
     "plait.server.routes.automations",
     "plait.server.routes.webhooks",
     "plait.server.routes.variables",
+    "plait.server.routes.history",
     "plait.server.routes.artifacts",
 )
 

@@ -42,7 +42,7 @@ __all__ = ["CollectionSuite", "PLAIT_PUBLIC_MODULES"]
 #: The modules of plait a collection may import (docs/collections/writing-a-collection.md).
 PLAIT_PUBLIC_MODULES = frozenset({
     "plait", "plait.blocks", "plait.hookspecs", "plait.testing", "plait.results", "plait.exceptions", "plait.plugins",
-    "plait.task_runners", "plait.external", "plait.artifacts",
+    "plait.task_runners", "plait.external", "plait.artifacts", "plait.history",
 })
 # kind -> (what users call it, the Declared attribute, the Contributions attribute, the group, the hook)
 _KINDS = (
