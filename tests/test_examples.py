@@ -30,6 +30,7 @@ def test_demo_server_runs_the_main_job_against_a_server(tmp_path):
     the runs listed through the API; the job's own home holds no run database."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLAIT_")}
     env["DEMO_HOME"] = str(tmp_path / "demo")
+    env["COLUMNS"] = "120"  # tables fit the width: that of a usual terminal, not 80
     done = subprocess.run([sys.executable, str(ROOT / "examples" / "server_demo.py"), "--orders", "40"], env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -70,20 +71,23 @@ def test_main_job_extract_land_load_dbt_announce(tmp_path):
                  "sqlalchemy_execute_many", "sqlalchemy_query", "dbt_run"):
         assert names[step]["state_type"] == "COMPLETED", step
     assert "loaded 120 orders for 2026-11-20 into raw.orders" in done.stderr  # print() became a run log line
-    models = {n for n in names if n.startswith("model.shop_warehouse.")}
+    # dbt nodes: short names, dbt's unique id kept as a parameter
+    models = {t["parameters"]["unique_id"] for t in detail["task_runs"]
+              if t["parameters"].get("resource_type") == "model"}
     assert models == {"model.shop_warehouse.stg_orders", "model.shop_warehouse.daily_revenue",
                       "model.shop_warehouse.customer_totals"}
-    upstream = {u["task_name"] for u in names["model.shop_warehouse.daily_revenue"]["upstream"]}
-    assert "model.shop_warehouse.stg_orders" in upstream  # lineage from dbt's manifest
+    assert names["daily_revenue"]["parameters"]["unique_id"] == "model.shop_warehouse.daily_revenue"
+    upstream = {u["task_name"] for u in names["daily_revenue"]["upstream"]}
+    assert "stg_orders" in upstream  # lineage from dbt's manifest
     # the recorded run was shown at the end, with its task runs
-    assert "model.shop_warehouse.daily_revenue-0" in done.stdout
+    assert "daily_revenue" in done.stdout
     # and the closing hint is a command that works as printed, from another directory
     command = done.stdout.split("See it again, from any directory:\n", 1)[1].splitlines()[0].strip()
     assert f"PLAIT_HOME={home}" in command and run["id"] in command
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLAIT_")}
     again = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
-    assert "model.shop_warehouse.daily_revenue-0" in again.stdout
+    assert "daily_revenue" in again.stdout and run["id"][:8] in again.stdout
 
 
 def test_basics_demo_shows_retries_caching_map_and_a_failure(tmp_path):
@@ -256,8 +260,7 @@ def test_main_job_on_a_snowflake_warehouse_configured_by_blocks(tmp_path):
         assert run["state_type"] == "COMPLETED"
         names = {t["task_name"]: t for t in detail["task_runs"]}
         for step in ("snowflake_multi_query", "snowflake_load_rows", "snowflake_query", "dbt_run",
-                     "model.shop_warehouse.stg_orders", "model.shop_warehouse.daily_revenue",
-                     "model.shop_warehouse.customer_totals"):
+                     "stg_orders", "daily_revenue", "customer_totals"):
             assert names[step]["state_type"] == "COMPLETED", step
         assert not any(name.startswith("sqlalchemy_") for name in names)
         conn = snowflake.connector.connect(account="fakesnow", user="etl", password="x", host="127.0.0.1",

@@ -75,8 +75,12 @@ def _leaky_history(database_url: str, home: Path, token: str) -> None:
     try:
         @task
         def use_token(value: str) -> str:
+            from plait.artifacts import create_markdown_artifact, create_table_artifact
+
             get_run_logger().info("calling the service with token %s", value)
             print(f"token={value}")
+            create_markdown_artifact(f"# Call\nused token {value}", key="leaky-report", description=f"token {value}")
+            create_table_artifact([{"token": value}], key="leaky-table")
             return value
 
         @flow(name="leaky", log_prints=True)
@@ -418,6 +422,18 @@ VARIABLE_CALLS: dict[tuple[str, str], list[Call]] = {
         Call(key="run", path=WALK_VAR), Call(key="run", path=WALK_VAR, status=404)],
 }
 CALLS.update(VARIABLE_CALLS)
+ARTIFACT_CALLS: dict[tuple[str, str], list[Call]] = {
+    ("GET", "/api/v1/artifacts"): [Call(key="read"), Call(key="read", params=lambda w: {"flow_run": w.flow_run_id}),
+                                   Call(key="read", params={"key": "leaky-report"},
+                                        after=_remember("artifact", "items"))],
+    ("GET", "/api/v1/artifacts/{id}"): [
+        Call(key="read", path=lambda w: {"id": w.made["artifact"][0]["id"]}),
+        Call(key="read", path={"id": "00000000-0000-0000-0000-000000000000"}, status=404)],
+    ("GET", "/api/v1/artifacts/key/{key}"): [
+        Call(key="read", path={"key": "leaky-table"}), Call(key="read", path={"key": "walk-none"}, status=404)],
+    ("GET", "/api/v1/history/export"): [Call(key="read"), Call(key="read", params={"since": 0, "limit": 5})],
+}
+CALLS.update(ARTIFACT_CALLS)
 _ORDER = {"GET": 0, "POST": 1, "PUT": 2, "PATCH": 3, "DELETE": 4}
 
 

@@ -14,7 +14,11 @@ import pytest
 
 pytestmark = pytest.mark.ui
 
-DBT_PREFIXES = ("model.", "test.", "seed.", "snapshot.", "source.")
+def _unique_id(node: dict[str, Any]) -> str:
+    """dbt's id of a graph node's task run: plait-dbt names the run by the node's short name
+    and keys its task by the unique id (``dbt.<unique_id>``)."""
+    key = str(node.get("task_key") or "")
+    return key.removeprefix("dbt.") if key.startswith("dbt.") else ""
 _WAIT_READY = "window.plaitGraph && window.plaitGraph.ready"
 
 
@@ -27,7 +31,7 @@ def _open_run(page: Any, run_id: str, tab: str = "") -> None:
 def test_the_dbt_runs_graph_draws_the_manifest_lineage_and_the_timeline(page: Any, ui_server: Any, shot: Any) -> None:
     run_id = ui_server.runs["dbt"]
     graph = ui_server.api(f"/flow-runs/{run_id}/graph")
-    dbt = {n["id"]: n for n in graph["nodes"] if n["task_name"].startswith(DBT_PREFIXES)}
+    dbt = {n["id"]: n for n in graph["nodes"] if _unique_id(n)}
     assert len(dbt) >= 5
     api_edges = {(e["upstream"], e["downstream"], e["kind"]) for e in graph["edges"]
                  if e["upstream"] in dbt and e["downstream"] in dbt}
@@ -39,7 +43,7 @@ def test_the_dbt_runs_graph_draws_the_manifest_lineage_and_the_timeline(page: An
     drawn = {tuple(p) for p in page.evaluate("plaitGraph.edgePairs()")}
     assert {p for p in drawn if p[0] in dbt and p[1] in dbt} == api_edges
     names = {tuple(p[:2]) for p in page.evaluate("plaitGraph.edgeNames()")}
-    assert ("model.shop_warehouse.stg_orders", "model.shop_warehouse.daily_revenue") in names
+    assert ("stg_orders", "daily_revenue") in names
     stats = page.evaluate("plaitGraph.stats()")
     assert stats["frames"] >= 1 and stats["drawnNodes"] > 0 and stats["drawnEdges"] > 0
     assert "state-completed" in page.locator("[data-run-badge] .badge").get_attribute("class")
@@ -56,7 +60,7 @@ def test_the_dbt_runs_graph_draws_the_manifest_lineage_and_the_timeline(page: An
     assert near < page.evaluate("plaitGraph.stats().drawnNodes") == len(graph["nodes"])
 
     # a click on a node opens its task run
-    staged = next(i for i, n in dbt.items() if n["task_name"] == "model.shop_warehouse.stg_orders")
+    staged = next(i for i, n in dbt.items() if _unique_id(n) == "model.shop_warehouse.stg_orders")
     box = page.locator("#fr-graph").bounding_box()
     spot = page.evaluate("id => { const v = plaitGraph.view, n = v.byId[id]; "
                          "return {x: v.tx + (n.x + 90) * v.k, y: v.ty + (n.y + 15) * v.k}; }", staged)
@@ -203,8 +207,8 @@ def test_cancel_from_the_page_stops_the_running_flow(page: Any, ui_server: Any, 
 
 def test_the_task_run_page_shows_states_attempts_and_its_neighbours(page: Any, ui_server: Any, shot: Any) -> None:
     graph = ui_server.api(f"/flow-runs/{ui_server.runs['dbt']}/graph")
-    by_name = {n["task_name"]: n for n in graph["nodes"]}
-    revenue, staged = by_name["model.shop_warehouse.daily_revenue"], by_name["model.shop_warehouse.stg_orders"]
+    by_id = {_unique_id(n): n for n in graph["nodes"]}
+    revenue, staged = by_id["model.shop_warehouse.daily_revenue"], by_id["model.shop_warehouse.stg_orders"]
     answer = page.goto(f"/task-runs/{revenue['id']}")
     assert answer is not None and answer.status == 200
     assert "daily_revenue" in page.locator("h1").inner_text()

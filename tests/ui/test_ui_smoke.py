@@ -15,10 +15,12 @@ def test_store_holds_the_dbt_build_with_its_lineage(ui_server: Any) -> None:
     print(f"ui_server set-up seconds: {ui_server.timings}")
     run = ui_server.api(f"/flow-runs/{ui_server.runs['dbt']}")
     assert run["flow_name"] == "warehouse-daily" and run["state_type"] == "COMPLETED"
-    tasks = {t["task_name"]: t for t in run["task_runs"]}
-    dbt_nodes = {name: t for name, t in tasks.items() if name.startswith(("model.shop_warehouse.", "test.shop_warehouse."))}
+    # dbt's node runs: short names, dbt's unique id kept as a parameter
+    dbt_nodes = {t["parameters"]["unique_id"]: t for t in run["task_runs"] if "unique_id" in (t["parameters"] or {})}
     assert "model.shop_warehouse.stg_orders" in dbt_nodes and "model.shop_warehouse.daily_revenue" in dbt_nodes
-    edges = {(up["task_name"], t["task_name"]) for t in dbt_nodes.values() for up in t["upstream"]
+    assert dbt_nodes["model.shop_warehouse.stg_orders"]["task_name"] == "stg_orders"
+    ids = {t["id"]: unique for unique, t in dbt_nodes.items()}
+    edges = {(ids.get(up["id"]), unique) for unique, t in dbt_nodes.items() for up in t["upstream"]
              if up["kind"] == "wait_for"}
     # the manifest's lineage: a source test, then stg_orders, then the marts built on it
     assert ("model.shop_warehouse.stg_orders", "model.shop_warehouse.daily_revenue") in edges
