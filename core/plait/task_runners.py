@@ -145,6 +145,13 @@ class ThreadPoolTaskRunner(TaskRunner):
     def duplicate(self) -> ThreadPoolTaskRunner:
         return ThreadPoolTaskRunner(self.max_workers)
 
+    @functools.cached_property
+    def _default_limit(self) -> int:
+        """Threads when ``max_workers`` is not given: the setting, read once (not per run)."""
+        from plait.settings import get_settings
+
+        return get_settings().task_runner_max_workers
+
     def shutdown(self) -> None:
         with self._lock:
             self._closing = True
@@ -165,7 +172,7 @@ class ThreadPoolTaskRunner(TaskRunner):
             if self._idle:
                 self._idle -= 1
                 self._work_ready.notify()
-            elif len(self._threads) < (self.max_workers or _default_max_workers()):
+            elif len(self._threads) < (self.max_workers or self._default_limit):
                 thread = threading.Thread(target=self._work, name=f"plait-task-{len(self._threads)}", daemon=True)
                 self._threads.append(thread)
                 thread.start()
@@ -194,12 +201,6 @@ class ThreadPoolTaskRunner(TaskRunner):
         return f"ThreadPoolTaskRunner(max_workers={self.max_workers})"
 
 
-def _default_max_workers() -> int:
-    from plait.settings import get_settings
-
-    return get_settings().task_runner_max_workers
-
-
 class _Pending(concurrent.futures.Future[T]):
     """A future that shares its runner's condition (a plain one builds its own lock and
     condition, about 1 KB each; a 100,000-task map keeps 100,000 futures). Waiting loops
@@ -210,14 +211,8 @@ class _Pending(concurrent.futures.Future[T]):
         self._state = "PENDING"
         self._result = None
         self._exception = None
-
-    @functools.cached_property
-    def _waiters(self) -> list[Any]:  # type: ignore[override]
-        return []
-
-    @functools.cached_property
-    def _done_callbacks(self) -> list[Any]:
-        return []
+        self._waiters: list[Any] = []  # what set_result and concurrent.futures.wait expect
+        self._done_callbacks: list[Any] = []
 
     def _wait(self, timeout: float | None) -> None:
         if self._state not in _SETTLED_STATES:
