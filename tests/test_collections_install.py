@@ -50,10 +50,11 @@ AWS_VERSION = source_version("plait-aws")
 
 
 # -- packing installed distributions back into wheels ---------------------------------------------
-def _closure(names: list[str]) -> list[metadata.Distribution]:
-    """The installed distributions ``names`` need (markers evaluated, requested extras followed)."""
+def _closure(names: list[str], extras: dict[str, set[str]] | None = None) -> list[metadata.Distribution]:
+    """The installed distributions ``names`` need (markers evaluated, requested extras followed;
+    ``extras``: those asked for of the named ones)."""
     seen: dict[str, metadata.Distribution] = {}
-    todo = [(n, frozenset[str]()) for n in names]
+    todo = [(n, frozenset((extras or {}).get(n, ()))) for n in names]
     while todo:
         name, extras = todo.pop()
         dist = metadata.distribution(name)
@@ -134,8 +135,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def deps(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("deps")
-    for dist in _closure(["plait", "plait-aws"]):
-        if str(canonicalize_name(dist.metadata["Name"])) not in {"plait", "plait-aws"}:
+    ours = {"plait", "plait-aws", "plait-sqlalchemy"}
+    for dist in _closure(sorted(ours), extras={"plait-sqlalchemy": {"postgres"}}):
+        if str(canonicalize_name(dist.metadata["Name"])) not in ours:
             pack_installed(dist, out)
     return out
 
@@ -311,6 +313,15 @@ def test_fresh_venv_installs_from_the_wheelhouse_offline(wheelhouse: Path, deps:
     assert f"Error: plait-aws 0.1.1 is installed, newer than {AWS_VERSION}; pass --force to downgrade it" in down.stderr + down.stdout
     forced = install(f"plait-aws=={AWS_VERSION}", "--force")
     assert forced.returncode == 0 and forced.stdout.splitlines()[-1] == f"downgraded plait-aws from 0.1.1 to {AWS_VERSION}"
+
+    # an extra: the collection and what the extra adds, from the wheelhouse
+    extra = install("plait-sqlalchemy[postgres]")
+    assert extra.returncode == 0, extra.stdout + extra.stderr
+    said = extra.stdout.splitlines()[-1]
+    assert said.startswith("installed plait-sqlalchemy ") and "psycopg" in said, said
+    probe = subprocess.run([str(venv / "bin" / "python"), "-c", "import plait_sqlalchemy, psycopg; print(psycopg.__file__)"],
+                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0 and str(venv) in probe.stdout, probe.stderr
 
     newest = install("plait-aws")  # the newest wheel there needs plait 0.9: refused, naming both
     assert newest.returncode == 1
