@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from plait import flow, task
-from plait.history import MAX_BATCH, HistoryBatch, HistoryUnavailable, export_history, iter_history
+from plait.history import MAX_BATCH, HistoryBatch, HistoryUnavailable, copy_history, export_history, iter_history
 from plait.testing import free_port
 
 
@@ -167,3 +167,30 @@ def test_the_limits_agree() -> None:
     from plait._store.export import MAX_BATCH as STORE_MAX
 
     assert MAX_BATCH == STORE_MAX
+
+
+def test_copy_history_drives_an_incremental_copy(plait_env: str) -> None:
+    """The loop the warehouse copy flows share: batches from the cursor (minus the overlap)
+    to ``load``, what it wrote summed, the cursor moved on; a second copy loads nothing."""
+    copied: dict[str, set[Any]] = {"flow_runs": set(), "task_runs": set(), "states": set()}
+
+    def load(batch: HistoryBatch) -> dict[str, int]:
+        fresh = [s for s in batch.states if s["id"] not in copied["states"]]
+        copied["states"] |= {s["id"] for s in fresh}
+        changed = {s["run_id"] for s in fresh}
+        flows = {r["id"] for r in batch.flow_runs if r["id"] in changed}
+        tasks = {r["id"] for r in batch.task_runs if r["id"] in changed}
+        copied["flow_runs"] |= flows
+        copied["task_runs"] |= tasks
+        return {"flow_runs": len(flows), "task_runs": len(tasks), "states": len(fresh)}
+
+    pipeline(2)
+    _flush()
+    first = copy_history(load, 0, batch_size=3)  # several batches: a run may be rewritten in each
+    assert (len(copied["flow_runs"]), len(copied["task_runs"])) == (1, 2)
+    assert first["states"] == len(copied["states"]) >= 9 and first["flow_runs"] >= 1
+    assert first["cursor"] == max(copied["states"])
+    again = copy_history(load, first["cursor"], overlap=5)
+    assert (again.get("states", 0), again["cursor"]) == (0, first["cursor"])
+    with pytest.raises(ValueError, match="overlap is a number of state ids"):
+        copy_history(load, 0, overlap=-1)

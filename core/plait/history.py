@@ -28,12 +28,12 @@ The history is read from the local store (``PLAIT_DATABASE_URL``, or the SQLite 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["HistoryBatch", "HistoryUnavailable", "MAX_BATCH", "export_history", "iter_history"]
+__all__ = ["HistoryBatch", "HistoryUnavailable", "MAX_BATCH", "export_history", "iter_history", "copy_history"]
 
 MAX_BATCH = 10_000
 
@@ -146,3 +146,37 @@ def iter_history(
         cursor = batch.cursor
         if not batch.more:
             return
+
+
+def copy_history(
+    load: Callable[[HistoryBatch], Mapping[str, int]],
+    cursor: int,
+    *,
+    batch_size: int = 1000,
+    exclude_flows: Collection[str] = (),
+    overlap: int = 1000,
+    database_url: str | None = None,
+) -> dict[str, int]:
+    """The loop of an incremental copy into another system (a warehouse's copy flow):
+    batches from ``cursor - overlap`` on, each handed to ``load``, which writes it (with the
+    batch's cursor, in one transaction) and says how many rows of each kind it wrote.
+
+    ``overlap`` state ids below the cursor are read again, so a state that a PostgreSQL
+    store committed after a later one (two writers) is not missed; ``load`` skips what it
+    already has.
+
+    Returns:
+        What ``load`` wrote, summed by kind, and ``cursor``: the last state id copied.
+
+    Raises:
+        ValueError: ``overlap`` is not a whole number >= 0.
+    """
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
+        raise ValueError(f"overlap is a number of state ids (0 or more), not {overlap!r}")
+    totals: dict[str, int] = {}
+    for batch in iter_history(since=max(0, cursor - overlap), batch_size=batch_size, exclude_flows=exclude_flows,
+                              database_url=database_url):
+        for kind, count in load(batch).items():
+            totals[kind] = totals.get(kind, 0) + count
+        cursor = max(cursor, batch.cursor)
+    return {**totals, "cursor": cursor}

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from plait import flow, get_run_logger
-from plait.history import HistoryBatch, iter_history
+from plait.history import HistoryBatch, copy_history
 from plait_snowflake.connector import SnowflakeConnector
 
 __all__ = ["COPY_FLOW_NAME", "HistoryTables", "snowflake_copy_run_history", "load_history_batch"]
@@ -171,16 +171,10 @@ def snowflake_copy_run_history(
     """
     warehouse = SnowflakeConnector.load(connector) if isinstance(connector, str) else connector
     tables = HistoryTables(prefix, schema)
-    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
-        raise ValueError(f"overlap is a number of state ids (0 or more), not {overlap!r}")
     tables.create(warehouse)
-    cursor = tables.cursor(warehouse, source)
-    totals = {"flow_runs": 0, "task_runs": 0, "states": 0}
-    excluded = [COPY_FLOW_NAME, *exclude_flows]
-    for batch in iter_history(since=max(0, cursor - overlap), batch_size=batch_size, exclude_flows=excluded):
-        for key, count in load_history_batch(warehouse, tables, batch, source).items():
-            totals[key] += count
-        cursor = max(cursor, batch.cursor)
-    get_run_logger().info("Copied %d flow runs, %d task runs and %d states (cursor %d)", totals["flow_runs"],
-                          totals["task_runs"], totals["states"], cursor)
-    return {**totals, "cursor": cursor}
+    copied = {"flow_runs": 0, "task_runs": 0, "states": 0, **copy_history(
+        lambda batch: load_history_batch(warehouse, tables, batch, source), tables.cursor(warehouse, source),
+        batch_size=batch_size, exclude_flows=[COPY_FLOW_NAME, *exclude_flows], overlap=overlap)}
+    get_run_logger().info("Copied %d flow runs, %d task runs and %d states (cursor %d)", copied["flow_runs"],
+                          copied["task_runs"], copied["states"], copied["cursor"])
+    return copied

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from plait import flow, get_run_logger
-from plait.history import HistoryBatch, iter_history
+from plait.history import HistoryBatch, copy_history
 from plait_sqlalchemy.connector import SqlAlchemyConnector
 
 if TYPE_CHECKING:
@@ -197,7 +197,6 @@ def copy_run_history(
     """
     warehouse = SqlAlchemyConnector.load(connector) if isinstance(connector, str) else connector
     tables = HistoryTables(prefix, schema)
-    totals = {"flow_runs": 0, "task_runs": 0, "states": 0}
 
     def in_transaction(work: Callable[[Connection], T]) -> T:
         # The connector's own connection, so its later reads see what was loaded (DuckDB
@@ -214,18 +213,12 @@ def copy_run_history(
         tables.create(connection)
         return tables.cursor(connection, source)
 
-    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
-        raise ValueError(f"overlap is a number of state ids (0 or more), not {overlap!r}")
-    cursor = in_transaction(prepare)
-    excluded = [COPY_FLOW_NAME, *exclude_flows]
-    for batch in iter_history(since=max(0, cursor - overlap), batch_size=batch_size, exclude_flows=excluded):
+    def load(batch: HistoryBatch) -> dict[str, int]:
+        return in_transaction(lambda connection: load_history_batch(connection, tables, batch, source))
 
-        def load(connection: Connection, batch: HistoryBatch = batch) -> dict[str, int]:
-            return load_history_batch(connection, tables, batch, source)
-
-        for key, count in in_transaction(load).items():
-            totals[key] += count
-        cursor = max(cursor, batch.cursor)
-    get_run_logger().info("Copied %d flow runs, %d task runs and %d states (cursor %d)", totals["flow_runs"],
-                          totals["task_runs"], totals["states"], cursor)
-    return {**totals, "cursor": cursor}
+    copied = {"flow_runs": 0, "task_runs": 0, "states": 0, **copy_history(
+        load, in_transaction(prepare), batch_size=batch_size, exclude_flows=[COPY_FLOW_NAME, *exclude_flows],
+        overlap=overlap)}
+    get_run_logger().info("Copied %d flow runs, %d task runs and %d states (cursor %d)", copied["flow_runs"],
+                          copied["task_runs"], copied["states"], copied["cursor"])
+    return copied
