@@ -62,19 +62,8 @@ def installed_version(name: str) -> str | None:
 
 def installed_plait_range(name: str) -> str | None:
     """The plait range the installed distribution ``name`` declares (``Requires-Dist: plait...``)."""
-    from packaging.requirements import InvalidRequirement, Requirement
-
-    from plait.registry._build import format_specifier
-
     dist = _distribution(name)
-    for line in (dist.requires or []) if dist is not None else []:
-        try:
-            req = Requirement(line)
-        except InvalidRequirement:
-            continue
-        if _canonical(req.name) == "plait" and not req.marker:
-            return format_specifier(req.specifier) or None
-    return None
+    return _range_of(list(dist.requires or [])) if dist is not None else None
 
 
 def supports(plait_range: str | None, version: str | None = None) -> bool:
@@ -210,6 +199,7 @@ def editable_location(name: str) -> str | None:
 
 
 def _range_of(requires: list[str]) -> str | None:
+    """The plait range among ``requires`` (Requires-Dist lines), or None."""
     from packaging.requirements import InvalidRequirement, Requirement
 
     from plait.registry._build import format_specifier
