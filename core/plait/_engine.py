@@ -429,17 +429,15 @@ def task_steps(
             if failure is None:
                 ref = None
                 txn = transaction_var.get()
+                key = cache_key or run.id  # where the result goes in storage
                 if txn is not None:  # written when the transaction commits, if it does
                     write = None
                     if storage is not None:
-                        write = functools.partial(
-                            task.save_result, storage, cache_key or run.id, value, run, flow_ctx, recorder)
-                        ref = run.result_ref = task.result_ref(storage, cache_key or run.id)
+                        write = functools.partial(task.save_result, storage, key, value, run, flow_ctx, recorder)
+                        ref = run.result_ref = task.result_ref(storage, key)
                     txn.stage(task, run, value, write)
                 elif storage is not None:
-                    saved = yield Do(
-                        task.save_result, storage, cache_key or run.id, value, run, flow_ctx, recorder
-                    )
+                    saved = yield Do(task.save_result, storage, key, value, run, flow_ctx, recorder)
                     if saved.error is not None:
                         return _fail_task(run, saved.error, recorder)
                     ref = saved.value
